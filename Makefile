@@ -1,0 +1,53 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    create .venv if needed, install the pinned dependencies, run the pipeline
+#   make test   the same set-up, then lint and the whole test suite
+# A second call does not reinstall: .venv/.installed records the lock file it installed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+# Stage commands in dvc.yaml say `python`: make it the virtual environment's.
+export PATH := $(BIN):$(PATH)
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install run test test-unit test-keras test-torch test-e2e lint bench lock tutorial clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	@cp requirements.lock $(STAMP)
+
+run: install
+	$(BIN)/dvc repro
+
+# TensorFlow and PyTorch tests run in separate pytest processes: importing TensorFlow and then
+# torchvision in one process segfaults. The framework-free suite (incl. end to end) runs last.
+test: install lint test-keras test-torch test-unit
+
+lint: install
+	$(BIN)/ruff check .
+
+test-keras: install
+	$(BIN)/python -m pytest tests/keras
+
+test-torch: install
+	$(BIN)/python -m pytest tests/torch
+
+test-unit: install
+	$(BIN)/python -m pytest tests --ignore=tests/keras --ignore=tests/torch
+
+bench: install
+	$(BIN)/python bench/pipeline_bench.py
+
+# The classic two-framework tutorial's recipe as a DVC experiment (see README).
+tutorial: install
+	$(BIN)/dvc exp run -n tutorial $(shell cat presets/tutorial.args)
+
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable > requirements.lock
+
+clean:
+	rm -rf $(VENV)

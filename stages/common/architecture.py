@@ -1,0 +1,112 @@
+"""The framework-neutral description of the network that both trainers build.
+
+``build_spec(model_params, image_shape, num_classes)`` expands the ``model:`` params into a flat
+list of layers with their output shapes and trainable-parameter counts. The Keras and PyTorch
+builders turn exactly this list into layers, and tests compare each built model against it.
+
+Layer order per conv block: ``convs`` x [conv -> batch norm (if enabled) -> activation], then
+max-pool (if pool > 1), then dropout (if > 0). A conv followed by batch norm has no bias (the
+norm's shift replaces it). After the blocks: flatten in channels-last (H, W, C) order, the same
+in both frameworks so that weights move between them unchanged, then for each hidden dense
+layer [dropout -> dense -> activation], then [dropout -> dense(num_classes)] giving logits.
+
+Batch-norm constants are fixed here so both frameworks agree: epsilon 1e-5 and a running
+average that keeps 90% of the old value per step (Keras momentum 0.9 = PyTorch momentum 0.1).
+Weights: Glorot-uniform kernels and zero biases in both (Keras' default; PyTorch is told).
+
+The canonical weight layout (``get_weights``/``set_weights`` in both trainers): conv kernels
+(kh, kw, in, out), dense kernels (in, out), then biases; batch norm gamma, beta, mean, variance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from stages.common.errors import StageError
+from stages.common.params import ModelParams
+
+BATCH_NORM_EPSILON = 1e-5
+BATCH_NORM_DECAY = 0.9
+
+
+@dataclass(frozen=True)
+class Layer:
+    kind: str  # conv | batch_norm | activation | max_pool | dropout | flatten | dense
+    config: dict[str, Any] = field(default_factory=dict)
+    output_shape: tuple[int, ...] = ()  # (H, W, C) or (units,)
+    parameters: int = 0  # trainable parameters
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    input_shape: tuple[int, int, int]  # (H, W, C)
+    num_classes: int
+    layers: tuple[Layer, ...]
+
+    @property
+    def parameters(self) -> int:
+        return sum(layer.parameters for layer in self.layers)
+
+    def summary(self) -> list[str]:
+        """One ``kind`` per layer, with the settings that define it (for parity tests)."""
+        return [f"{layer.kind}{json.dumps(layer.config, sort_keys=True)}->{list(layer.output_shape)}"
+                for layer in self.layers]
+
+    def to_json(self) -> str:
+        return json.dumps({"input_shape": list(self.input_shape), "num_classes": self.num_classes,
+                           "layers": [asdict(layer) for layer in self.layers]}, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchitectureSpec:
+        raw = json.loads(text)
+        layers = tuple(Layer(item["kind"], item["config"], tuple(item["output_shape"]), item["parameters"])
+                       for item in raw["layers"])
+        return cls(tuple(raw["input_shape"]), raw["num_classes"], layers)  # type: ignore[arg-type]
+
+
+def _conv_output(size: int, kernel: int, padding: str) -> int:
+    return size if padding == "same" else size - kernel + 1
+
+
+def build_spec(model: ModelParams, input_shape: tuple[int, int, int], num_classes: int) -> ArchitectureSpec:
+    """Expand ``model:`` params into the layer list; raise StageError if a map shrinks to nothing."""
+    height, width, channels = input_shape
+    layers: list[Layer] = []
+    activation = {"name": model.activation}
+    for block_index, block in enumerate(model.conv_blocks):
+        for conv_index in range(block.convs):
+            height = _conv_output(height, block.kernel_size, model.padding)
+            width = _conv_output(width, block.kernel_size, model.padding)
+            if height < 1 or width < 1:
+                raise StageError(f"model.conv_blocks[{block_index}]: conv {conv_index + 1} shrinks the "
+                                 f"feature map to {height}x{width}; use padding: same or fewer blocks")
+            bias = not block.batch_norm
+            weights = block.kernel_size * block.kernel_size * channels * block.filters + (block.filters if bias else 0)
+            channels = block.filters
+            shape = (height, width, channels)
+            layers.append(Layer("conv", {"filters": block.filters, "kernel_size": block.kernel_size,
+                                         "padding": model.padding, "bias": bias}, shape, weights))
+            if block.batch_norm:
+                layers.append(Layer("batch_norm", {"epsilon": BATCH_NORM_EPSILON, "decay": BATCH_NORM_DECAY},
+                                    shape, 2 * channels))
+            layers.append(Layer("activation", activation, shape))
+        if block.pool > 1:
+            height, width = height // block.pool, width // block.pool
+            if height < 1 or width < 1:
+                raise StageError(f"model.conv_blocks[{block_index}]: pooling by {block.pool} shrinks the "
+                                 f"feature map to {height}x{width}; use a smaller pool or fewer blocks")
+            layers.append(Layer("max_pool", {"pool": block.pool}, (height, width, channels)))
+        if block.dropout > 0:
+            layers.append(Layer("dropout", {"rate": block.dropout}, (height, width, channels)))
+    features = height * width * channels
+    layers.append(Layer("flatten", {"order": "HWC"}, (features,)))
+    for units in (*model.dense, num_classes):
+        if model.dense_dropout > 0:
+            layers.append(Layer("dropout", {"rate": model.dense_dropout}, (features,)))
+        layers.append(Layer("dense", {"units": units}, (units,), features * units + units))
+        features = units
+        layers.append(Layer("activation", activation, (units,)))
+    layers.pop()  # the output layer gives logits: no activation after it
+    return ArchitectureSpec(tuple(input_shape), num_classes, tuple(layers))  # type: ignore[arg-type]

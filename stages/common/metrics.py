@@ -1,0 +1,46 @@
+"""Classification metrics in plain numpy, shared by evaluate and report.
+
+All functions take class-index arrays or probability arrays, never paths.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(true: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """counts[i, j] = number of items of true class i predicted as class j."""
+    true = np.asarray(true, dtype=np.int64)
+    predicted = np.asarray(predicted, dtype=np.int64)
+    if true.shape != predicted.shape:
+        raise ValueError(f"true labels {true.shape} and predictions {predicted.shape} differ in shape")
+    return np.bincount(true * num_classes + predicted, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes)
+
+
+def per_class_scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Precision, recall, F1 and support per class; 0 where a ratio has no denominator."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    true_positive = np.diag(confusion)
+    predicted_count = confusion.sum(axis=0)
+    support = confusion.sum(axis=1)
+    precision = np.divide(true_positive, predicted_count, out=np.zeros_like(true_positive), where=predicted_count > 0)
+    recall = np.divide(true_positive, support, out=np.zeros_like(true_positive), where=support > 0)
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(true_positive), where=denominator > 0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
+
+
+def accuracy(true: np.ndarray, predicted: np.ndarray) -> float:
+    true = np.asarray(true)
+    return float(np.mean(true == np.asarray(predicted))) if true.size else 0.0
+
+
+def cross_entropy(probabilities: np.ndarray, true: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true classes (probabilities clipped away from 0)."""
+    picked = probabilities[np.arange(true.shape[0]), np.asarray(true, dtype=np.int64)]
+    return float(-np.mean(np.log(np.clip(picked.astype(np.float64), 1e-12, 1.0))))
+
+
+def percentile_ms(seconds: list[float] | np.ndarray, percentile: float) -> float:
+    return float(np.percentile(np.asarray(seconds, dtype=np.float64), percentile) * 1000.0)

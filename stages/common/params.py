@@ -1,0 +1,367 @@
+"""Typed, validated access to ``params.yaml``: one frozen dataclass per section.
+
+Every stage calls ``load_params()`` before doing any work. The whole file is validated (types,
+ranges, allowed values, missing and unknown keys, at every level), and all problems are
+reported at once, one line each, as ``params.yaml: <key>: <problem>``. ``params.yaml`` is the
+single source of the defaults: every key of a section is required there, so the defaults and
+their explanatory comments cannot drift apart from code.
+
+The framework sections ``keras:`` and ``torch:`` hold optional overrides of any ``train:`` key;
+``effective_train(params, framework)`` merges them.
+
+Run ``python -m stages.common.params`` to validate ``params.yaml`` without running anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from stages.common.errors import StageError
+
+PARAMS_FILE = Path("params.yaml")
+FRAMEWORKS = ("keras", "torch")
+
+
+def _check(minimum: float | None = None, maximum: float | None = None, *, exclusive_min: bool = False,
+           exclusive_max: bool = False, pattern: str | None = None, min_items: int | None = None) -> dict:
+    """Field metadata understood by the validator."""
+    return {"minimum": minimum, "maximum": maximum, "exclusive_min": exclusive_min,
+            "exclusive_max": exclusive_max, "pattern": pattern, "min_items": min_items}
+
+
+def checked(**kwargs: Any) -> Any:
+    return field(metadata=_check(**kwargs))
+
+
+def optional_field(**kwargs: Any) -> Any:
+    return field(default=None, metadata=_check(**kwargs))
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class FileSpec:
+    """One IDX file of a custom dataset: its name on the mirror and the sha256 of its content."""
+
+    name: str = checked(pattern=r"^[A-Za-z0-9._-]+\.gz$")
+    sha256: str = checked(pattern=r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CustomFiles:
+    train_images: FileSpec
+    train_labels: FileSpec
+    test_images: FileSpec
+    test_labels: FileSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class CustomDataset:
+    files: CustomFiles
+    class_names: tuple[str, ...] = checked(min_items=2)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataParams:
+    dataset: Literal["mnist", "fashion-mnist", "custom"]
+    mirrors: tuple[str, ...]
+    timeout_s: float = checked(minimum=0, exclusive_min=True)
+    retries: int = checked(minimum=0, maximum=10)
+    retry_backoff_s: float = checked(minimum=0)
+    custom: CustomDataset | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreprocessParams:
+    val_fraction: float = checked(minimum=0, maximum=0.5, exclusive_min=True)
+    max_train: int | None = optional_field(minimum=10)
+    max_test: int | None = optional_field(minimum=1)
+    normalize: Literal["standardize", "scale", "none"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvBlock:
+    filters: int = checked(minimum=1, maximum=1024)
+    kernel_size: int = checked(minimum=1, maximum=11)
+    convs: int = checked(minimum=1, maximum=4)
+    batch_norm: bool
+    pool: int = checked(minimum=1, maximum=4)
+    dropout: float = checked(minimum=0, maximum=1, exclusive_max=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelParams:
+    conv_blocks: tuple[ConvBlock, ...]
+    padding: Literal["same", "valid"]
+    activation: Literal["relu", "gelu", "tanh", "sigmoid"]
+    dense: tuple[int, ...]
+    dense_dropout: float = checked(minimum=0, maximum=1, exclusive_max=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AugmentParams:
+    enabled: bool
+    max_shift: float = checked(minimum=0, maximum=0.5)
+    max_rotation_deg: float = checked(minimum=0, maximum=180)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainParams:
+    epochs: int = checked(minimum=1, maximum=1000)
+    batch_size: int = checked(minimum=1, maximum=65536)
+    optimizer: Literal["adam", "adamw", "sgd"]
+    learning_rate: float = checked(minimum=0, maximum=10, exclusive_min=True)
+    momentum: float = checked(minimum=0, maximum=1, exclusive_max=True)
+    weight_decay: float = checked(minimum=0, maximum=1)
+    schedule: Literal["constant", "cosine", "onecycle"]
+    warmup_fraction: float = checked(minimum=0, maximum=1, exclusive_max=True)
+    label_smoothing: float = checked(minimum=0, maximum=1, exclusive_max=True)
+    input_scale: float = checked(minimum=0, exclusive_min=True)
+    augment: AugmentParams
+    threads: int = checked(minimum=1, maximum=256)
+    device: Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateParams:
+    batch_size: int = checked(minimum=1, maximum=65536)
+    latency_samples: int = checked(minimum=1, maximum=100000)
+    latency_warmup: int = checked(minimum=0, maximum=10000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportParams:
+    misclassified: int = checked(minimum=0, maximum=100)
+    disagreements: int = checked(minimum=0, maximum=100)
+    dpi: int = checked(minimum=50, maximum=600)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    seed: int = checked(minimum=0, maximum=2**32 - 1)
+    data: DataParams
+    preprocess: PreprocessParams
+    model: ModelParams
+    train: TrainParams
+    keras: dict[str, Any]
+    torch: dict[str, Any]
+    evaluate: EvaluateParams
+    report: ReportParams
+
+
+# Fields whose value may be left out of params.yaml (all others are required).
+_OPTIONAL_KEYS = {("DataParams", "custom")}
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if annotation is int:
+        return "an integer"
+    if annotation is float:
+        return "a number"
+    if annotation is bool:
+        return "true or false"
+    if annotation is str:
+        return "a string"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(choice) for choice in typing.get_args(annotation))
+    if origin is tuple:
+        return "a list"
+    if dataclasses.is_dataclass(annotation):
+        return "a mapping"
+    return str(annotation)
+
+
+def _convert(value: Any, annotation: Any, key: str, problems: list[str], metadata: Any = None) -> Any:
+    """Check ``value`` against ``annotation``; append problems; return the typed value."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        arguments = [argument for argument in typing.get_args(annotation) if argument is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, arguments[0], key, problems, metadata)
+    if value is None:
+        problems.append(f"{key}: expected {_type_name(annotation)}, got null")
+        return None
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, key, problems)
+    if origin is Literal:
+        choices = typing.get_args(annotation)
+        if value not in choices or isinstance(value, bool):
+            problems.append(f"{key}: expected {_type_name(annotation)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            problems.append(f"{key}: expected a list, got {value!r}")
+            return ()
+        (item_type, _ellipsis) = typing.get_args(annotation)
+        items = tuple(_convert(item, item_type, f"{key}[{index}]", problems) for index, item in enumerate(value))
+        if metadata and metadata.get("min_items") is not None and len(items) < metadata["min_items"]:
+            problems.append(f"{key}: expected at least {metadata['min_items']} items, got {len(items)}")
+        return items
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{key}: expected a mapping, got {value!r}")
+            return {}
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{key}: expected an integer, got {value!r}")
+            return value
+    elif annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{key}: expected a number, got {value!r}")
+            return value
+        if value != value or value in (float("inf"), float("-inf")):
+            problems.append(f"{key}: expected a finite number, got {value!r}")
+            return value
+        value = float(value)
+    elif annotation is str and not isinstance(value, str):
+        problems.append(f"{key}: expected a string, got {value!r}")
+        return value
+    if metadata:
+        _check_bounds(value, key, metadata, problems)
+    return value
+
+
+def _check_bounds(value: Any, key: str, metadata: Any, problems: list[str]) -> None:
+    minimum, maximum = metadata.get("minimum"), metadata.get("maximum")
+    if minimum is not None:
+        if metadata.get("exclusive_min") and not value > minimum:
+            problems.append(f"{key}: expected a value greater than {minimum}, got {value!r}")
+        elif not metadata.get("exclusive_min") and not value >= minimum:
+            problems.append(f"{key}: expected a value of at least {minimum}, got {value!r}")
+    if maximum is not None:
+        if metadata.get("exclusive_max") and not value < maximum:
+            problems.append(f"{key}: expected a value below {maximum}, got {value!r}")
+        elif not metadata.get("exclusive_max") and not value <= maximum:
+            problems.append(f"{key}: expected a value of at most {maximum}, got {value!r}")
+    pattern = metadata.get("pattern")
+    if pattern is not None and not re.fullmatch(pattern, value):
+        problems.append(f"{key}: expected a string matching {pattern}, got {value!r}")
+
+
+def _build(cls: type, raw: Any, key: str, problems: list[str], *, partial: bool = False) -> Any:
+    """Build dataclass ``cls`` from mapping ``raw``; with ``partial``, keys may be missing."""
+    prefix = f"{key}." if key else ""
+    if not isinstance(raw, dict):
+        problems.append(f"{key or 'top level'}: expected a mapping, got {raw!r}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {item.name: item for item in dataclasses.fields(cls)}
+    for unknown in sorted(set(raw) - set(fields), key=str):
+        close = [name for name in fields if _similar(str(unknown), name)]
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        problems.append(f"{prefix}{unknown}: unknown key{hint}; allowed: {', '.join(fields)}")
+    values = {}
+    for name, item in fields.items():
+        if name not in raw:
+            if not partial and (cls.__name__, name) not in _OPTIONAL_KEYS:
+                problems.append(f"{prefix}{name}: missing (expected {_type_name(hints[name])})")
+            continue
+        values[name] = _convert(raw[name], hints[name], f"{prefix}{name}", problems, item.metadata)
+    if partial:
+        return values
+    try:
+        return cls(**values)
+    except TypeError:
+        return None
+
+
+def _similar(left: str, right: str) -> bool:
+    import difflib
+
+    return difflib.SequenceMatcher(None, left, right).ratio() >= 0.75
+
+
+def _cross_checks(params: Params, problems: list[str]) -> None:
+    data = params.data
+    if data.dataset == "custom" and data.custom is None:
+        problems.append("data.custom: required when data.dataset is 'custom'")
+    if data.dataset == "custom" and not data.mirrors:
+        problems.append("data.mirrors: a custom dataset needs at least one mirror")
+    for index, mirror in enumerate(data.mirrors):
+        if not isinstance(mirror, str) or not mirror:
+            problems.append(f"data.mirrors[{index}]: expected a non-empty string")
+        elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", mirror) and not re.match(r"^(https?|file)://", mirror):
+            problems.append(f"data.mirrors[{index}]: unsupported scheme in {mirror!r}; expected http://, https://, "
+                            "file:// or a local directory")
+
+
+def validate(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
+    """Validate a parsed params mapping; raise StageError listing every problem."""
+    problems: list[str] = []
+    params = _build(Params, raw, "", problems)
+    overrides = {}
+    if isinstance(raw, dict):
+        for framework in FRAMEWORKS:
+            section = raw.get(framework)
+            if isinstance(section, dict):
+                overrides[framework] = _build(TrainParams, section, framework, problems, partial=True)
+    if not problems and params is not None:
+        _cross_checks(params, problems)
+    if problems or params is None:
+        raise StageError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(f"  {source}: {p}" for p in problems))
+    return dataclasses.replace(params, keras=overrides.get("keras", {}), torch=overrides.get("torch", {}))
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate the params file; raise StageError naming the file on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise StageError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise StageError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    return validate(raw, str(path))
+
+
+def effective_train(params: Params, framework: str) -> TrainParams:
+    """The shared ``train`` recipe with the framework's own overrides applied."""
+    if framework not in FRAMEWORKS:
+        raise StageError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORKS)}")
+    overrides = dict(getattr(params, framework))
+    return dataclasses.replace(params.train, **overrides)
+
+
+def as_dict(value: Any) -> Any:
+    """Plain-Python copy of a params dataclass (for metadata files and reports)."""
+    if dataclasses.is_dataclass(value):
+        return {item.name: as_dict(getattr(value, item.name)) for item in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [as_dict(item) for item in value]
+    if isinstance(value, dict):
+        return {key: as_dict(item) for key, item in value.items()}
+    return value
+
+
+def main() -> None:
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else PARAMS_FILE
+    load_params(path)
+    print(f"{path}: ok")
+
+
+if __name__ == "__main__":
+    from stages.common.errors import run_stage
+
+    run_stage(main, "params")

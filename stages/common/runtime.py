@@ -1,0 +1,38 @@
+"""Seeding and CPU threads, set the same way by every stage that computes.
+
+Thread counts must be fixed before a framework is imported (BLAS and OpenMP pools read their
+environment once), so stages call ``configure_threads`` first, then import their framework.
+A fixed thread count is also part of determinism: reductions split differently across a
+different number of threads give different floating-point sums.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+
+
+def configure_threads(threads: int) -> None:
+    for variable in _THREAD_VARIABLES:
+        os.environ[variable] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    # Keep TensorFlow's C++ start-up chatter out of the stage's log.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def seed_python_and_numpy(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """A stable sub-seed per purpose, so stages don't share one random stream by accident."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")

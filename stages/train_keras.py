@@ -1,0 +1,292 @@
+"""Stage ``train@keras``: the shared architecture trained with TensorFlow/Keras.
+
+Inputs: ``data/prepared/`` (train and val splits), ``params.yaml`` (``seed``, ``model``,
+``train``, ``keras``). Outputs: ``models/keras/model.keras`` (+ ``architecture.json``) and
+``dvclive/keras/`` (see ``stages/common/training.py``).
+
+This module and ``stages/train_torch.py`` mirror each other: the same public functions with the
+same meaning (``configure``, ``build_model``, ``count_parameters``, ``get_weights``,
+``set_weights``, ``fit``, ``logits``, ``predict``, ``save_model``, ``load_model``), so that
+training, evaluation and the parity tests treat the frameworks alike. Only TensorFlow/Keras is
+imported here, never PyTorch.
+
+Run: ``python -m stages.train_keras`` (or ``dvc repro train@keras``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before the import: it reads this once
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from stages.common import atomic
+from stages.common.architecture import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, ArchitectureSpec
+from stages.common.errors import StageError, run_stage
+from stages.common.params import TrainParams
+from stages.common.prepared import Split
+from stages.common.runtime import configure_threads
+from stages.common.training import (
+    EpochRecord,
+    batch_indices,
+    check_finite,
+    interactive,
+    run_training,
+)
+
+MODEL_FILE = "model.keras"
+VALIDATION_BATCH = 1000
+# Adam's epsilon as PyTorch sets it (Keras' own default is 1e-7).
+ADAM_EPSILON = 1e-8
+
+
+def configure(settings: TrainParams, seed: int) -> str:
+    """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda')."""
+    configure_threads(settings.threads)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(settings.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # already initialised in this process (tests): the first setting stays
+    gpus = tf.config.list_physical_devices("GPU")
+    if settings.device == "cuda" and not gpus:
+        raise StageError("train.device is 'cuda' but TensorFlow sees no GPU (is a CUDA build of TensorFlow "
+                         "installed? pip install 'tensorflow[and-cuda]')")
+    if settings.device == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    return "cuda" if gpus and settings.device != "cpu" else "cpu"
+
+
+def build_model(spec: ArchitectureSpec):
+    """The spec's layers as a ``keras.Sequential`` taking NHWC float32 images, giving logits."""
+    layers = keras.layers
+    model_layers: list = [keras.Input(shape=spec.input_shape)]
+    for layer in spec.layers:
+        config = layer.config
+        if layer.kind == "conv":
+            model_layers.append(layers.Conv2D(config["filters"], config["kernel_size"], padding=config["padding"],
+                                              use_bias=config["bias"]))
+        elif layer.kind == "batch_norm":
+            model_layers.append(layers.BatchNormalization(momentum=BATCH_NORM_DECAY, epsilon=BATCH_NORM_EPSILON))
+        elif layer.kind == "activation":
+            model_layers.append(layers.Activation(config["name"]))
+        elif layer.kind == "max_pool":
+            model_layers.append(layers.MaxPooling2D(config["pool"]))
+        elif layer.kind == "dropout":
+            model_layers.append(layers.Dropout(config["rate"]))
+        elif layer.kind == "flatten":
+            model_layers.append(layers.Flatten())  # channels-last: (H, W, C) order
+        elif layer.kind == "dense":
+            model_layers.append(layers.Dense(config["units"]))
+        else:
+            raise ValueError(f"unknown layer kind {layer.kind!r}")
+    return keras.Sequential(model_layers, name="comparison_net")
+
+
+def layer_kinds(model) -> list[str]:
+    """The built model's layers in the spec's vocabulary (for parity tests)."""
+    names = {keras.layers.Conv2D: "conv", keras.layers.BatchNormalization: "batch_norm",
+             keras.layers.Activation: "activation", keras.layers.MaxPooling2D: "max_pool",
+             keras.layers.Dropout: "dropout", keras.layers.Flatten: "flatten", keras.layers.Dense: "dense"}
+    return [names[type(layer)] for layer in model.layers]
+
+
+def count_parameters(model) -> int:
+    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
+
+
+def get_weights(model) -> list[np.ndarray]:
+    """All weights in the canonical layout (Keras' own: kernels (kh, kw, in, out) and (in, out))."""
+    return [np.asarray(weight) for weight in model.get_weights()]
+
+
+def set_weights(model, weights: list[np.ndarray]) -> None:
+    model.set_weights(weights)
+
+
+def _optimizer(settings: TrainParams, schedule):
+    decay = settings.weight_decay or None
+    if settings.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=schedule, momentum=settings.momentum, weight_decay=decay)
+    optimizer_class = keras.optimizers.AdamW if settings.optimizer == "adamw" else keras.optimizers.Adam
+    return optimizer_class(learning_rate=schedule, epsilon=ADAM_EPSILON, weight_decay=decay or 0.0)
+
+
+class TableSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A Keras schedule that reads the shared per-step table (see stages/common/schedules.py)."""
+
+    def __init__(self, table: np.ndarray) -> None:
+        self.table = keras.ops.convert_to_tensor(np.asarray(table, dtype=np.float32))
+        self.last = len(table) - 1
+
+    def __call__(self, step):
+        index = keras.ops.minimum(keras.ops.cast(step, "int32"), self.last)
+        return keras.ops.take(self.table, index)
+
+    def get_config(self) -> dict:
+        return {"table": []}
+
+
+def _augmentation(settings: TrainParams, background: float, seed: int):
+    augment = settings.augment
+    return keras.Sequential([
+        keras.layers.RandomRotation(augment.max_rotation_deg / 360.0, fill_mode="constant", fill_value=background,
+                                    seed=seed),
+        keras.layers.RandomTranslation(augment.max_shift, augment.max_shift, fill_mode="constant",
+                                       fill_value=background, seed=seed + 1),
+    ], name="augmentation")
+
+
+def _batches(split: Split, settings: TrainParams, seed: int, num_classes: int):
+    """Batches sliced from the memory-mapped arrays in the shared seeded order."""
+    generator = np.random.default_rng(seed)
+    eye = np.eye(num_classes, dtype=np.float32)
+    scale = np.float32(settings.input_scale)
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.order = batch_indices(split.labels.shape[0], settings.batch_size, generator)
+
+        def __len__(self):
+            return len(self.order)
+
+        def __getitem__(self, index):
+            rows = np.sort(self.order[index])
+            images = split.images[rows]
+            if scale != 1:
+                images = images * scale
+            return images, eye[split.labels[rows]]
+
+        def on_epoch_end(self):
+            self.order = batch_indices(split.labels.shape[0], settings.batch_size, generator)
+
+    return Batches()
+
+
+def fit(model, train: Split, val: Split, settings: TrainParams, learning_rates: np.ndarray, seed: int,
+        on_epoch_end, background: float = 0.0) -> None:
+    """Train ``model`` in place; call ``on_epoch_end(EpochRecord)`` after each epoch's validation."""
+    num_classes = model.output_shape[-1]
+    # Compile a wrapper, not ``model`` itself: the saved model then carries no optimizer state
+    # (a PyTorch state_dict carries none either, so file sizes compare like for like).
+    augmentation = [_augmentation(settings, background, seed)] if settings.augment.enabled else []
+    trainer = keras.Sequential([keras.Input(shape=model.input_shape[1:]), *augmentation, model])
+    trainer.compile(
+        optimizer=_optimizer(settings, TableSchedule(learning_rates)),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=settings.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    val_images = np.asarray(val.images) * np.float32(settings.input_scale)
+    val_targets = np.eye(num_classes, dtype=np.float32)[val.labels]
+    steps_per_epoch = len(learning_rates) // settings.epochs
+
+    class EpochCallback(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = self.validation_started = time.perf_counter()
+            self.epoch = epoch + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            check_finite(float(logs["loss"]), self.epoch, batch + 1)
+
+        def on_test_begin(self, logs=None):
+            self.validation_started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = time.perf_counter()
+            on_epoch_end(EpochRecord(
+                epoch=epoch + 1, train_loss=float(logs["loss"]), train_accuracy=float(logs["accuracy"]),
+                val_loss=float(logs["val_loss"]), val_accuracy=float(logs["val_accuracy"]),
+                learning_rate=float(learning_rates[(epoch + 1) * steps_per_epoch - 1]),
+                train_seconds=self.validation_started - self.started, seconds=now - self.started))
+
+    trainer.fit(_batches(train, settings, seed, num_classes), epochs=settings.epochs,
+                validation_data=(val_images, val_targets), validation_batch_size=VALIDATION_BATCH,
+                callbacks=[EpochCallback()], verbose=1 if interactive() else 0, shuffle=False)
+
+
+def logits(model, images: np.ndarray) -> np.ndarray:
+    """Raw outputs for NHWC images, in inference mode."""
+    return np.asarray(model(np.asarray(images, dtype=np.float32), training=False))
+
+
+def predict(model, images: np.ndarray, batch_size: int, input_scale: float = 1.0) -> np.ndarray:
+    """Class probabilities (float32, N x classes) for NHWC images, batch by batch."""
+    call = _compiled_call(model)
+    outputs = []
+    for start in range(0, images.shape[0], batch_size):
+        batch = np.asarray(images[start:start + batch_size], dtype=np.float32) * np.float32(input_scale)
+        outputs.append(np.asarray(keras.ops.softmax(call(batch))))
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def _compiled_call(model):
+    """A traced inference function (per-call eager overhead would dominate batch-1 latency)."""
+    if not hasattr(model, "_comparison_call"):
+        model._comparison_call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+    return model._comparison_call
+
+
+def save_model(model, path: Path) -> None:
+    """Save as ``.keras``, normalised so identical weights give identical bytes (see below)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        saved = Path(scratch) / MODEL_FILE
+        model.save(saved)
+        atomic.write_bytes(path, _normalised_keras_archive(saved.read_bytes()))
+
+
+def _normalised_keras_archive(data: bytes) -> bytes:
+    """Rewrite a .keras zip with fixed timestamps and no save date.
+
+    Keras stamps the save time into metadata.json and the zip entries, so two saves of the same
+    weights differ byte for byte; DVC would then see a new output on every identical rerun.
+    """
+    source = zipfile.ZipFile(io.BytesIO(data))
+    output = io.BytesIO()
+    with zipfile.ZipFile(output, "w", compression=zipfile.ZIP_DEFLATED) as target:
+        for name in sorted(source.namelist()):
+            content = source.read(name)
+            if name == "metadata.json":
+                metadata = json.loads(content)
+                metadata["date_saved"] = "1980-01-01@00:00:00"
+                content = json.dumps(metadata, sort_keys=True).encode()
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            target.writestr(info, content)
+    return output.getvalue()
+
+
+def load_model(path: Path, spec: ArchitectureSpec | None = None):
+    """Load a ``.keras`` file with Keras' safe mode (no arbitrary code from the file)."""
+    if not path.is_file():
+        raise StageError(f"{path}: missing; run the training stage first (dvc repro train@keras)")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # noqa: BLE001 - Keras raises many types for a corrupt file
+        raise StageError(f"{path}: not a loadable Keras model ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''})") from None
+    if spec is not None and count_parameters(model) != spec.parameters:
+        raise StageError(f"{path}: has {count_parameters(model)} parameters; its architecture.json says "
+                         f"{spec.parameters}")
+    return model
+
+
+def main() -> None:
+    run_training("keras", sys.modules[__name__])
+
+
+if __name__ == "__main__":
+    run_stage(main, "train@keras")

@@ -1,0 +1,337 @@
+"""Stage ``train@torch``: the shared architecture trained with PyTorch.
+
+Inputs: ``data/prepared/`` (train and val splits), ``params.yaml`` (``seed``, ``model``,
+``train``, ``torch``). Outputs: ``models/torch/model.pt`` (a ``state_dict``, + ``architecture.json``)
+and ``dvclive/torch/`` (see ``stages/common/training.py``).
+
+This module and ``stages/train_keras.py`` mirror each other: the same public functions with the
+same meaning (``configure``, ``build_model``, ``count_parameters``, ``get_weights``,
+``set_weights``, ``fit``, ``logits``, ``predict``, ``save_model``, ``load_model``). Only PyTorch
+is imported here, never TensorFlow. Batches are sliced from the memory-mapped arrays in the
+main process (no DataLoader workers: the data is already in memory-mappable arrays).
+
+Run: ``python -m stages.train_torch`` (or ``dvc repro train@torch``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from stages.common import atomic
+from stages.common.architecture import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, ArchitectureSpec
+from stages.common.errors import StageError, run_stage
+from stages.common.params import TrainParams
+from stages.common.prepared import Split
+from stages.common.runtime import configure_threads
+from stages.common.training import (
+    EpochRecord,
+    batch_indices,
+    check_finite,
+    interactive,
+    run_training,
+)
+
+MODEL_FILE = "model.pt"
+VALIDATION_BATCH = 1000
+ADAM_EPSILON = 1e-8
+
+
+def configure(settings: TrainParams, seed: int) -> str:
+    """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda')."""
+    configure_threads(settings.threads)
+    # Required by deterministic cuBLAS; harmless on the CPU. Must be set before CUDA starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.set_num_threads(settings.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already set in this process (tests): the first setting stays
+    available = torch.cuda.is_available()
+    if settings.device == "cuda" and not available:
+        raise StageError("train.device is 'cuda' but PyTorch sees no GPU (torch.cuda.is_available() is False)")
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    return "cuda" if available and settings.device != "cpu" else "cpu"
+
+
+def _device(model) -> str:
+    return next(model.parameters()).device.type
+
+
+def build_model(spec: ArchitectureSpec):
+    """The spec's layers as an ``nn.Sequential`` taking NCHW float32 images, giving logits."""
+    nn = torch.nn
+    activations = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+    modules = []
+    channels = spec.input_shape[2]
+    previous_shape: tuple[int, ...] = spec.input_shape
+    for layer in spec.layers:
+        config = layer.config
+        if layer.kind == "conv":
+            modules.append(nn.Conv2d(channels, config["filters"], config["kernel_size"], padding=config["padding"],
+                                     bias=config["bias"]))
+            channels = config["filters"]
+        elif layer.kind == "batch_norm":
+            modules.append(nn.BatchNorm2d(channels, eps=BATCH_NORM_EPSILON, momentum=1 - BATCH_NORM_DECAY))
+        elif layer.kind == "activation":
+            modules.append(activations[config["name"]]())
+        elif layer.kind == "max_pool":
+            modules.append(nn.MaxPool2d(config["pool"]))
+        elif layer.kind == "dropout":
+            modules.append(nn.Dropout(config["rate"]))
+        elif layer.kind == "flatten":
+            modules.append(ChannelsLastFlatten())
+        elif layer.kind == "dense":
+            modules.append(nn.Linear(int(np.prod(previous_shape)), config["units"]))
+        else:
+            raise ValueError(f"unknown layer kind {layer.kind!r}")
+        previous_shape = layer.output_shape
+    model = nn.Sequential(*modules)
+    # Keras' defaults, so both frameworks start from the same distribution of weights.
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            _glorot_uniform(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
+def _glorot_uniform(weight) -> None:
+    """Keras' glorot_uniform: fans counted as Keras does (receptive field x channels)."""
+    receptive = int(np.prod(weight.shape[2:])) if weight.dim() > 2 else 1
+    fan_out, fan_in = weight.shape[0] * receptive, weight.shape[1] * receptive
+    limit = float(np.sqrt(6.0 / (fan_in + fan_out)))
+    with torch.no_grad():
+        weight.uniform_(-limit, limit)
+
+
+class ChannelsLastFlatten(nn.Module):
+    """Flatten NCHW maps in (H, W, C) order, as Keras does, so dense weights are shared."""
+
+    def forward(self, inputs):
+        return inputs.permute(0, 2, 3, 1).flatten(1)
+
+
+def layer_kinds(model) -> list[str]:
+    """The built model's layers in the spec's vocabulary (for parity tests)."""
+    names = {nn.Conv2d: "conv", nn.BatchNorm2d: "batch_norm", nn.MaxPool2d: "max_pool", nn.Dropout: "dropout",
+             nn.Linear: "dense", nn.ReLU: "activation", nn.GELU: "activation", nn.Tanh: "activation",
+             nn.Sigmoid: "activation"}
+    return [names.get(type(module), "flatten") for module in model]
+
+
+def count_parameters(model) -> int:
+    return int(sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad))
+
+
+def get_weights(model) -> list[np.ndarray]:
+    """All weights in the canonical layout: conv (kh, kw, in, out), dense (in, out), then biases;
+    batch norm gamma, beta, running mean, running variance (Keras' order)."""
+    weights: list[np.ndarray] = []
+    for module in model:
+        if isinstance(module, nn.Conv2d):
+            weights.append(module.weight.detach().cpu().numpy().transpose(2, 3, 1, 0))
+        elif isinstance(module, nn.Linear):
+            weights.append(module.weight.detach().cpu().numpy().T)
+        elif isinstance(module, nn.BatchNorm2d):
+            weights += [tensor.detach().cpu().numpy() for tensor in
+                        (module.weight, module.bias, module.running_mean, module.running_var)]
+            continue
+        else:
+            continue
+        if module.bias is not None:
+            weights.append(module.bias.detach().cpu().numpy())
+    return [np.ascontiguousarray(weight) for weight in weights]
+
+
+def set_weights(model, weights: list[np.ndarray]) -> None:
+    nn = torch.nn
+    remaining = list(weights)
+
+    def take(target, layout=None) -> None:
+        array = remaining.pop(0)
+        array = array.transpose(layout) if layout is not None else array
+        if tuple(array.shape) != tuple(target.shape):
+            raise ValueError(f"weight of shape {array.shape} does not fit {tuple(target.shape)}")
+        with torch.no_grad():
+            target.copy_(torch.from_numpy(np.ascontiguousarray(array)))
+
+    for module in model:
+        if isinstance(module, nn.Conv2d):
+            take(module.weight, (3, 2, 0, 1))
+        elif isinstance(module, nn.Linear):
+            take(module.weight, (1, 0))
+        elif isinstance(module, nn.BatchNorm2d):
+            for target in (module.weight, module.bias, module.running_mean, module.running_var):
+                take(target)
+            continue
+        else:
+            continue
+        if module.bias is not None:
+            take(module.bias)
+    if remaining:
+        raise ValueError(f"{len(remaining)} weight arrays left over")
+
+
+def _optimizer(model, settings: TrainParams):
+    """Adam, AdamW or SGD; weight decay is decoupled for all three, as Keras applies it."""
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=settings.learning_rate, momentum=settings.momentum)
+    return torch.optim.Adam(model.parameters(), lr=settings.learning_rate, eps=ADAM_EPSILON)
+
+
+def _augmenter(settings: TrainParams, background: float):
+    from torchvision.transforms import v2
+
+    augment = settings.augment
+    rotate = v2.RandomRotation(augment.max_rotation_deg, fill=background)
+    shift = v2.RandomAffine(degrees=0.0, translate=(augment.max_shift, augment.max_shift), fill=background)
+
+    def apply(batch):
+        # v2 transforms draw one set of parameters per call: call them per image.
+        return torch.stack([shift(rotate(image)) for image in batch])
+
+    return apply
+
+
+def _to_input(images: np.ndarray, device: str, scale: float):
+    """NHWC numpy batch -> NCHW tensor view (channels-last memory, no copy on the CPU)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
+    if scale != 1.0:
+        tensor = tensor * scale
+    return tensor.to(device, non_blocking=True)
+
+
+def _evaluate_split(model, split: Split, device: str, settings: TrainParams) -> tuple[float, float]:
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, split.labels.shape[0], VALIDATION_BATCH):
+            images = _to_input(split.images[start:start + VALIDATION_BATCH], device, settings.input_scale)
+            labels = torch.from_numpy(split.labels[start:start + VALIDATION_BATCH].astype(np.int64)).to(device)
+            outputs = model(images)
+            loss_sum += float(torch.nn.functional.cross_entropy(
+                outputs, labels, reduction="sum", label_smoothing=settings.label_smoothing))
+            correct += int((outputs.argmax(1) == labels).sum())
+    count = split.labels.shape[0]
+    return loss_sum / count, correct / count
+
+
+def fit(model, train: Split, val: Split, settings: TrainParams, learning_rates: np.ndarray, seed: int,
+        on_epoch_end, background: float = 0.0) -> None:
+    """Train ``model`` in place; call ``on_epoch_end(EpochRecord)`` after each epoch's validation."""
+    functional = torch.nn.functional
+    device = "cuda" if settings.device != "cpu" and torch.cuda.is_available() else "cpu"
+    model.to(device)
+    optimizer = _optimizer(model, settings)
+    augment = _augmenter(settings, background) if settings.augment.enabled else None
+    generator = np.random.default_rng(seed)
+    labels_all = torch.from_numpy(train.labels.astype(np.int64))
+    step = 0
+    for epoch in range(1, settings.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        batches = batch_indices(train.labels.shape[0], settings.batch_size, generator)
+        progress = _progress(len(batches), f"epoch {epoch}/{settings.epochs}")
+        for batch_number, rows in enumerate(batches, start=1):
+            rows = np.sort(rows)
+            images = _to_input(train.images[rows], device, settings.input_scale)
+            labels = labels_all[rows].to(device, non_blocking=True)
+            if augment is not None:
+                images = augment(images)
+            rate = float(learning_rates[step])
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+            outputs = model(images)
+            loss = functional.cross_entropy(outputs, labels, label_smoothing=settings.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if settings.weight_decay:
+                with torch.no_grad():
+                    for parameter in model.parameters():
+                        parameter.mul_(1.0 - rate * settings.weight_decay)
+            optimizer.step()
+            step += 1
+            loss_value = loss.detach()
+            if device == "cpu" or batch_number % 50 == 0:
+                check_finite(float(loss_value), epoch, batch_number)
+            loss_sum += loss_value.double() * labels.shape[0]
+            correct += (outputs.detach().argmax(1) == labels).sum()
+            progress.update(1)
+        progress.close()
+        total_loss = float(loss_sum) / train.labels.shape[0]
+        check_finite(total_loss, epoch, len(batches))
+        validation_started = time.perf_counter()
+        val_loss, val_accuracy = _evaluate_split(model, val, device, settings)
+        on_epoch_end(EpochRecord(
+            epoch=epoch, train_loss=total_loss, train_accuracy=float(correct) / train.labels.shape[0],
+            val_loss=val_loss, val_accuracy=val_accuracy, learning_rate=float(learning_rates[step - 1]),
+            train_seconds=validation_started - started, seconds=time.perf_counter() - started))
+    model.to("cpu")
+
+
+def _progress(total: int, description: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="batch", leave=False, disable=not interactive(),
+                file=sys.stderr)
+
+
+def logits(model, images: np.ndarray) -> np.ndarray:
+    """Raw outputs for NHWC images, in inference mode."""
+    model.eval()
+    with torch.inference_mode():
+        return model(_to_input(images, _device(model), 1.0)).cpu().numpy()
+
+
+def predict(model, images: np.ndarray, batch_size: int, input_scale: float = 1.0) -> np.ndarray:
+    """Class probabilities (float32, N x classes) for NHWC images, batch by batch."""
+    model.eval()
+    device = _device(model)
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):
+            batch = _to_input(images[start:start + batch_size], device, input_scale)
+            outputs.append(torch.softmax(model(batch), dim=1).cpu().numpy())
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def save_model(model, path: Path) -> None:
+    """Save the ``state_dict``; serialised in memory first so the bytes never name a temp file."""
+    buffer = io.BytesIO()
+    torch.save({name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}, buffer)
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def load_model(path: Path, spec: ArchitectureSpec):
+    """Rebuild the model from its spec and load the weights with ``weights_only=True``."""
+    if not path.is_file():
+        raise StageError(f"{path}: missing; run the training stage first (dvc repro train@torch)")
+    model = build_model(spec)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a corrupt file
+        raise StageError(f"{path}: not a loadable PyTorch state_dict for this architecture "
+                         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+    model.eval()
+    return model
+
+
+def main() -> None:
+    run_training("torch", sys.modules[__name__])
+
+
+if __name__ == "__main__":
+    run_stage(main, "train@torch")

@@ -1,0 +1,147 @@
+"""Test support: small generated IDX datasets and a real HTTP mirror on 127.0.0.1 with faults.
+
+``make_dataset(folder, ...)`` writes the four gzip IDX files of a learnable synthetic dataset
+(each class is a bright bar at its own position, plus noise) and returns the ``data.custom``
+params that describe it. ``MirrorServer`` serves a folder over HTTP on loopback and can be told
+to misbehave per file name: 403, 404, 500 a given number of times, an HTML page with status
+200, a truncated body, wrong content, or a stall longer than the client's timeout.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stages.common.idx import encode_idx
+
+NAMES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
+
+
+def synthetic_images(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 images where class k shows a bright horizontal bar at row 2 + 2k (+ noise)."""
+    images = rng.integers(0, 60, size=(labels.shape[0], size, size), dtype=np.uint8)
+    for index, label in enumerate(labels):
+        row = (2 + 2 * int(label)) % size
+        images[index, row: row + 2, 3: size - 3] = 230
+    return images
+
+
+def make_dataset(folder: Path, n_train: int = 200, n_test: int = 60, num_classes: int = 10, size: int = 28,
+                 seed: int = 0) -> dict:
+    """Write a gzip IDX dataset into ``folder``; return its ``data.custom`` params."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count in (("train", n_train), ("test", n_test)):
+        labels = (np.arange(count) % num_classes).astype(np.uint8)
+        rng.shuffle(labels)
+        arrays[f"{split}_labels"] = labels
+        arrays[f"{split}_images"] = synthetic_images(labels, size, rng)
+    files = {}
+    for role, name in NAMES.items():
+        raw = encode_idx(arrays[role])
+        (folder / name).write_bytes(gzip.compress(raw, mtime=0))
+        files[role] = {"name": name, "sha256": hashlib.sha256(raw).hexdigest()}
+    return {"files": files, "class_names": [f"class {index}" for index in range(num_classes)]}
+
+
+def copy_dataset(source: Path, destination: Path) -> Path:
+    shutil.copytree(source, destination)
+    return destination
+
+
+@dataclass
+class Fault:
+    """How the server misbehaves for one file name."""
+
+    kind: str  # 403 | 404 | 500 | html | truncate | wrong | stall
+    times: int = 1_000_000  # how many requests misbehave before the file is served normally
+    stall_s: float = 5.0
+    served: int = field(default=0)
+
+
+class MirrorServer:
+    """A real ThreadingHTTPServer on 127.0.0.1 serving ``root`` with per-file faults."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.faults: dict[str, Fault] = {}
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep test output clean
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                name = self.path.rsplit("/", 1)[-1]
+                server.requests.append(self.path)
+                fault = server.faults.get(name)
+                if fault is not None and fault.served < fault.times:
+                    fault.served += 1
+                    return server._misbehave(self, fault, name)
+                path = server.root / name
+                if not path.is_file():
+                    return self._send(404, b"not found", "text/plain")
+                return self._send(200, path.read_bytes(), "application/gzip")
+
+            def _send(self, status: int, body: bytes, content_type: str, length: int | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body) if length is None else length))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.handler = Handler
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+
+    def _misbehave(self, handler, fault: Fault, name: str) -> None:
+        body = (self.root / name).read_bytes() if (self.root / name).is_file() else b""
+        if fault.kind in ("403", "404", "500"):
+            return handler._send(int(fault.kind), b"<html>error</html>", "text/html")
+        if fault.kind == "html":
+            return handler._send(200, b"<!DOCTYPE html><html><body>Please log in</body></html>", "text/html")
+        if fault.kind == "truncate":
+            # Announce the full length, send half, then close the connection.
+            handler._send(200, body[: len(body) // 2], "application/gzip", length=len(body))
+            handler.close_connection = True
+            return None
+        if fault.kind == "wrong":
+            other = gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x02\x01\x02", mtime=0)
+            return handler._send(200, other, "application/gzip")
+        if fault.kind == "stall":
+            time.sleep(fault.stall_s)
+            return handler._send(200, body, "application/gzip")
+        raise ValueError(fault.kind)
+
+    def __enter__(self) -> MirrorServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
