@@ -104,7 +104,7 @@ def open_location(location: str, timeout_s: float) -> tuple[object, int | None]:
         raise MirrorError(f"HTTP {error.code} {error.reason}", transient=transient) from None
     except urllib.error.URLError as error:
         if isinstance(error.reason, socket.gaierror):
-            raise MirrorError(f"cannot resolve host ({error.reason.strerror})", transient=False) from None
+            raise MirrorError(f"cannot resolve host ({error.reason.strerror})", transient=True) from None
         if isinstance(error.reason, (TimeoutError, socket.timeout)):
             raise MirrorError(f"timed out after {timeout_s:g} s while connecting", transient=True) from None
         raise MirrorError(f"connection failed ({error.reason})", transient=True) from None
@@ -257,7 +257,7 @@ def download_dataset(dataset: Dataset, mirrors: tuple[str, ...], folder: Path, s
     for stale in folder.iterdir():
         # Files of another dataset would otherwise end up in the cached output.
         if stale.is_file() and stale.name not in wanted and not stale.name.startswith("."):
-            stale.unlink()
+            stale.unlink(missing_ok=True)  # a concurrent download may have removed it first
     for remote in dataset.files:
         how = download_file(remote, mirrors, folder, settings)
         log.info("%s: %s", remote.local_name, how)

@@ -40,6 +40,7 @@ from stages.common.training import (
     EpochRecord,
     batch_indices,
     check_finite,
+    check_finite_weights,
     interactive,
     run_training,
 )
@@ -206,6 +207,7 @@ def fit(model, train: Split, val: Split, settings: TrainParams, learning_rates: 
 
         def on_epoch_end(self, epoch, logs=None):
             now = time.perf_counter()
+            check_finite_weights(all(np.isfinite(weight).all() for weight in model.get_weights()), epoch + 1)
             on_epoch_end(EpochRecord(
                 epoch=epoch + 1, train_loss=float(logs["loss"]), train_accuracy=float(logs["accuracy"]),
                 val_loss=float(logs["val_loss"]), val_accuracy=float(logs["val_accuracy"]),

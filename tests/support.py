@@ -113,7 +113,11 @@ class MirrorServer:
         self.handler = Handler
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # Don't wait at close for handlers still stalling; they are daemon threads and end on their own.
+        self.httpd.block_on_close = False
+        # A short poll interval makes shutdown() return in milliseconds rather than up to 0.5 s.
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                                       daemon=True)
 
     @property
     def url(self) -> str:
@@ -145,3 +149,38 @@ class MirrorServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# --------------------------------------------------------------------------------------------
+# params.yaml helpers for tests that run a stage's main() in a temporary folder
+# --------------------------------------------------------------------------------------------
+def project_params() -> dict:
+    """A fresh, mutable copy of the project's parsed params.yaml."""
+    import yaml
+
+    return yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+
+
+def custom_params(custom: dict, mirrors: list[str], **preprocess) -> dict:
+    """Project params switched to the custom dataset ``custom`` served by ``mirrors``."""
+    raw = project_params()
+    raw["data"].update(dataset="custom", custom=custom, mirrors=list(mirrors), timeout_s=5, retries=1,
+                       retry_backoff_s=0.01)
+    raw["preprocess"].update(preprocess)
+    return raw
+
+
+def write_params(folder: Path, raw: dict) -> Path:
+    import yaml
+
+    path = Path(folder) / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def gunzip_dataset(mirror_folder: Path, raw_folder: Path) -> Path:
+    """Decompress a mirror folder's four .gz files into ``raw_folder`` (the layout of data/raw)."""
+    raw_folder.mkdir(parents=True, exist_ok=True)
+    for name in NAMES.values():
+        (raw_folder / name[: -len(".gz")]).write_bytes(gzip.decompress((mirror_folder / name).read_bytes()))
+    return raw_folder

@@ -8,6 +8,8 @@ raises ``IdxError`` naming the file; it never interprets the bytes as anything b
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from stages.common.errors import StageError
@@ -35,7 +37,7 @@ def parse_idx(data: bytes, name: str, expected_ndim: int) -> np.ndarray:
     if len(data) < header_size:
         raise IdxError(f"{name}: header truncated ({len(data)} bytes; expected at least {header_size})")
     shape = tuple(int(size) for size in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected_size = header_size + int(np.prod(shape, dtype=np.int64))
+    expected_size = header_size + math.prod(shape)  # exact: an int64 product of three uint32 sizes can wrap
     if len(data) < expected_size:
         raise IdxError(f"{name}: truncated: {len(data)} bytes for shape {shape}; expected {expected_size}")
     if len(data) > expected_size:

@@ -104,8 +104,8 @@ def load_meta(folder: str | Path) -> dict[str, Any]:
     except (OSError, ValueError) as error:
         raise StageError(f"{path}: not valid JSON ({error})") from None
     required = ("format_version", "class_names", "image_shape", "splits", "normalize")
-    missing = [key for key in required if key not in meta]
-    if not isinstance(meta, dict) or missing:
+    missing = [key for key in required if key not in meta] if isinstance(meta, dict) else list(required)
+    if missing:
         raise StageError(f"{path}: missing keys {missing}; expected the prepared-data metadata")
     if meta["format_version"] != FORMAT_VERSION:
         raise StageError(f"{path}: format_version {meta['format_version']}; expected {FORMAT_VERSION} "

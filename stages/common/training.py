@@ -67,6 +67,14 @@ def check_finite(loss: float, epoch: int, batch: int) -> None:
                             "were written. Lower train.learning_rate or check the inputs (preprocess.normalize)")
 
 
+def check_finite_weights(all_finite: bool, epoch: int) -> None:
+    """Catch divergence that the loss hides (TensorFlow's ReLU maps NaN to 0, so a model whose
+    weights are NaN can still report a finite loss)."""
+    if not all_finite:
+        raise NonFiniteLoss(f"weights became NaN or infinite during epoch {epoch}; no model or metrics were "
+                            "written. Lower train.learning_rate or check the inputs (preprocess.normalize)")
+
+
 class EpochLog:
     """Collects epoch records and writes one log line per epoch, with units."""
 
