@@ -104,7 +104,7 @@ def open_location(location: str, timeout_s: float) -> tuple[object, int | None]:
         raise MirrorError(f"HTTP {error.code} {error.reason}", transient=transient) from None
     except urllib.error.URLError as error:
         if isinstance(error.reason, socket.gaierror):
-            raise MirrorError(f"cannot resolve host ({error.reason.strerror})", transient=True) from None
+            raise MirrorError(f"cannot resolve host ({error.reason.strerror})", transient=False) from None
         if isinstance(error.reason, (TimeoutError, socket.timeout)):
             raise MirrorError(f"timed out after {timeout_s:g} s while connecting", transient=True) from None
         raise MirrorError(f"connection failed ({error.reason})", transient=True) from None

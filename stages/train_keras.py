@@ -252,8 +252,9 @@ def save_model(model, path: Path) -> None:
 def _normalised_keras_archive(data: bytes) -> bytes:
     """Rewrite a .keras zip with fixed timestamps and no save date.
 
-    Keras stamps the save time into metadata.json and the zip entries, so two saves of the same
-    weights differ byte for byte; DVC would then see a new output on every identical rerun.
+    Keras stamps the save time into metadata.json and the zip entries, and writes Python object
+    ids (``shared_object_id``) into config.json, so two saves of the same weights in two
+    processes differ byte for byte; DVC would then see a new output on every identical rerun.
     """
     source = zipfile.ZipFile(io.BytesIO(data))
     output = io.BytesIO()
@@ -264,11 +265,23 @@ def _normalised_keras_archive(data: bytes) -> bytes:
                 metadata = json.loads(content)
                 metadata["date_saved"] = "1980-01-01@00:00:00"
                 content = json.dumps(metadata, sort_keys=True).encode()
+            elif name == "config.json":
+                content = json.dumps(_renumber_shared_objects(json.loads(content), {})).encode()
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             target.writestr(info, content)
     return output.getvalue()
+
+
+def _renumber_shared_objects(node, numbers: dict):
+    """Replace process-specific object ids by 1, 2, ... in order of appearance (same id, same number)."""
+    if isinstance(node, dict):
+        return {key: (numbers.setdefault(value, len(numbers) + 1) if key == "shared_object_id"
+                      else _renumber_shared_objects(value, numbers)) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_renumber_shared_objects(item, numbers) for item in node]
+    return node
 
 
 def load_model(path: Path, spec: ArchitectureSpec | None = None):
