@@ -73,9 +73,8 @@ def test_forced_rerun_is_byte_identical(pipeline_copy):
         after = json.loads((root / f"metrics/{framework}.json").read_text())
         for key in ("test_accuracy", "test_loss", "macro_f1", "parameters", "model_bytes"):
             assert after[key] == metrics_before[framework][key]
-    # Identical outputs: DVC sees the models as unchanged against the committed lock file.
-    assert "models" not in pipeline_copy.git("status", "--porcelain", "dvc.lock").stdout or \
-        "model" not in pipeline_copy.git("diff", "dvc.lock").stdout.split("md5")[0]
+    # Identical outputs: the lock file records the same model hashes as the committed run.
+    assert "models/" not in pipeline_copy.git("diff", "-U0", "dvc.lock").stdout
 
 
 def test_interrupted_or_failed_training_keeps_the_previous_model(pipeline_copy):
@@ -84,7 +83,6 @@ def test_interrupted_or_failed_training_keeps_the_previous_model(pipeline_copy):
     # Divergence: a learning rate the validator accepts but the network cannot survive.
     pipeline_copy.set_params(lambda raw: raw.update(torch={"learning_rate": 10.0, "optimizer": "sgd",
                                                            "schedule": "constant", "momentum": 0.99}))
-    result = pipeline_copy.run(str(pipeline_copy.path / ".." / "missing"), check=False) if False else None
     result = pipeline_copy.run("python", "-m", "stages.train_torch", check=False)
     assert result.returncode == 1
     assert "became" in result.stderr and "no model or metrics were written" in result.stderr
