@@ -41,6 +41,7 @@ test-unit: install
 
 bench: install
 	$(BIN)/python bench/pipeline_bench.py
+	$(BIN)/python bench/train_bench.py
 
 # The classic two-framework tutorial's recipe as a DVC experiment (see README).
 tutorial: install

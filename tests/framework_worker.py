@@ -15,18 +15,16 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from stages.common.architecture import build_spec
-from stages.common.params import ModelParams, _build
+from stages.common.params import ModelParams, parse_section
 
 
 def _spec(model_json: str, input_shape=(28, 28, 1), num_classes: int = 10):
-    problems: list[str] = []
-    model = _build(ModelParams, json.loads(open(model_json).read()), "model", problems)
-    if problems:
-        raise SystemExit("\n".join(problems))
+    model = parse_section(ModelParams, json.loads(Path(model_json).read_text()), "model")
     return build_spec(model, input_shape, num_classes)
 
 

@@ -322,6 +322,15 @@ def validate(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
     return dataclasses.replace(params, keras=overrides.get("keras", {}), torch=overrides.get("torch", {}))
 
 
+def parse_section(cls: type, raw: Any, key: str) -> Any:
+    """Validate one section (e.g. ``ModelParams`` from a ``model:`` mapping) on its own."""
+    problems: list[str] = []
+    section = _build(cls, raw, key, problems)
+    if problems:
+        raise StageError("\n".join(problems))
+    return section
+
+
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     """Read and validate the params file; raise StageError naming the file on any problem."""
     path = Path(path)
