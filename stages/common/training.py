@@ -195,7 +195,12 @@ def interactive() -> bool:
     return sys.stderr.isatty()
 
 
+def epoch_order(count: int, generator: np.random.Generator) -> np.ndarray:
+    """The order in which an epoch visits the training images; both trainers draw it alike."""
+    return generator.permutation(count)
+
+
 def batch_indices(count: int, batch_size: int, generator: np.random.Generator) -> list[np.ndarray]:
-    """A seeded permutation cut into batches (the last one may be smaller)."""
-    order = generator.permutation(count)
+    """An epoch's order cut into batches (the last one may be smaller)."""
+    order = epoch_order(count, generator)
     return [order[start:start + batch_size] for start in range(0, count, batch_size)]
