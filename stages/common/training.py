@@ -137,6 +137,9 @@ def write_logs(folder: Path, records: list[EpochRecord], summary: dict) -> None:
                 live.log_metric(f"val/{name}", values[f"val_{name}"])
             live.log_metric("learning_rate", record.learning_rate)
             live.log_metric("epoch_seconds", record.seconds)
+        # The summary replaces dvclive's copy of the last epoch's values: `summary` already has
+        # them (train_loss, val_accuracy, ...), and one name per number keeps `dvc metrics` readable.
+        live.summary.clear()
         live.summary.update(summary)
         live.make_summary()
 
