@@ -1,7 +1,8 @@
 """Benchmark: train and evaluate each framework on the real MNIST, report speed, memory, accuracy.
 
-Runs the real stage modules (``python -m stages.train_<fw>`` then ``python -m stages.evaluate
-<fw>``) in a scratch folder that reuses the project's prepared data, with optional params
+Runs the real stage modules (``python -m stages.preprocess``, then ``python -m stages.train_<fw>``
+and ``python -m stages.evaluate <fw>``) in a scratch folder that reuses the project's
+downloaded ``data/raw``, with optional params
 overrides, and prints one row per framework: training seconds, images/second, seconds to 99%
 validation accuracy, peak memory of the training process, test accuracy.
 
@@ -9,7 +10,7 @@ validation accuracy, peak memory of the training process, test accuracy.
     .venv/bin/python bench/train_bench.py --preset tutorial     # the classic tutorial recipe
     .venv/bin/python bench/train_bench.py -S train.epochs=6 -S train.batch_size=256 --frameworks torch
 
-Needs ``data/prepared`` from the real MNIST (``dvc repro preprocess`` with a mirror of it, e.g.
+Needs ``data/raw`` from the real MNIST (``dvc repro download`` with a mirror of it, e.g.
 ``../shared/datasets/mnist``). Each stage runs in its own process, one framework per process.
 """
 
@@ -66,9 +67,9 @@ def main() -> None:
     parser.add_argument("--frameworks", default="keras,torch")
     parser.add_argument("--json", help="write the results here as JSON")
     arguments = parser.parse_args()
-    prepared = ROOT / "data" / "prepared"
-    if not (prepared / "meta.json").is_file():
-        raise SystemExit(f"{prepared} is missing: run `dvc repro preprocess` on the real MNIST first")
+    raw_folder = ROOT / "data" / "raw"
+    if not raw_folder.is_dir():
+        raise SystemExit(f"{raw_folder} is missing: run `dvc repro download` with a mirror of the real MNIST first")
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     for assignment in (preset_overrides(arguments.preset) if arguments.preset else []) + arguments.set:
         apply_override(raw, assignment)
@@ -77,8 +78,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="train-bench-") as scratch:
         work = Path(scratch)
         (work / "data").mkdir()
-        os.symlink(prepared, work / "data" / "prepared")
+        os.symlink(raw_folder, work / "data" / "raw")
         (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        # Preprocess here too: a preset may change preprocess params (the tutorial's inputs).
+        run_child([sys.executable, "-m", "stages.preprocess"], work)
         for framework in arguments.frameworks.split(","):
             train_wall, train_peak = run_child([sys.executable, "-m", f"stages.train_{framework}"], work)
             eval_wall, eval_peak = run_child([sys.executable, "-m", "stages.evaluate", framework], work)

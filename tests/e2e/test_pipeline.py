@@ -89,3 +89,31 @@ def test_interrupted_or_failed_training_keeps_the_previous_model(pipeline_copy):
     assert (root / "models/torch/model.pt").read_bytes() == model_before
     assert not [path for path in (root / "models").rglob("*") if path.name.startswith(".")
                 and path.name != ".gitignore"]
+
+
+def test_ctrl_c_during_training_keeps_the_previous_model(pipeline_copy):
+    import signal
+    import subprocess
+    import time
+
+    from tests.e2e.conftest import environment
+
+    root = pipeline_copy.path
+    model_before = (root / "models/torch/model.pt").read_bytes()
+    logs_before = (root / "dvclive/torch/metrics.json").read_bytes()
+    pipeline_copy.set_params(lambda raw: raw.update(torch={"epochs": 500}))
+    process = subprocess.Popen(["python", "-m", "stages.train_torch"], cwd=root, env=environment(),
+                               stderr=subprocess.PIPE, text=True)
+    # Interrupt once training is under way (after the first epoch's log line).
+    deadline = time.monotonic() + 120
+    for line in process.stderr:
+        if "epoch 1/500" in line or time.monotonic() > deadline:
+            break
+    process.send_signal(signal.SIGINT)
+    remaining = process.communicate(timeout=60)[1]
+    assert process.returncode == 130
+    assert "interrupted" in remaining
+    assert (root / "models/torch/model.pt").read_bytes() == model_before
+    assert (root / "dvclive/torch/metrics.json").read_bytes() == logs_before
+    leftovers = [path for path in root.rglob(".*.tmp")]
+    assert not leftovers, leftovers
