@@ -101,14 +101,15 @@ def test_ctrl_c_during_training_keeps_the_previous_model(pipeline_copy):
     root = pipeline_copy.path
     model_before = (root / "models/torch/model.pt").read_bytes()
     logs_before = (root / "dvclive/torch/metrics.json").read_bytes()
-    pipeline_copy.set_params(lambda raw: raw.update(torch={"epochs": 500}))
+    # Batch 1 for 1000 epochs: minutes of work, so the interrupt surely lands mid-training.
+    pipeline_copy.set_params(lambda raw: raw.update(torch={"epochs": 1000, "batch_size": 1}))
     process = subprocess.Popen(["python", "-m", "stages.train_torch"], cwd=root, env=environment(),
                                stderr=subprocess.PIPE, text=True)
-    # Interrupt once training is under way (after the first epoch's log line).
     deadline = time.monotonic() + 120
     for line in process.stderr:
-        if "epoch 1/500" in line or time.monotonic() > deadline:
+        if "epoch 1/1000" in line or time.monotonic() > deadline:
             break
+    assert process.poll() is None, "training ended before it could be interrupted"
     process.send_signal(signal.SIGINT)
     remaining = process.communicate(timeout=60)[1]
     assert process.returncode == 130
