@@ -103,8 +103,11 @@ def test_ctrl_c_during_training_keeps_the_previous_model(pipeline_copy):
     logs_before = (root / "dvclive/torch/metrics.json").read_bytes()
     # Batch 1 for 1000 epochs: minutes of work, so the interrupt surely lands mid-training.
     pipeline_copy.set_params(lambda raw: raw.update(torch={"epochs": 1000, "batch_size": 1}))
+    # A shell's background jobs inherit SIGINT ignored (CI may run us so); Ctrl-C at a terminal
+    # arrives with the default disposition, so give the child that.
     process = subprocess.Popen(["python", "-m", "stages.train_torch"], cwd=root, env=environment(),
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     for line in process.stderr:
         if "epoch 1/1000" in line or time.monotonic() > deadline:
