@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, project_params
 
 FRAMEWORKS = ("keras", "torch")
 
@@ -73,7 +73,7 @@ def test_stage_lists_every_module_it_imports(stage_name):
 
 @pytest.mark.parametrize("stage_name", sorted(expanded_stages()))
 def test_stage_params_exist_in_params_yaml(stage_name):
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params = project_params()
     for key in expanded_stages()[stage_name].get("params", []):
         node = params
         for part in key.split("."):

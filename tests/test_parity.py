@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.support import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, project_params
 
 TUTORIAL_MODEL = {
     "conv_blocks": [{"filters": 32, "kernel_size": 3, "convs": 1, "batch_norm": False, "pool": 2, "dropout": 0.0}],
@@ -30,9 +30,7 @@ DEEPER_MODEL = {
 
 
 def default_model() -> dict:
-    import yaml
-
-    return yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())["model"]
+    return project_params()["model"]
 
 
 def run_worker(*arguments: str) -> None:

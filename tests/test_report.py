@@ -26,7 +26,7 @@ from matplotlib.text import Text
 from stages import report
 from stages.common import metrics, prepared
 from stages.common.errors import StageError
-from tests.support import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, project_params
 
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                  "Ankle boot"]
@@ -258,7 +258,7 @@ def test_report_quotes_the_params_that_produced_it(built):
     text = (built / "reports" / "report.md").read_text(encoding="utf-8")
     block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
     quoted = yaml.safe_load(block)
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params = project_params()
     assert list(quoted) == ["seed", "data", "preprocess", "model", "train", "keras", "torch", "evaluate"]
     assert quoted["seed"] == params["seed"]
     assert quoted["data"] == {"dataset": params["data"]["dataset"]}

@@ -12,7 +12,6 @@ import importlib
 
 import numpy as np
 import pytest
-import yaml
 
 from stages.common import prepared
 from stages.common.architecture import build_spec
@@ -20,7 +19,7 @@ from stages.common.errors import StageError
 from stages.common.params import validate
 from stages.common.schedules import learning_rates
 from stages.common.training import EpochRecord, NonFiniteLoss
-from tests.support import PROJECT_ROOT, synthetic_images
+from tests.support import project_params, synthetic_images
 
 TUTORIAL = {"conv_blocks": [{"filters": 32, "kernel_size": 3, "convs": 1, "batch_norm": False, "pool": 2,
                              "dropout": 0.0}], "padding": "valid", "activation": "relu", "dense": [],
@@ -31,7 +30,7 @@ SMALL = {"conv_blocks": [{"filters": 8, "kernel_size": 3, "convs": 1, "batch_nor
 
 
 def make_params(model: dict | None = None, **train_overrides):
-    raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    raw = project_params()
     if model is not None:
         raw["model"] = model
     raw["train"].update(train_overrides)

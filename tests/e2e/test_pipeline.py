@@ -8,10 +8,13 @@ forced rerun reproduces the models byte for byte and the metrics exactly.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 
 import numpy as np
 
-from tests.e2e.conftest import ran_stages
+from tests.e2e.conftest import environment, ran_stages
 
 STAGES = {"download", "preprocess", "train@keras", "train@torch", "evaluate@keras", "evaluate@torch", "report"}
 FRAMEWORKS = ("keras", "torch")
@@ -92,12 +95,6 @@ def test_interrupted_or_failed_training_keeps_the_previous_model(pipeline_copy):
 
 
 def test_ctrl_c_during_training_keeps_the_previous_model(pipeline_copy):
-    import signal
-    import subprocess
-    import time
-
-    from tests.e2e.conftest import environment
-
     root = pipeline_copy.path
     model_before = (root / "models/torch/model.pt").read_bytes()
     logs_before = (root / "dvclive/torch/metrics.json").read_bytes()
