@@ -124,6 +124,63 @@ def test_range_in_a_list_item(raw):
     assert problems_of(raw) == ["model.conv_blocks[1].filters: expected a value of at least 1, got 0"]
 
 
+@pytest.mark.parametrize(("dense", "problem"), [
+    ([0], "model.dense[0]: expected a value of at least 1, got 0"),
+    ([128, -5], "model.dense[1]: expected a value of at least 1, got -5"),
+    ([10**9], "model.dense[0]: expected a value of at most 4096, got 1000000000"),
+    ([64] * 9, "model.dense: expected at most 8 items, got 9"),
+    ([1.5], "model.dense[0]: expected an integer, got 1.5"),
+], ids=["zero", "negative", "absurdly-large", "too-many-layers", "not-an-integer"])
+def test_dense_sizes_are_bounded(raw, dense, problem):
+    raw["model"]["dense"] = dense
+
+    assert problems_of(raw) == [problem]
+
+
+def test_no_hidden_dense_layer_is_valid(raw):
+    raw["model"]["dense"] = []  # the tutorial's model: flatten straight into the output layer
+
+    assert validate(raw).model.dense == ()
+
+
+@pytest.mark.parametrize(("count", "problem"), [
+    (0, "model.conv_blocks: expected at least 1 items, got 0"),
+    (9, "model.conv_blocks: expected at most 8 items, got 9"),
+])
+def test_number_of_conv_blocks_is_bounded(raw, count, problem):
+    raw["model"]["conv_blocks"] = [dict(raw["model"]["conv_blocks"][0]) for _ in range(count)]
+
+    assert problems_of(raw) == [problem]
+
+
+@pytest.mark.parametrize(("key", "value", "problem"), [
+    ("filters", 0, "expected a value of at least 1, got 0"),
+    ("filters", 100_000, "expected a value of at most 1024, got 100000"),
+    ("kernel_size", 0, "expected a value of at least 1, got 0"),
+    ("kernel_size", 29, "expected a value of at most 11, got 29"),
+    ("convs", 0, "expected a value of at least 1, got 0"),
+    ("convs", 50, "expected a value of at most 4, got 50"),
+    ("pool", 0, "expected a value of at least 1, got 0"),
+    ("pool", 8, "expected a value of at most 4, got 8"),
+    ("dropout", -0.1, "expected a value of at least 0, got -0.1"),
+    ("dropout", 1.0, "expected a value below 1, got 1.0"),
+])
+def test_conv_block_sizes_are_bounded(raw, key, value, problem):
+    raw["model"]["conv_blocks"][0][key] = value
+
+    assert problems_of(raw) == [f"model.conv_blocks[0].{key}: {problem}"]
+
+
+def test_a_bad_dense_size_is_one_line_naming_file_and_key(tmp_path, raw):
+    raw["model"]["dense"] = [0]
+    path = write_params(tmp_path, raw)
+
+    with pytest.raises(StageError) as caught:
+        load_params(path)
+
+    assert str(caught.value).splitlines()[1:] == [f"  {path}: model.dense[0]: expected a value of at least 1, got 0"]
+
+
 def test_optional_value_may_be_null(raw):
     raw["preprocess"]["max_train"] = None
 
@@ -279,6 +336,27 @@ def test_invalid_yaml_names_the_file(tmp_path):
 
     with pytest.raises(StageError, match=rf"^{path} is not valid YAML: "):
         load_params(path)
+
+
+def test_invalid_yaml_gives_line_and_column(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 42\ntrain:\n  epochs: 5\n   batch_size: 128\n")
+
+    with pytest.raises(StageError) as caught:
+        load_params(path)
+
+    assert str(caught.value) == f"{path} is not valid YAML: line 4, column 14: mapping values are not allowed here"
+
+
+def test_invalid_yaml_names_where_the_unclosed_part_starts(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 42\ndata: [unclosed\n")
+
+    with pytest.raises(StageError) as caught:
+        load_params(path)
+
+    assert str(caught.value) == (f"{path} is not valid YAML: line 3, column 1: expected ',' or ']', but got "
+                                 "'<stream end>' (while parsing a flow sequence at line 2, column 7)")
 
 
 def test_missing_file_names_it(tmp_path):

@@ -32,10 +32,12 @@ FRAMEWORKS = ("keras", "torch")
 
 
 def _check(minimum: float | None = None, maximum: float | None = None, *, exclusive_min: bool = False,
-           exclusive_max: bool = False, pattern: str | None = None, min_items: int | None = None) -> dict:
-    """Field metadata understood by the validator."""
+           exclusive_max: bool = False, pattern: str | None = None, min_items: int | None = None,
+           max_items: int | None = None, items: dict | None = None) -> dict:
+    """Field metadata understood by the validator (``items``: the same checks for each list item)."""
     return {"minimum": minimum, "maximum": maximum, "exclusive_min": exclusive_min,
-            "exclusive_max": exclusive_max, "pattern": pattern, "min_items": min_items}
+            "exclusive_max": exclusive_max, "pattern": pattern, "min_items": min_items,
+            "max_items": max_items, "items": items}
 
 
 def checked(**kwargs: Any) -> Any:
@@ -101,10 +103,10 @@ class ConvBlock:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelParams:
-    conv_blocks: tuple[ConvBlock, ...]
+    conv_blocks: tuple[ConvBlock, ...] = checked(min_items=1, max_items=8)
     padding: Literal["same", "valid"]
     activation: Literal["relu", "gelu", "tanh", "sigmoid"]
-    dense: tuple[int, ...]
+    dense: tuple[int, ...] = checked(min_items=0, max_items=8, items=_check(minimum=1, maximum=4096))
     dense_dropout: float = checked(minimum=0, maximum=1, exclusive_max=True)
 
 
@@ -208,7 +210,9 @@ def _convert(value: Any, annotation: Any, key: str, problems: list[str], metadat
             problems.append(f"{key}: expected a list, got {value!r}")
             return ()
         (item_type, _ellipsis) = typing.get_args(annotation)
-        items = tuple(_convert(item, item_type, f"{key}[{index}]", problems) for index, item in enumerate(value))
+        item_checks = metadata.get("items") if metadata else None
+        items = tuple(_convert(item, item_type, f"{key}[{index}]", problems, item_checks)
+                      for index, item in enumerate(value))
         if metadata and metadata.get("min_items") is not None and len(items) < metadata["min_items"]:
             problems.append(f"{key}: expected at least {metadata['min_items']} items, got {len(items)}")
         return items
@@ -221,6 +225,8 @@ def _convert(value: Any, annotation: Any, key: str, problems: list[str], metadat
         if not isinstance(value, bool):
             problems.append(f"{key}: expected true or false, got {value!r}")
         return value
+        if metadata and metadata.get("max_items") is not None and len(items) > metadata["max_items"]:
+            problems.append(f"{key}: expected at most {metadata['max_items']} items, got {len(items)}")
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
             problems.append(f"{key}: expected an integer, got {value!r}")
@@ -341,7 +347,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise StageError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        raise StageError(f"{path} is not valid YAML: {_yaml_problem(error)}") from None
     return validate(raw, str(path))
 
 
@@ -374,3 +380,15 @@ if __name__ == "__main__":
     from stages.common.errors import run_stage
 
     run_stage(main, "params")
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line: where the parser stopped (1-based line and column), what it expected, and since where."""
+    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
+        return str(error).splitlines()[0]
+    mark = error.problem_mark
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
+    if error.context and error.context_mark is not None:
+        context = error.context_mark
+        text += f" ({error.context} at line {context.line + 1}, column {context.column + 1})"
+    return text
+
+
