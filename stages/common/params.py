@@ -215,6 +215,8 @@ def _convert(value: Any, annotation: Any, key: str, problems: list[str], metadat
                       for index, item in enumerate(value))
         if metadata and metadata.get("min_items") is not None and len(items) < metadata["min_items"]:
             problems.append(f"{key}: expected at least {metadata['min_items']} items, got {len(items)}")
+        if metadata and metadata.get("max_items") is not None and len(items) > metadata["max_items"]:
+            problems.append(f"{key}: expected at most {metadata['max_items']} items, got {len(items)}")
         return items
     if origin is dict:
         if not isinstance(value, dict):
@@ -225,8 +227,6 @@ def _convert(value: Any, annotation: Any, key: str, problems: list[str], metadat
         if not isinstance(value, bool):
             problems.append(f"{key}: expected true or false, got {value!r}")
         return value
-        if metadata and metadata.get("max_items") is not None and len(items) > metadata["max_items"]:
-            problems.append(f"{key}: expected at most {metadata['max_items']} items, got {len(items)}")
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
             problems.append(f"{key}: expected an integer, got {value!r}")
