@@ -9,14 +9,22 @@ streamed with a progress bar, decompressed and hashed on the fly into a temporar
 ``data/raw/``, and renamed into place only after its checksum matched. Mirrors are tried in
 order; transient failures (connection errors, timeouts, 5xx, truncated bodies) are retried
 with exponential backoff, permanent ones (403, 404, not gzip, wrong content) move on to the
-next mirror at once. When every mirror fails, the stage exits non-zero with one message that
-lists each mirror and why it failed. Files already present and verified are not fetched again.
+next mirror at once. A mirror that timed out for one file (after its retries) is skipped for the
+files that remain, so a stalling mirror costs its retries once per run, not once per file. When
+every mirror fails, the stage exits non-zero with one message that lists each mirror and why it
+failed. Files already present and verified are not fetched again.
+
+Each temporary file (``.<name>.<random>.part``) is locked (``flock``) by the process writing it.
+The lock dies with the process, however it ends, so temporaries left by a killed run (SIGKILL,
+power loss) are found and removed at the start of the next run, while a download running
+concurrently in the same folder keeps its own.
 
 Run: ``python -m stages.download`` (or ``dvc repro download``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.client
 import logging
@@ -47,6 +55,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 # mirror from filling the disk with a decompression bomb.
 MAX_DECOMPRESSED_BYTES = 4 << 30
 USER_AGENT = "framework-comparison-pipeline/1 (python urllib)"
+TEMPORARY_SUFFIX = ".part"
 
 log = logging.getLogger("download")
 
@@ -54,9 +63,10 @@ log = logging.getLogger("download")
 class MirrorError(Exception):
     """One mirror failed for one file. ``transient`` failures are worth retrying."""
 
-    def __init__(self, reason: str, transient: bool) -> None:
+    def __init__(self, reason: str, transient: bool, timed_out: bool = False) -> None:
         super().__init__(reason)
         self.transient = transient
+        self.timed_out = timed_out
 
 
 @dataclass(frozen=True)
@@ -106,10 +116,12 @@ def open_location(location: str, timeout_s: float) -> tuple[object, int | None]:
         if isinstance(error.reason, socket.gaierror):
             raise MirrorError(f"cannot resolve host ({error.reason.strerror})", transient=False) from None
         if isinstance(error.reason, (TimeoutError, socket.timeout)):
-            raise MirrorError(f"timed out after {timeout_s:g} s while connecting", transient=True) from None
+            raise MirrorError(f"timed out after {timeout_s:g} s while connecting", transient=True,
+                              timed_out=True) from None
         raise MirrorError(f"connection failed ({error.reason})", transient=True) from None
     except TimeoutError:
-        raise MirrorError(f"timed out after {timeout_s:g} s waiting for a response", transient=True) from None
+        raise MirrorError(f"timed out after {timeout_s:g} s waiting for a response", transient=True,
+                          timed_out=True) from None
     except (ConnectionError, http.client.HTTPException, OSError) as error:
         raise MirrorError(f"connection failed ({error})", transient=True) from None
     length = response.headers.get("Content-Length")
@@ -134,7 +146,7 @@ def stream_gunzip(chunks: Callable[[], bytes], write: Callable[[bytes], object],
         try:
             chunk = chunks()
         except TimeoutError:
-            raise MirrorError("timed out while reading the body", transient=True) from None
+            raise MirrorError("timed out while reading the body", transient=True, timed_out=True) from None
         except http.client.IncompleteRead as error:
             raise MirrorError(f"truncated body ({len(error.partial)} bytes in the last read)", transient=True) from None
         except (ConnectionError, http.client.HTTPException, OSError) as error:
@@ -178,11 +190,9 @@ def sha256_of_file(path: Path) -> str:
 def fetch_once(location: str, remote: RemoteFile, destination: Path, settings: FetchSettings) -> None:
     """One attempt: stream ``location`` into ``destination`` if and only if its content verifies."""
     handle, size = open_location(location, settings.timeout_s)
-    file_handle, temporary_name = tempfile.mkstemp(prefix=f".{remote.local_name}.", suffix=".part",
-                                                   dir=destination.parent)
-    temporary = atomic.publishable(Path(temporary_name))
-    try:
-        with handle, os.fdopen(file_handle, "wb") as output, tqdm(
+    lock, temporary = locked_temporary(destination)
+    try:  # the lock (on `lock`, shared by its duplicate) is held until the temporary is renamed or removed
+        with handle, os.fdopen(os.dup(lock), "wb") as output, tqdm(
             total=size, unit="B", unit_scale=True, desc=remote.name, leave=False,
             disable=not sys.stderr.isatty(), file=sys.stderr,
         ) as bar:
@@ -203,6 +213,38 @@ def fetch_once(location: str, remote: RemoteFile, destination: Path, settings: F
         os.replace(temporary, destination)
     finally:
         temporary.unlink(missing_ok=True)
+        os.close(lock)
+
+
+def locked_temporary(destination: Path) -> tuple[int, Path]:
+    """Create ``.<name>.<random>.part`` next to ``destination``, locked for as long as this process lives."""
+    while True:
+        descriptor, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=TEMPORARY_SUFFIX,
+                                            dir=destination.parent)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        if os.fstat(descriptor).st_nlink:  # not swept away between mkstemp and flock
+            return descriptor, atomic.publishable(Path(name))
+        os.close(descriptor)
+
+
+def sweep_abandoned_temporaries(folder: Path) -> list[str]:
+    """Remove the ``.part`` files that no live process holds locked; return their names."""
+    removed = []
+    for path in folder.glob(f".*{TEMPORARY_SUFFIX}"):
+        try:
+            descriptor = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # renamed into place or removed meanwhile
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(descriptor).st_ino == os.stat(path).st_ino:
+                path.unlink()
+                removed.append(path.name)
+        except OSError:
+            pass  # locked: a download in progress
+        finally:
+            os.close(descriptor)
+    return removed
 
 
 def fetch_from_mirror(mirror: str, remote: RemoteFile, destination: Path, settings: FetchSettings,
@@ -221,19 +263,31 @@ def fetch_from_mirror(mirror: str, remote: RemoteFile, destination: Path, settin
             sleep(delay)
 
 
-def download_file(remote: RemoteFile, mirrors: tuple[str, ...], folder: Path, settings: FetchSettings) -> str:
-    """Make ``folder/remote.local_name`` hold the verified content; return how it got there."""
+def download_file(remote: RemoteFile, mirrors: tuple[str, ...], folder: Path, settings: FetchSettings,
+                  timed_out: dict[str, str] | None = None) -> str:
+    """Make ``folder/remote.local_name`` hold the verified content; return how it got there.
+
+    ``timed_out`` maps each mirror that timed out earlier in this run to the file it timed out
+    for; such mirrors are skipped, and one that times out now is added.
+    """
     destination = folder / remote.local_name
     if destination.is_file() and sha256_of_file(destination) == remote.sha256:
         return "already present and verified"
+    timed_out = {} if timed_out is None else timed_out
     failures = []
     for mirror in mirrors:
+        if mirror in timed_out:
+            failures.append(f"{mirror}: skipped (timed out for {timed_out[mirror]} earlier in this run)")
+            continue
         started = time.perf_counter()
         try:
             fetch_from_mirror(mirror, remote, destination, settings)
         except MirrorError as error:
             failures.append(f"{file_location_or_mirror(mirror, remote.name)}: {error}")
             log.warning("%s: %s", mirror, error)
+            if error.timed_out:
+                timed_out[mirror] = remote.name
+                log.warning("%s: timed out; skipping it for the remaining files", mirror)
             continue
         seconds = time.perf_counter() - started
         size = destination.stat().st_size
@@ -258,8 +312,11 @@ def download_dataset(dataset: Dataset, mirrors: tuple[str, ...], folder: Path, s
         # Files of another dataset would otherwise end up in the cached output.
         if stale.is_file() and stale.name not in wanted and not stale.name.startswith("."):
             stale.unlink(missing_ok=True)  # a concurrent download may have removed it first
+    for name in sweep_abandoned_temporaries(folder):
+        log.info("removed %s, left behind by an interrupted download", name)
+    timed_out: dict[str, str] = {}
     for remote in dataset.files:
-        how = download_file(remote, mirrors, folder, settings)
+        how = download_file(remote, mirrors, folder, settings, timed_out)
         log.info("%s: %s", remote.local_name, how)
 
 

@@ -10,7 +10,10 @@ import gzip
 import hashlib
 import multiprocessing
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -23,7 +26,16 @@ from stages.common import params
 from stages.common.datasets import KNOWN_DATASETS, Dataset, resolve_dataset
 from stages.common.errors import StageError, run_stage
 from stages.download import FetchSettings, MirrorError
-from tests.support import NAMES, Fault, MirrorServer, custom_params, make_dataset, project_params, write_params
+from tests.support import (
+    NAMES,
+    PROJECT_ROOT,
+    Fault,
+    MirrorServer,
+    custom_params,
+    make_dataset,
+    project_params,
+    write_params,
+)
 
 FAST = FetchSettings(timeout_s=5.0, retries=2, retry_backoff_s=0.01)
 STALLING = FetchSettings(timeout_s=0.3, retries=1, retry_backoff_s=0.01)  # the stalled server sleeps 2 s
@@ -205,6 +217,47 @@ def test_stalled_server_times_out_quickly(mirror, remote, folder):
     assert list(folder.iterdir()) == []
 
 
+def names_requested(server: MirrorServer) -> list[str]:
+    return [path.rsplit("/", 1)[-1] for path in server.requests]
+
+
+def test_a_mirror_that_timed_out_is_skipped_for_the_remaining_files(mirror, second, dataset, folder):
+    for name in NAMES.values():
+        mirror.faults[name] = new_fault("stall")
+    first = dataset.files[0].name
+
+    download.download_dataset(dataset, (mirror.url, second.url), folder, STALLING)
+
+    assert_verified(folder, dataset)
+    assert names_requested(mirror) == [first] * (STALLING.retries + 1)  # its retries once, for the first file only
+    assert sorted(names_requested(second)) == sorted(NAMES.values())
+
+
+def test_a_skipped_mirror_is_named_in_the_error(mirror, second, dataset, folder):
+    for name in NAMES.values():
+        mirror.faults[name] = new_fault("stall")
+    first, after = dataset.files[0].name, dataset.files[1].name
+    second.faults[after] = Fault("404")
+
+    with pytest.raises(StageError) as caught:
+        download.download_dataset(dataset, (mirror.url, second.url), folder, STALLING)
+
+    assert f"{mirror.url}: skipped (timed out for {first} earlier in this run)" in str(caught.value)
+    assert "HTTP 404" in str(caught.value)
+    assert names_requested(mirror) == [first] * (STALLING.retries + 1)
+
+
+def test_a_mirror_that_answers_on_retry_is_kept(mirror, second, dataset, folder):
+    first = dataset.files[0].name
+    mirror.faults[first] = Fault("stall", times=1, stall_s=2.0)
+
+    download.download_dataset(dataset, (mirror.url, second.url), folder, STALLING)
+
+    assert_verified(folder, dataset)
+    assert sorted(names_requested(mirror)) == sorted([first, *NAMES.values()])
+    assert second.requests == []
+
+
 # --------------------------------------------------------------------------------------------
 # Whole datasets, mirror kinds, files already present
 # --------------------------------------------------------------------------------------------
@@ -296,6 +349,40 @@ def test_files_of_another_dataset_are_removed(mirror, dataset, folder):
 
     assert not (folder / "emnist-train-images-idx3-ubyte").exists()
     assert (folder / ".gitignore").read_text() == "/*\n"  # hidden files are not outputs: left alone
+
+
+def test_a_temporary_left_by_an_interrupted_run_is_removed(mirror, dataset, folder):
+    leftover = folder / f".{dataset.files[0].local_name}.k3x9q2.part"  # what mkstemp named it in that run
+    leftover.write_bytes(b"\x1f\x8b half of a file")
+
+    download.download_dataset(dataset, (mirror.url,), folder, FAST)
+
+    assert_verified(folder, dataset)  # exactly the dataset's files: no hidden leftover
+
+
+def test_a_download_killed_with_sigkill_leaves_a_temporary_the_next_run_removes(mirror, dataset, folder):
+    destination = folder / dataset.files[0].local_name
+    child = subprocess.Popen(  # holds a temporary the way fetch_once does, then is killed mid-download
+        [sys.executable, "-c", "import os, sys, time; from pathlib import Path; from stages import download; "
+         "lock, path = download.locked_temporary(Path(sys.argv[1])); os.write(lock, b'partial'); "
+         "print(path, flush=True); time.sleep(60)", str(destination)],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        temporary = Path(child.stdout.readline().strip())
+        assert temporary.parent == folder and temporary.name.startswith(".") and temporary.suffix == ".part"
+
+        assert download.sweep_abandoned_temporaries(folder) == []  # a live download keeps its temporary
+        assert temporary.read_bytes() == b"partial"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        child.stdout.close()
+    assert temporary.exists()
+
+    download.download_dataset(dataset, (mirror.url,), folder, FAST)
+
+    assert not temporary.exists()
+    assert_verified(folder, dataset)
 
 
 def test_no_mirrors_is_an_error(dataset, folder):
