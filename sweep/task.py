@@ -1,0 +1,176 @@
+"""What a Dask worker runs: one DVC command sequence in a fresh clone of the git remote.
+
+Standard library only (``dvc`` is imported lazily, and only by ``upstream_stages``): the driver
+ships this module to the workers by value, so a worker needs the project's environment (git,
+DVC, the pipeline's dependencies) but not this package. Jobs and results are plain dicts.
+
+A job: ``git_url``, ``commit``, ``dvc_remote`` ({name, url} or None), ``workdir`` (parent of
+the temporary workspaces, None = the system's), and per function: ``name`` and ``overrides``
+(``run_experiment``), ``upstream`` and ``override_keys`` (``prepare``).
+
+An experiment that fails (its pipeline exits non-zero) is a result with ``status: failed``: it
+would fail again, so Dask must not retry it. Anything else that goes wrong (clone, push) raises,
+and Dask retries the task, as it does when the worker running it dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+LOG_LINES = 200  # lines of a command's output kept in a result
+TOPIC = "dvc-sweep"  # Dask event topic: {"started": name} when an experiment starts on a worker
+
+# Runs a command in its own process group and kills the whole group when the process that
+# started it (the Dask worker) dies, so a killed worker leaves no orphaned training behind.
+WATCHDOG = """
+import os, signal, subprocess, sys, time
+parent = os.getppid()
+child = subprocess.Popen(sys.argv[1:], start_new_session=True)
+def stop(*_):
+    os.killpg(child.pid, signal.SIGKILL)
+    sys.exit(137)
+signal.signal(signal.SIGTERM, stop)
+while child.poll() is None:
+    if os.getppid() != parent:
+        stop()
+    time.sleep(0.2)
+sys.exit(child.returncode)
+"""
+
+
+def environment() -> dict[str, str]:
+    """The worker's environment with its Python first on PATH (stage commands say ``python``)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def run(command: list[str], cwd: Path, log: list[str]) -> int:
+    """Run ``command`` under the watchdog, append its output to ``log``; return its exit status."""
+    log.append(f"$ {' '.join(command)}")
+    result = subprocess.run([sys.executable, "-c", WATCHDOG, *command], cwd=cwd, env=environment(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    log.extend(result.stdout.splitlines())
+    if result.returncode != 0:
+        log.append(f"[exit status {result.returncode}]")
+    return result.returncode
+
+
+def tail(log: list[str], lines: int = LOG_LINES) -> str:
+    return "\n".join(log[-lines:])
+
+
+def check(command: list[str], cwd: Path, log: list[str], what: str) -> None:
+    if run(command, cwd, log) != 0:
+        raise RuntimeError(f"{what} failed on {socket.gethostname()}:\n{tail(log, 30)}")
+
+
+@contextlib.contextmanager
+def workspace(job: dict, label: str, log: list[str]) -> Iterator[Path]:
+    """A fresh clone of ``job['git_url']`` at ``job['commit']``, its DVC remote set; removed after."""
+    parent = job.get("workdir") or tempfile.gettempdir()
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"sweep-{label}-", dir=parent))
+    try:
+        check(["git", "clone", "--quiet", "--no-checkout", job["git_url"], str(folder)], folder.parent, log,
+              f"git clone {job['git_url']}")
+        check(["git", "checkout", "--quiet", "--detach", job["commit"]], folder, log,
+              f"git checkout {job['commit']} (is it pushed to {job['git_url']}?)")
+        identity = subprocess.run(["git", "config", "user.email"], cwd=folder, capture_output=True, text=True)
+        if not identity.stdout.strip() and not os.environ.get("GIT_COMMITTER_EMAIL"):
+            check(["git", "config", "user.name", "dvc sweep"], folder, log, "git config")
+            check(["git", "config", "user.email", "sweep@localhost"], folder, log, "git config")
+        remote = job.get("dvc_remote")
+        if remote:
+            check(["dvc", "remote", "add", "--local", "--force", "--default", remote["name"], remote["url"]],
+                  folder, log, "dvc remote add")
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def upstream_stages(root: Path, override_keys: list[str]) -> list[str]:
+    """Stages that no override can change: neither they nor any stage they depend on reads an
+    overridden param. ``override_keys`` are ``[file:]dotted.key`` (``file`` defaults to params.yaml)."""
+    import networkx as nx
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    overrides = [key.partition(":")[::2] if ":" in key else ("params.yaml", key) for key in override_keys]
+
+    def reads_override(stage) -> bool:
+        for dep in stage.deps:
+            if not isinstance(dep, ParamsDependency):
+                continue
+            path = os.path.relpath(dep.fs_path, root)
+            for file, key in overrides:
+                if file != path:
+                    continue
+                if not dep.params or any(p == key or key.startswith(p + ".") or p.startswith(key + ".")
+                                         for p in dep.params):
+                    return True
+        return False
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph
+        touched = {stage for stage in graph if reads_override(stage)}
+        return sorted(stage.addressing for stage in graph
+                      if stage not in touched and not touched & nx.descendants(graph, stage))
+
+
+def prepare(job: dict) -> dict:
+    """Run the stages the grid does not change once, at the sweep's commit, and push their outputs
+    and run-cache entries, so that every experiment restores them instead of recomputing them."""
+    log: list[str] = []
+    start = time.monotonic()
+    with workspace(job, "prepare", log) as folder:
+        stages = list(job["upstream"]) if job.get("upstream") is not None else \
+            upstream_stages(folder, job["override_keys"])
+        log.append(f"upstream stages: {' '.join(stages) or '(none)'}")
+        if stages:
+            check(["dvc", "repro", "--pull", *stages], folder, log, f"dvc repro {' '.join(stages)}")
+            check(["dvc", "push", "--run-cache", *stages], folder, log, "dvc push --run-cache")
+    return {"stages": stages, "log": tail(log), "seconds": time.monotonic() - start}
+
+
+def announce(name: str) -> None:
+    """Tell the driver (through Dask's event log) that ``name`` started, for its progress line."""
+    try:
+        from distributed import get_worker
+
+        get_worker().log_event(TOPIC, {"started": name})
+    except (ImportError, ValueError):  # not inside a Dask worker
+        pass
+
+
+def run_experiment(job: dict) -> dict:
+    """Run one grid point as ``dvc exp run`` and push it; a failing pipeline is a result, not an error."""
+    announce(job["name"])
+    log: list[str] = []
+    phases: dict[str, float] = {}
+    started = time.monotonic()
+    result = {"name": job["name"], "overrides": list(job["overrides"]), "host": socket.gethostname()}
+    with workspace(job, job["name"], log) as folder:
+        phases["clone"] = time.monotonic() - started
+        mark = time.monotonic()
+        settings = [argument for override in job["overrides"] for argument in ("-S", override)]
+        status = run(["dvc", "exp", "run", "--pull", "-n", job["name"], *settings], folder, log)
+        phases["exp_run"] = time.monotonic() - mark
+        if status != 0:
+            return {**result, "status": "failed", "log": tail(log), "phases": phases,
+                    "seconds": time.monotonic() - started}
+        mark = time.monotonic()
+        check(["dvc", "exp", "push", "--force", "origin", job["name"]], folder, log, f"dvc exp push {job['name']}")
+        phases["push"] = time.monotonic() - mark
+    return {**result, "status": "done", "log": tail(log), "phases": phases, "seconds": time.monotonic() - started}
