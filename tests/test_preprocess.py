@@ -371,7 +371,31 @@ def test_load_prepared_not_an_npy_file(saved):
     path = saved / "val_images.npy"
     path.write_bytes(b"not numpy")
 
-    with pytest.raises(StageError, match=rf"^{path}: not a valid .npy file"):
+    with pytest.raises(StageError) as caught:
+        prepared.load_prepared(saved)
+
+    assert str(caught.value) == (rf"{path}: not a .npy file (starts with b'not nu', expected b'\x93NUMPY'); "
+                                 "rerun the preprocess stage")
+
+
+@pytest.mark.parametrize("garbage", [bytes(range(256)) * 4, b"", b"\x80\x04\x95 looks like a pickle"],
+                         ids=["random-bytes", "empty", "pickle-opcodes"])
+def test_load_prepared_garbage_label_file_names_the_file_not_pickle(saved, garbage):
+    path = saved / "train_labels.npy"
+    path.write_bytes(garbage)
+
+    with pytest.raises(StageError) as caught:
+        prepared.load_prepared(saved)
+
+    assert str(caught.value).startswith(f"{path}: not a .npy file (starts with {garbage[:6]!r}")
+    assert "pickle" not in str(caught.value)
+
+
+def test_load_prepared_truncated_npy_file(saved):
+    path = saved / "test_labels.npy"
+    path.write_bytes(path.read_bytes()[:20])
+
+    with pytest.raises(StageError, match=rf"^{path}: not a valid .npy file \(EOF: reading array header"):
         prepared.load_prepared(saved)
 
 
@@ -379,7 +403,8 @@ def test_load_prepared_refuses_pickled_arrays(saved):
     path = saved / "train_labels.npy"
     np.save(path, np.array([{"label": 1}], dtype=object), allow_pickle=True)
 
-    with pytest.raises(StageError, match=rf"^{path}: not a valid .npy file"):
+    with pytest.raises(StageError, match=rf"^{path}: holds Python objects \(an object array\), expected plain "
+                                         "numbers; rerun the preprocess stage$"):
         prepared.load_prepared(saved)
 
 

@@ -32,6 +32,7 @@ SPLITS = ("train", "val", "test")
 IMAGE_DTYPE = np.float32
 LABEL_DTYPE = np.uint8
 META_FILE = "meta.json"
+NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass(frozen=True)
@@ -122,12 +123,7 @@ def load_split(folder: str | Path, name: str, meta: dict[str, Any], mmap: bool =
     for kind, dtype, shape in (("images", IMAGE_DTYPE, (count, height, width, channels)),
                                ("labels", LABEL_DTYPE, (count,))):
         path = folder / f"{name}_{kind}.npy"
-        try:
-            array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except FileNotFoundError:
-            raise StageError(f"{path}: missing; run the preprocess stage first (dvc repro preprocess)") from None
-        except (OSError, ValueError) as error:
-            raise StageError(f"{path}: not a valid .npy file ({error})") from None
+        array = _load_npy(path, mmap)
         if array.dtype != dtype:
             raise StageError(f"{path}: dtype {array.dtype}; expected {np.dtype(dtype).name}")
         if tuple(array.shape) != tuple(shape):
@@ -138,6 +134,33 @@ def load_split(folder: str | Path, name: str, meta: dict[str, Any], mmap: bool =
         raise StageError(f"{folder / f'{name}_labels.npy'}: label {int(labels.max())} outside the "
                          f"{len(meta['class_names'])} classes")
     return Split(images=arrays["images"], labels=labels)
+
+
+def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+    """np.load without pickle, with errors that say what is wrong with the file.
+
+    numpy reads anything without the .npy magic bytes as a pickle, so a garbage or truncated file
+    would be reported as "pickled data"; check the magic first.
+    """
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(len(NPY_MAGIC))
+    except FileNotFoundError:
+        raise StageError(f"{path}: missing; run the preprocess stage first (dvc repro preprocess)") from None
+    except OSError as error:
+        raise StageError(f"{path}: cannot read ({error.strerror})") from None
+    if start != NPY_MAGIC:
+        raise StageError(f"{path}: not a .npy file (starts with {start!r}, expected {NPY_MAGIC!r}); "
+                         "rerun the preprocess stage")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as error:
+        if "pickle" in str(error) or "Python objects" in str(error):  # without / with mmap
+            raise StageError(f"{path}: holds Python objects (an object array), expected plain numbers; "
+                             "rerun the preprocess stage") from None
+        raise StageError(f"{path}: not a valid .npy file ({error})") from None
+    except OSError as error:
+        raise StageError(f"{path}: not a valid .npy file ({error})") from None
 
 
 def load_prepared(folder: str | Path, splits: tuple[str, ...] = SPLITS, mmap: bool = True) -> PreparedData:
