@@ -3,15 +3,34 @@
 A stage raises ``StageError`` for anything the user can fix (bad params, bad input files,
 unreachable mirrors). ``run_stage`` turns it into one line on stderr and a non-zero exit, so
 that ``dvc repro`` shows the cause without a traceback. Bugs still produce a traceback.
+
+``run_stage`` also keeps a stage's output to the project's own log lines: TensorFlow's C++
+start-up lines (``cudart_stub``, CPU-feature and oneDNN notices) are written by its native code
+straight to file descriptor 2 while it is imported, before ``TF_CPP_MIN_LOG_LEVEL`` takes effect,
+so the import runs with descriptor 2 captured and every captured line except those informational
+native-log lines is passed on. Set ``TF_CPP_MIN_LOG_LEVEL=0`` to see everything TensorFlow says.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.machinery
 import logging
+import os
+import re
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+# absl's native log line (I/W = info/warning; errors and fatal ones are always shown), the note
+# absl prints before its first line, and the CPU-feature notice's second line.
+NATIVE_NOISE = re.compile(rb"[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.-]+:\d+\] .*"
+                          rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+                          rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler"
+                          rb" flags\.")
+QUIET_IMPORTS = ("tensorflow",)
 
 
 class StageError(Exception):
@@ -22,9 +41,60 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt="%H:%M:%S", stream=sys.stderr)
 
 
+@contextlib.contextmanager
+def native_noise_filtered() -> Iterator[None]:
+    """Capture file descriptor 2 for the block, then pass on every line that is not native-log noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().splitlines(keepends=True)
+                    if not NATIVE_NOISE.fullmatch(line.rstrip(b"\r\n"))]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
+class _QuietImportFinder(importlib.abc.MetaPathFinder):
+    """Runs the first import of each of ``modules`` inside ``native_noise_filtered``."""
+
+    def __init__(self, modules: tuple[str, ...]) -> None:
+        self.pending = set(modules)
+
+    def find_spec(self, fullname: str, path: object, target: object = None) -> object:
+        if fullname not in self.pending:
+            return None
+        self.pending.discard(fullname)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module: object) -> None:
+            with native_noise_filtered():
+                execute(module)
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+def quiet_native_startup(modules: tuple[str, ...] = QUIET_IMPORTS) -> None:
+    """Filter the native start-up lines of ``modules`` when first imported, unless asked for them."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0":
+        sys.meta_path.insert(0, _QuietImportFinder(tuple(name for name in modules if name not in sys.modules)))
+
+
 def run_stage(main: Callable[[], None], name: str) -> None:
     """Run a stage's ``main`` and map user errors and Ctrl-C to clean exits."""
     setup_logging()
+    quiet_native_startup()
     try:
         main()
     except StageError as error:

@@ -1,0 +1,92 @@
+"""A stage's output is the project's own lines: TensorFlow's native start-up lines are filtered.
+
+Each case runs a real interpreter, as a stage runs, and reads what it wrote to its stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from stages.common.errors import NATIVE_NOISE
+from tests.support import PROJECT_ROOT
+
+# A module that, like TensorFlow, writes native log lines straight to file descriptor 2 on import,
+# mixed with lines that must reach the user.
+FAKE_NATIVE = """
+import os, sys
+os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n")
+os.write(2, b"I0000 00:00:1795821517.170189    9071 cudart_stub.cc:31] Could not find cuda drivers on your "
+            b"machine, GPU will not be used.\\n")
+print("a warning from Python code", file=sys.stderr)
+os.write(2, b"E0000 00:00:1795821529.061601    9174 cuda_platform.cc:52] failed call to cuInit: INTERNAL\\n")
+os.write(2, b"W0000 00:00:1795821529.061601    9174 port.cc:113] oneDNN custom operations are on.\\n")
+"""
+PROBE = """
+import sys
+from stages.common.errors import quiet_native_startup, run_stage
+def main():
+    {setup}
+    import {module}
+    print("stage line", file=sys.stderr)
+run_stage(main, "probe")
+"""
+
+
+def run_probe(module: str, setup: str = "pass", extra_path: str = "", **environment: str) -> list[str]:
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    env.update(environment, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), extra_path])))
+    result = subprocess.run([sys.executable, "-c", PROBE.format(setup=setup, module=module)], cwd=PROJECT_ROOT,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stderr.splitlines()
+
+
+@pytest.fixture
+def fake_native(tmp_path) -> str:
+    (tmp_path / "fake_native.py").write_text(FAKE_NATIVE)
+    return str(tmp_path)
+
+
+def test_importing_tensorflow_in_a_stage_prints_no_native_lines():
+    assert run_probe("tensorflow") == ["stage line"]
+
+
+def test_native_info_and_warning_lines_are_dropped_and_everything_else_kept(fake_native):
+    lines = run_probe("fake_native", setup="quiet_native_startup(('fake_native',))", extra_path=fake_native)
+
+    assert lines == ["a warning from Python code",
+                     "E0000 00:00:1795821529.061601    9174 cuda_platform.cc:52] failed call to cuInit: INTERNAL",
+                     "stage line"]
+
+
+def test_tf_cpp_min_log_level_0_shows_everything(fake_native):
+    lines = run_probe("fake_native", setup="quiet_native_startup(('fake_native',))", extra_path=fake_native,
+                      TF_CPP_MIN_LOG_LEVEL="0")
+
+    assert len(lines) == 6 and lines[0].startswith("WARNING: All log messages before absl")
+
+
+@pytest.mark.parametrize("line", [
+    b"I0000 00:00:1795821523.948605    9174 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to use "
+    b"available CPU instructions in performance-critical operations.",
+    b"To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the appropriate "
+    b"compiler flags.",
+    b"I0000 00:00:1700000000.123456   12345 port.cc:153] oneDNN custom operations are on. You may see slightly "
+    b"different numerical results due to floating-point round-off errors from different computation orders. To "
+    b"turn them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.",
+])
+def test_known_start_up_notices_are_noise(line):
+    assert NATIVE_NOISE.fullmatch(line)
+
+
+@pytest.mark.parametrize("line", [
+    b"12:00:01 train INFO epoch 1/5: loss 0.2",
+    b"error: train: params.yaml: train.epochs: expected a value of at least 1, got 0",
+    b"F0000 00:00:1700000000.123456   12345 gpu_device.cc:1] Check failed: out of memory",
+])
+def test_project_lines_and_native_errors_are_not_noise(line):
+    assert not NATIVE_NOISE.fullmatch(line)
