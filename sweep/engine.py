@@ -9,6 +9,7 @@ each future is reported once, when it completes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import threading
@@ -35,7 +36,7 @@ def client_for(scheduler: str | None, workers: int) -> Iterator:
             yield client
         return
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      scheduler_port=0) as cluster, Client(cluster) as client:
+                      scheduler_port=0, silence_logs=logging.CRITICAL) as cluster, Client(cluster) as client:
         yield client
 
 

@@ -101,11 +101,17 @@ def workspace(job: dict, label: str, log: list[str]) -> Iterator[Path]:
 
 
 def upstream_stages(root: Path, override_keys: list[str]) -> list[str]:
-    """Stages that no override can change: neither they nor any stage they depend on reads an
-    overridden param. ``override_keys`` are ``[file:]dotted.key`` (``file`` defaults to params.yaml)."""
+    """Stages that no override can change: neither they nor any stage they depend on names an
+    overridden param. ``override_keys`` are ``[file:]dotted.key`` (``file`` defaults to params.yaml).
+
+    A stage that depends on a whole params file (e.g. one that validates it) does not count as
+    reading every key: it is run once at the base params like the others, and an experiment whose
+    overrides do change its outputs simply reruns it and what follows (DVC decides that per stage),
+    so this choice only affects how much is reused, never what is computed."""
     import networkx as nx
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
+    from dvc.stage import PipelineStage
 
     overrides = [key.partition(":")[::2] if ":" in key else ("params.yaml", key) for key in override_keys]
 
@@ -117,16 +123,19 @@ def upstream_stages(root: Path, override_keys: list[str]) -> list[str]:
             for file, key in overrides:
                 if file != path:
                     continue
-                if not dep.params or any(p == key or key.startswith(p + ".") or p.startswith(key + ".")
-                                         for p in dep.params):
+                if any(p == key or key.startswith(p + ".") or p.startswith(key + ".") for p in dep.params):
                     return True
         return False
+
+    def address(stage) -> str:  # as `dvc repro` takes it, from the repository's root
+        dvcfile = os.path.relpath(stage.path, root)
+        return stage.name if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage.name}"
 
     with Repo(str(root)) as repo:
         graph = repo.index.graph
         touched = {stage for stage in graph if reads_override(stage)}
-        return sorted(stage.addressing for stage in graph
-                      if stage not in touched and not touched & nx.descendants(graph, stage))
+        return sorted(address(stage) for stage in graph if isinstance(stage, PipelineStage)
+                      and stage not in touched and not touched & nx.descendants(graph, stage))
 
 
 def prepare(job: dict) -> dict:
