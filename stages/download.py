@@ -43,12 +43,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from stages.common import atomic
+from stages.common import atomic, cli, paths
 from stages.common.datasets import Dataset, RemoteFile, mirrors_for, resolve_dataset
 from stages.common.errors import StageError, run_stage
 from stages.common.params import DataParams, load_params
 
-RAW_DIR = Path("data/raw")
+RAW_DIR = paths.RAW
 CHUNK_BYTES = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 # Far above any IDX dataset of this kind (MNIST's largest file is 47 MB); stops a hostile
@@ -320,11 +320,12 @@ def download_dataset(dataset: Dataset, mirrors: tuple[str, ...], folder: Path, s
         log.info("%s: %s", remote.local_name, how)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    cli.parser("stages.download", __doc__).parse_args(argv)
     params = load_params()
     dataset = resolve_dataset(params.data)
     download_dataset(dataset, mirrors_for(params.data), RAW_DIR, FetchSettings.from_params(params.data))
 
 
 if __name__ == "__main__":
-    run_stage(main, "download")
+    run_stage(lambda: main(sys.argv[1:]), "download")

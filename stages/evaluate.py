@@ -1,52 +1,49 @@
-"""Stage ``evaluate@<framework>``: test-set metrics, predictions and speed of one trained model.
+"""Stage ``evaluate@<framework>-<seed>``: test-set metrics, predictions and speed of one trained model.
 
-Inputs: ``models/<framework>/`` (model, architecture.json, inference.json),
-``data/prepared/`` (test split and meta.json), ``params.yaml`` (``evaluate:``).
-Outputs:
+Reads ``models/<framework>/<seed>/`` (model, architecture.json, run.json), ``data/prepared/``
+(test split, meta.json) and ``params.yaml`` (``evaluate``, the framework's ``threads``). Writes,
+in ``eval/<framework>/<seed>/``:
 
-- ``metrics/<framework>.json``: test accuracy and loss, macro precision/recall/F1, inference
-  throughput (images/s at ``evaluate.batch_size``), batch-1 latency (median and 95th
-  percentile, ms), parameter count, model file size. Not cached by DVC, so ``dvc metrics
-  show/diff`` list both frameworks side by side from git.
-- ``eval/<framework>/predictions.npy``: float32 class probabilities, one row per test image.
-- ``eval/<framework>/per_class.json``: per-class precision, recall, F1, support and the
-  confusion matrix, with class names.
-- ``eval/<framework>/confusion.csv``: one ``actual,predicted`` row (class names) per test image,
-  the input of DVC's ``confusion`` plot template.
+- ``metrics.json`` (``TestMetrics``): test accuracy and loss, macro precision/recall/F1,
+  inference throughput at ``evaluate.batch_size`` (median, min and max of
+  ``evaluate.throughput_repeats`` timed passes), single-image latency (median, 95th
+  percentile), parameter count, model file size;
+- ``predictions.npy``: float32 class probabilities, one row per test image;
+- ``per_class.json`` (``PerClass``): per-class precision, recall, F1, support, confusion matrix;
+- ``confusion.csv``: one ``actual,predicted`` row (class names) per test image, the input of
+  DVC's ``confusion`` plot template.
 
 The model is loaded only through the framework's safe loader (Keras ``safe_mode``, PyTorch
 ``weights_only=True``). Only the named framework is imported.
-
-Run: ``python -m stages.evaluate keras`` (or ``dvc repro evaluate@keras``).
 """
 
 from __future__ import annotations
 
 import csv
-import importlib
 import io
-import json
 import logging
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from stages.common import atomic, metrics, prepared
+from stages import backends
+from stages.backends.base import Backend, Model
+from stages.common import atomic, cli, metrics, paths, prepared, schemas
 from stages.common.architecture import ArchitectureSpec
 from stages.common.errors import StageError, run_stage
-from stages.common.params import FRAMEWORKS, EvaluateParams, effective_train, load_params
+from stages.common.params import EvaluateParams, effective_train, load_params
 from stages.common.runtime import configure_threads, seed_python_and_numpy
-from stages.common.training import ARCHITECTURE_FILE, INFERENCE_FILE, MODELS_DIR, PREPARED_DIR
-
-METRICS_DIR = Path("metrics")
-EVAL_DIR = Path("eval")
+from stages.common.schemas import PerClass, RunInfo, TestMetrics
 
 log = logging.getLogger("evaluate")
 
 
-def measure_latency(predict_one, images: np.ndarray, settings: EvaluateParams) -> list[float]:
+def measure_latency(predict_one: Callable[[np.ndarray], object], images: np.ndarray,
+                    settings: EvaluateParams) -> list[float]:
     """Seconds per single-image call, after untimed warm-up calls."""
     count = images.shape[0]
     for index in range(settings.latency_warmup):
@@ -60,23 +57,38 @@ def measure_latency(predict_one, images: np.ndarray, settings: EvaluateParams) -
     return seconds
 
 
-def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
-    """Accuracy, loss, macro and per-class scores, confusion matrix."""
+def measure_throughput(predict_all: Callable[[], np.ndarray], count: int,
+                       repeats: int) -> tuple[np.ndarray, list[float]]:
+    """Images per second of ``repeats`` timed passes (after one untimed warm-up pass); the
+    probabilities of the last pass. Identical passes are checked: inference must be deterministic."""
+    probabilities = predict_all()  # warm-up: tracing and allocation must not count
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        again = predict_all()
+        rates.append(count / (time.perf_counter() - started))
+        if not np.array_equal(again, probabilities):
+            raise RuntimeError("two inference passes over the same test images gave different probabilities")
+    return probabilities, rates
+
+
+def classification_metrics(probabilities: np.ndarray, labels: np.ndarray,
+                           class_names: list[str]) -> tuple[dict[str, float], PerClass]:
+    """Accuracy, loss and macro scores; per-class scores with the confusion matrix."""
     predicted = probabilities.argmax(axis=1)
     confusion = metrics.confusion_matrix(labels, predicted, len(class_names))
     scores = metrics.per_class_scores(confusion)
-    return {
-        "accuracy": metrics.accuracy(labels, predicted),
-        "loss": metrics.cross_entropy(probabilities, labels),
+    summary = {
+        "test_accuracy": metrics.accuracy(labels, predicted),
+        "test_loss": metrics.cross_entropy(probabilities, labels),
         "macro_precision": float(scores["precision"].mean()),
         "macro_recall": float(scores["recall"].mean()),
         "macro_f1": float(scores["f1"].mean()),
-        "per_class": {
-            "class_names": class_names,
-            **{name: values.tolist() for name, values in scores.items()},
-            "confusion": confusion.tolist(),
-        },
     }
+    per_class = PerClass(class_names=list(class_names), precision=scores["precision"].tolist(),
+                         recall=scores["recall"].tolist(), f1=scores["f1"].tolist(),
+                         support=scores["support"].tolist(), confusion=confusion.tolist())
+    return summary, per_class
 
 
 def confusion_csv(labels: np.ndarray, predicted: np.ndarray, class_names: list[str]) -> str:
@@ -87,72 +99,66 @@ def confusion_csv(labels: np.ndarray, predicted: np.ndarray, class_names: list[s
     return buffer.getvalue()
 
 
-def load_trained(framework: str, backend) -> tuple[object, ArchitectureSpec, float, Path]:
-    folder = MODELS_DIR / framework
+def load_trained(backend: Backend, folder: Path, rerun: str) -> tuple[Model, ArchitectureSpec, RunInfo, Path]:
+    """The model in ``folder`` with its spec and run info; ``StageError`` naming the file otherwise."""
     try:
-        spec = ArchitectureSpec.from_json((folder / ARCHITECTURE_FILE).read_text(encoding="utf-8"))
-        input_scale = float(json.loads((folder / INFERENCE_FILE).read_text(encoding="utf-8"))["input_scale"])
+        spec = ArchitectureSpec.from_json((folder / paths.ARCHITECTURE_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError as error:
-        raise StageError(f"{error.filename}: missing; run the training stage first (dvc repro train@{framework})") \
-            from None
+        raise StageError(f"{error.filename}: missing; run `{rerun}`") from None
     except (ValueError, KeyError, TypeError) as error:
-        raise StageError(f"{folder}: corrupt architecture.json or inference.json ({error})") from None
+        raise StageError(f"{folder / paths.ARCHITECTURE_FILE}: corrupt ({error}); run `{rerun}`") from None
+    info = schemas.load(RunInfo, folder / paths.RUN_FILE, rerun)
     path = folder / backend.MODEL_FILE
-    return backend.load_model(path, spec), spec, input_scale, path
+    return backend.load_model(path, spec), spec, info, path
 
 
-def main() -> None:
-    if len(sys.argv) != 2 or sys.argv[1] not in FRAMEWORKS:
-        raise StageError(f"usage: python -m stages.evaluate {{{'|'.join(FRAMEWORKS)}}}")
-    framework = sys.argv[1]
+def main(argv: list[str] | None = None) -> None:
+    arguments = cli.parser("stages.evaluate", __doc__)
+    arguments.add_argument("framework", help=f"one of: {', '.join(backends.names())}")
+    arguments.add_argument("seed", type=cli.seed_argument, help="the replicate seed (one of replicates.seeds)")
+    args = arguments.parse_args(argv)
+    framework, seed = args.framework, args.seed
     params = load_params()
     settings = params.evaluate
-    threads = effective_train(params, framework).threads
-    configure_threads(threads)
-    seed_python_and_numpy(params.seed)
-    data = prepared.load_prepared(PREPARED_DIR, splits=("test",))
+    train_settings = effective_train(params, framework)
+    configure_threads(train_settings.threads)
+    seed_python_and_numpy(seed)
+    data = prepared.load_prepared(paths.PREPARED, splits=("test",))
     test = data.splits["test"]
-    backend = importlib.import_module(f"stages.train_{framework}")
-    backend.configure(effective_train(params, framework), params.seed)
-    model, spec, input_scale, model_path = load_trained(framework, backend)
+    backend = backends.load(framework)
+    backend.configure(train_settings, seed)
+    folder = paths.model_dir(framework, seed)
+    model, spec, info, model_path = load_trained(backend, folder, f"dvc repro train@{paths.replicate(framework, seed)}")
     if spec.input_shape != data.image_shape or spec.num_classes != data.num_classes:
         raise StageError(f"{model_path}: built for {spec.input_shape} images and {spec.num_classes} classes, but "
-                         f"{PREPARED_DIR} holds {data.image_shape} and {data.num_classes}; retrain it")
+                         f"{paths.PREPARED} holds {data.image_shape} and {data.num_classes}; retrain it")
 
-    # Warm-up batch first: tracing and allocation must not count against throughput.
-    backend.predict(model, test.images[: settings.batch_size], settings.batch_size, input_scale)
-    started = time.perf_counter()
-    probabilities = backend.predict(model, test.images, settings.batch_size, input_scale)
-    predict_seconds = time.perf_counter() - started
-    latency = measure_latency(lambda image: backend.predict(model, image, 1, input_scale), test.images, settings)
+    def predict_all() -> np.ndarray:
+        return backend.predict(model, test.images, settings.batch_size, info.input_scale)
 
-    results = classification_metrics(probabilities, test.labels, data.class_names)
-    per_class = results.pop("per_class")
-    summary = {
-        "framework": framework,
-        "test_images": int(test.labels.shape[0]),
-        "test_accuracy": results["accuracy"],
-        "test_loss": results["loss"],
-        "macro_precision": results["macro_precision"],
-        "macro_recall": results["macro_recall"],
-        "macro_f1": results["macro_f1"],
-        "throughput_images_per_second": round(test.labels.shape[0] / predict_seconds, 1),
-        "latency_ms_median": round(metrics.percentile_ms(latency, 50), 4),
-        "latency_ms_p95": round(metrics.percentile_ms(latency, 95), 4),
-        "parameters": backend.count_parameters(model),
-        "model_bytes": model_path.stat().st_size,
-    }
-    folder = EVAL_DIR / framework
-    atomic.write_npy(folder / "predictions.npy", probabilities)
-    atomic.write_json(folder / "per_class.json", per_class)
-    atomic.write_text(folder / "confusion.csv",
+    probabilities, rates = measure_throughput(predict_all, test.labels.shape[0], settings.throughput_repeats)
+    latency = measure_latency(lambda image: backend.predict(model, image, 1, info.input_scale), test.images,
+                              settings)
+    scores, per_class = classification_metrics(probabilities, test.labels, data.class_names)
+    summary = TestMetrics(
+        test_images=int(test.labels.shape[0]), **scores,
+        throughput_images_per_second=round(statistics.median(rates), 1),
+        throughput_images_per_second_min=round(min(rates), 1),
+        throughput_images_per_second_max=round(max(rates), 1),
+        latency_ms_median=round(metrics.percentile_ms(latency, 50), 4),
+        latency_ms_p95=round(metrics.percentile_ms(latency, 95), 4),
+        parameters=backend.count_parameters(model), model_bytes=model_path.stat().st_size)
+    output = paths.eval_dir(framework, seed)
+    atomic.write_npy(output / paths.PREDICTIONS_FILE, probabilities)
+    schemas.save(per_class, output / paths.PER_CLASS_FILE)
+    atomic.write_text(output / paths.CONFUSION_FILE,
                       confusion_csv(test.labels, probabilities.argmax(axis=1), data.class_names))
-    atomic.write_json(METRICS_DIR / f"{framework}.json", summary)
-    log.info("%s: test accuracy %.2f%%, loss %.4f, %.0f images/s at batch %d, latency median %.2f ms p95 %.2f ms",
-             framework, 100 * summary["test_accuracy"], summary["test_loss"],
-             summary["throughput_images_per_second"], settings.batch_size, summary["latency_ms_median"],
-             summary["latency_ms_p95"])
+    schemas.save(summary, output / paths.METRICS_FILE)
+    log.info("%s seed %d: test accuracy %.2f%%, loss %.4f, %.0f images/s at batch %d (median of %d), latency "
+             "median %.2f ms p95 %.2f ms", backends.label(framework), seed, 100 * summary.test_accuracy,
+             summary.test_loss, summary.throughput_images_per_second, settings.batch_size, len(rates),
+             summary.latency_ms_median, summary.latency_ms_p95)
 
 
 if __name__ == "__main__":
-    run_stage(main, "evaluate")
+    run_stage(lambda: main(sys.argv[1:]), "evaluate")

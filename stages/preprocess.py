@@ -15,20 +15,21 @@ Run: ``python -m stages.preprocess`` (or ``dvc repro preprocess``).
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from stages.common import prepared
+from stages.common import cli, paths, prepared
 from stages.common.datasets import Dataset, resolve_dataset
 from stages.common.errors import StageError, run_stage
 from stages.common.idx import parse_images_and_labels
 from stages.common.params import PreprocessParams, load_params
 from stages.common.runtime import derive_seed
 
-RAW_DIR = Path("data/raw")
-PREPARED_DIR = Path("data/prepared")
+RAW_DIR = paths.RAW
+PREPARED_DIR = paths.PREPARED
 
 log = logging.getLogger("preprocess")
 
@@ -118,7 +119,8 @@ def read_raw(folder: Path, dataset: Dataset) -> dict[str, np.ndarray]:
     return arrays
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    cli.parser("stages.preprocess", __doc__).parse_args(argv)
     params = load_params()
     dataset = resolve_dataset(params.data)
     started = time.perf_counter()
@@ -137,4 +139,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, "preprocess")
+    run_stage(lambda: main(sys.argv[1:]), "preprocess")

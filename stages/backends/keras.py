@@ -1,16 +1,9 @@
-"""Stage ``train@keras``: the shared architecture trained with TensorFlow/Keras.
+"""The TensorFlow/Keras backend (implements ``stages.backends.base.Backend``).
 
-Inputs: ``data/prepared/`` (train and val splits), ``params.yaml`` (``seed``, ``model``,
-``train``, ``keras``). Outputs: ``models/keras/model.keras`` (+ ``architecture.json``) and
-``dvclive/keras/`` (see ``stages/common/training.py``).
-
-This module and ``stages/train_torch.py`` mirror each other: the same public functions with the
-same meaning (``configure``, ``build_model``, ``count_parameters``, ``get_weights``,
-``set_weights``, ``fit``, ``logits``, ``predict``, ``save_model``, ``load_model``), so that
-training, evaluation and the parity tests treat the frameworks alike. Only TensorFlow/Keras is
-imported here, never PyTorch.
-
-Run: ``python -m stages.train_keras`` (or ``dvc repro train@keras``).
+Builds the shared architecture as a ``keras.Sequential``, trains it with ``Model.fit`` over an
+in-graph ``tf.data`` pipeline in the shared per-epoch batch order, and saves ``.keras`` archives
+normalised so identical weights give identical bytes. Loads only with Keras' ``safe_mode``.
+Only TensorFlow/Keras is imported here, never PyTorch.
 """
 
 from __future__ import annotations
@@ -18,10 +11,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,20 +23,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before the import: it read
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from stages.common import atomic
-from stages.common.architecture import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, ArchitectureSpec
-from stages.common.errors import StageError, run_stage
-from stages.common.params import TrainParams
-from stages.common.prepared import Split
-from stages.common.runtime import configure_threads
-from stages.common.training import (
+from stages.backends.base import (
+    EpochCallback,
     EpochRecord,
+    Model,
     check_finite,
     check_finite_weights,
     epoch_order,
     interactive,
-    run_training,
 )
+from stages.common import atomic
+from stages.common.architecture import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, ArchitectureSpec
+from stages.common.errors import StageError
+from stages.common.params import TrainParams
+from stages.common.prepared import Split
+from stages.common.runtime import configure_threads
 
 MODEL_FILE = "model.keras"
 VALIDATION_BATCH = 1000
@@ -70,7 +64,7 @@ def configure(settings: TrainParams, seed: int) -> str:
     return "cuda" if gpus and settings.device != "cpu" else "cpu"
 
 
-def build_model(spec: ArchitectureSpec):
+def build_model(spec: ArchitectureSpec) -> Model:
     """The spec's layers as a ``keras.Sequential`` taking NHWC float32 images, giving logits."""
     layers = keras.layers
     model_layers: list = [keras.Input(shape=spec.input_shape)]
@@ -96,7 +90,7 @@ def build_model(spec: ArchitectureSpec):
     return keras.Sequential(model_layers, name="comparison_net")
 
 
-def layer_kinds(model) -> list[str]:
+def layer_kinds(model: Model) -> list[str]:
     """The built model's layers in the spec's vocabulary (for parity tests)."""
     names = {keras.layers.Conv2D: "conv", keras.layers.BatchNormalization: "batch_norm",
              keras.layers.Activation: "activation", keras.layers.MaxPooling2D: "max_pool",
@@ -104,16 +98,16 @@ def layer_kinds(model) -> list[str]:
     return [names[type(layer)] for layer in model.layers]
 
 
-def count_parameters(model) -> int:
+def count_parameters(model: Model) -> int:
     return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
 
 
-def get_weights(model) -> list[np.ndarray]:
+def get_weights(model: Model) -> list[np.ndarray]:
     """All weights in the canonical layout (Keras' own: kernels (kh, kw, in, out) and (in, out))."""
     return [np.asarray(weight) for weight in model.get_weights()]
 
 
-def set_weights(model, weights: list[np.ndarray]) -> None:
+def set_weights(model: Model, weights: Sequence[np.ndarray]) -> None:
     model.set_weights(weights)
 
 
@@ -170,8 +164,8 @@ def _training_dataset(images, targets, orders: list[np.ndarray], batch_size: int
     return dataset.map(gather).prefetch(2)
 
 
-def fit(model, train: Split, val: Split, settings: TrainParams, learning_rates: np.ndarray, seed: int,
-        on_epoch_end, background: float = 0.0) -> None:
+def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_rates: np.ndarray, seed: int,
+        on_epoch_end: EpochCallback, background: float = 0.0) -> None:
     """Train ``model`` in place; call ``on_epoch_end(EpochRecord)`` after each epoch's validation."""
     num_classes = model.output_shape[-1]
     # Compile a wrapper, not ``model`` itself: the saved model then carries no optimizer state
@@ -218,12 +212,12 @@ def fit(model, train: Split, val: Split, settings: TrainParams, learning_rates: 
                 callbacks=[EpochCallback()], verbose=1 if interactive() else 0, shuffle=False)
 
 
-def logits(model, images: np.ndarray) -> np.ndarray:
+def logits(model: Model, images: np.ndarray) -> np.ndarray:
     """Raw outputs for NHWC images, in inference mode."""
     return np.asarray(model(np.asarray(images, dtype=np.float32), training=False))
 
 
-def predict(model, images: np.ndarray, batch_size: int, input_scale: float = 1.0) -> np.ndarray:
+def predict(model: Model, images: np.ndarray, batch_size: int, input_scale: float = 1.0) -> np.ndarray:
     """Class probabilities (float32, N x classes) for NHWC images, batch by batch."""
     call = _compiled_call(model)
     outputs = []
@@ -240,7 +234,7 @@ def _compiled_call(model):
     return model._comparison_call
 
 
-def save_model(model, path: Path) -> None:
+def save_model(model: Model, path: Path) -> None:
     """Save as ``.keras``, normalised so identical weights give identical bytes (see below)."""
     with tempfile.TemporaryDirectory() as scratch:
         saved = Path(scratch) / MODEL_FILE
@@ -283,24 +277,17 @@ def _renumber_shared_objects(node, numbers: dict):
     return node
 
 
-def load_model(path: Path, spec: ArchitectureSpec | None = None):
+def load_model(path: Path, spec: ArchitectureSpec) -> Model:
     """Load a ``.keras`` file with Keras' safe mode (no arbitrary code from the file)."""
     if not path.is_file():
-        raise StageError(f"{path}: missing; run the training stage first (dvc repro train@keras)")
+        raise StageError(f"{path}: missing; run the training stage first (dvc repro train)")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # noqa: BLE001 - Keras raises many types for a corrupt file
         raise StageError(f"{path}: not a loadable Keras model ({type(error).__name__}: "
                          f"{str(error).splitlines()[0] if str(error) else ''})") from None
-    if spec is not None and count_parameters(model) != spec.parameters:
+    if count_parameters(model) != spec.parameters:
         raise StageError(f"{path}: has {count_parameters(model)} parameters; its architecture.json says "
                          f"{spec.parameters}")
     return model
 
-
-def main() -> None:
-    run_training("keras", sys.modules[__name__])
-
-
-if __name__ == "__main__":
-    run_stage(main, "train@keras")

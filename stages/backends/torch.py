@@ -1,16 +1,10 @@
-"""Stage ``train@torch``: the shared architecture trained with PyTorch.
+"""The PyTorch backend (implements ``stages.backends.base.Backend``).
 
-Inputs: ``data/prepared/`` (train and val splits), ``params.yaml`` (``seed``, ``model``,
-``train``, ``torch``). Outputs: ``models/torch/model.pt`` (a ``state_dict``, + ``architecture.json``)
-and ``dvclive/torch/`` (see ``stages/common/training.py``).
-
-This module and ``stages/train_keras.py`` mirror each other: the same public functions with the
-same meaning (``configure``, ``build_model``, ``count_parameters``, ``get_weights``,
-``set_weights``, ``fit``, ``logits``, ``predict``, ``save_model``, ``load_model``). Only PyTorch
-is imported here, never TensorFlow. Batches are sliced from the memory-mapped arrays in the
-main process (no DataLoader workers: the data is already in memory-mappable arrays).
-
-Run: ``python -m stages.train_torch`` (or ``dvc repro train@torch``).
+Builds the shared architecture as an ``nn.Sequential`` (NCHW, flattened in Keras' HWC order so
+dense weights are shared), trains it with a plain loop over batches sliced from the
+memory-mapped arrays in the shared per-epoch order (no DataLoader workers: the data is already
+in memory-mappable arrays), and saves a ``state_dict``. Loads only with ``weights_only=True``.
+Only PyTorch is imported here, never TensorFlow.
 """
 
 from __future__ import annotations
@@ -19,26 +13,28 @@ import io
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from stages.common import atomic
-from stages.common.architecture import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, ArchitectureSpec
-from stages.common.errors import StageError, run_stage
-from stages.common.params import TrainParams
-from stages.common.prepared import Split
-from stages.common.runtime import configure_threads
-from stages.common.training import (
+from stages.backends.base import (
+    EpochCallback,
     EpochRecord,
+    Model,
     batch_indices,
     check_finite,
     check_finite_weights,
     interactive,
-    run_training,
 )
+from stages.common import atomic
+from stages.common.architecture import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, ArchitectureSpec
+from stages.common.errors import StageError
+from stages.common.params import TrainParams
+from stages.common.prepared import Split
+from stages.common.runtime import configure_threads
 
 MODEL_FILE = "model.pt"
 VALIDATION_BATCH = 1000
@@ -68,7 +64,7 @@ def _device(model) -> str:
     return next(model.parameters()).device.type
 
 
-def build_model(spec: ArchitectureSpec):
+def build_model(spec: ArchitectureSpec) -> Model:
     """The spec's layers as an ``nn.Sequential`` taking NCHW float32 images, giving logits."""
     nn = torch.nn
     activations = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -122,7 +118,7 @@ class ChannelsLastFlatten(nn.Module):
         return inputs.permute(0, 2, 3, 1).flatten(1)
 
 
-def layer_kinds(model) -> list[str]:
+def layer_kinds(model: Model) -> list[str]:
     """The built model's layers in the spec's vocabulary (for parity tests)."""
     names = {nn.Conv2d: "conv", nn.BatchNorm2d: "batch_norm", nn.MaxPool2d: "max_pool", nn.Dropout: "dropout",
              nn.Linear: "dense", nn.ReLU: "activation", nn.GELU: "activation", nn.Tanh: "activation",
@@ -130,11 +126,11 @@ def layer_kinds(model) -> list[str]:
     return [names.get(type(module), "flatten") for module in model]
 
 
-def count_parameters(model) -> int:
+def count_parameters(model: Model) -> int:
     return int(sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad))
 
 
-def get_weights(model) -> list[np.ndarray]:
+def get_weights(model: Model) -> list[np.ndarray]:
     """All weights in the canonical layout: conv (kh, kw, in, out), dense (in, out), then biases;
     batch norm gamma, beta, running mean, running variance (Keras' order)."""
     weights: list[np.ndarray] = []
@@ -154,7 +150,7 @@ def get_weights(model) -> list[np.ndarray]:
     return [np.ascontiguousarray(weight) for weight in weights]
 
 
-def set_weights(model, weights: list[np.ndarray]) -> None:
+def set_weights(model: Model, weights: Sequence[np.ndarray]) -> None:
     nn = torch.nn
     remaining = list(weights)
 
@@ -229,8 +225,8 @@ def _evaluate_split(model, split: Split, device: str, settings: TrainParams) -> 
     return loss_sum / count, correct / count
 
 
-def fit(model, train: Split, val: Split, settings: TrainParams, learning_rates: np.ndarray, seed: int,
-        on_epoch_end, background: float = 0.0) -> None:
+def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_rates: np.ndarray, seed: int,
+        on_epoch_end: EpochCallback, background: float = 0.0) -> None:
     """Train ``model`` in place; call ``on_epoch_end(EpochRecord)`` after each epoch's validation."""
     functional = torch.nn.functional
     device = "cuda" if settings.device != "cpu" and torch.cuda.is_available() else "cpu"
@@ -294,14 +290,14 @@ def _progress(total: int, description: str):
                 file=sys.stderr)
 
 
-def logits(model, images: np.ndarray) -> np.ndarray:
+def logits(model: Model, images: np.ndarray) -> np.ndarray:
     """Raw outputs for NHWC images, in inference mode."""
     model.eval()
     with torch.inference_mode():
         return model(_to_input(images, _device(model), 1.0)).cpu().numpy()
 
 
-def predict(model, images: np.ndarray, batch_size: int, input_scale: float = 1.0) -> np.ndarray:
+def predict(model: Model, images: np.ndarray, batch_size: int, input_scale: float = 1.0) -> np.ndarray:
     """Class probabilities (float32, N x classes) for NHWC images, batch by batch."""
     model.eval()
     device = _device(model)
@@ -313,17 +309,17 @@ def predict(model, images: np.ndarray, batch_size: int, input_scale: float = 1.0
     return np.concatenate(outputs).astype(np.float32)
 
 
-def save_model(model, path: Path) -> None:
+def save_model(model: Model, path: Path) -> None:
     """Save the ``state_dict``; serialised in memory first so the bytes never name a temp file."""
     buffer = io.BytesIO()
     torch.save({name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}, buffer)
     atomic.write_bytes(path, buffer.getvalue())
 
 
-def load_model(path: Path, spec: ArchitectureSpec):
+def load_model(path: Path, spec: ArchitectureSpec) -> Model:
     """Rebuild the model from its spec and load the weights with ``weights_only=True``."""
     if not path.is_file():
-        raise StageError(f"{path}: missing; run the training stage first (dvc repro train@torch)")
+        raise StageError(f"{path}: missing; run the training stage first (dvc repro train)")
     model = build_model(spec)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -334,10 +330,3 @@ def load_model(path: Path, spec: ArchitectureSpec):
     model.eval()
     return model
 
-
-def main() -> None:
-    run_training("torch", sys.modules[__name__])
-
-
-if __name__ == "__main__":
-    run_stage(main, "train@torch")

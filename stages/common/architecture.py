@@ -24,6 +24,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from stages.common.errors import StageError
 from stages.common.params import ModelParams
 
@@ -110,3 +112,36 @@ def build_spec(model: ModelParams, input_shape: tuple[int, int, int], num_classe
         layers.append(Layer("activation", activation, (units,)))
     layers.pop()  # the output layer gives logits: no activation after it
     return ArchitectureSpec(tuple(input_shape), num_classes, tuple(layers))  # type: ignore[arg-type]
+
+
+def _glorot_uniform(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Keras' glorot_uniform: fans count the receptive field (kh * kw) times the channels."""
+    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape).astype(np.float32)
+
+
+def initial_weights(spec: ArchitectureSpec, rng: np.random.Generator) -> list[np.ndarray]:
+    """Framework-neutral initial weights in the canonical layout: Glorot-uniform kernels, zero
+    biases, batch norm gamma 1, beta 0, running mean 0, running variance 1."""
+    weights: list[np.ndarray] = []
+    channels = spec.input_shape[2]
+    features = 0
+    for layer in spec.layers:
+        config = layer.config
+        if layer.kind == "conv":
+            kernel = config["kernel_size"]
+            weights.append(_glorot_uniform((kernel, kernel, channels, config["filters"]), rng))
+            if config["bias"]:
+                weights.append(np.zeros(config["filters"], np.float32))
+            channels = config["filters"]
+        elif layer.kind == "batch_norm":
+            weights += [np.ones(channels, np.float32), np.zeros(channels, np.float32),
+                        np.zeros(channels, np.float32), np.ones(channels, np.float32)]
+        elif layer.kind == "flatten":
+            features = layer.output_shape[0]
+        elif layer.kind == "dense":
+            weights += [_glorot_uniform((features, config["units"]), rng), np.zeros(config["units"], np.float32)]
+            features = config["units"]
+    return weights

@@ -6,8 +6,10 @@ reported at once, one line each, as ``params.yaml: <key>: <problem>``. ``params.
 single source of the defaults: every key of a section is required there, so the defaults and
 their explanatory comments cannot drift apart from code.
 
-The framework sections ``keras:`` and ``torch:`` hold optional overrides of any ``train:`` key;
-``effective_train(params, framework)`` merges them.
+``frameworks:`` lists the backends to compare (names from ``stages/backends/__init__.py``); each
+has a section of the same name holding optional overrides of any ``train:`` key, which
+``effective_train(params, framework)`` merges. ``replicates:`` lists the training seeds: every
+framework is trained and evaluated once per seed, on the same data split (``seed``).
 
 Run ``python -m stages.common.params`` to validate ``params.yaml`` without running anything.
 """
@@ -25,10 +27,10 @@ from typing import Any, Literal
 
 import yaml
 
+from stages import backends
 from stages.common.errors import StageError
 
 PARAMS_FILE = Path("params.yaml")
-FRAMEWORKS = ("keras", "torch")
 
 
 def _check(minimum: float | None = None, maximum: float | None = None, *, exclusive_min: bool = False,
@@ -135,8 +137,15 @@ class TrainParams:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReplicateParams:
+    seeds: tuple[int, ...] = checked(min_items=1)
+    init: Literal["shared", "framework"]
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvaluateParams:
     batch_size: int = checked(minimum=1, maximum=65536)
+    throughput_repeats: int = checked(minimum=1, maximum=1000)
     latency_samples: int = checked(minimum=1, maximum=100000)
     latency_warmup: int = checked(minimum=0, maximum=10000)
 
@@ -151,18 +160,19 @@ class ReportParams:
 @dataclass(frozen=True, kw_only=True)
 class Params:
     seed: int = checked(minimum=0, maximum=2**32 - 1)
+    frameworks: tuple[str, ...] = checked(min_items=1)
+    replicates: ReplicateParams
     data: DataParams
     preprocess: PreprocessParams
     model: ModelParams
     train: TrainParams
-    keras: dict[str, Any]
-    torch: dict[str, Any]
     evaluate: EvaluateParams
     report: ReportParams
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # framework -> its section
 
 
 # Fields whose value may be left out of params.yaml (all others are required).
-_OPTIONAL_KEYS = {("DataParams", "custom")}
+_OPTIONAL_KEYS = {("DataParams", "custom"), ("Params", "overrides")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,21 +321,46 @@ def _cross_checks(params: Params, problems: list[str]) -> None:
                             "file:// or a local directory")
 
 
+def _replicate_checks(params: Params, sections: dict[str, Any], problems: list[str]) -> None:
+    known = backends.names()
+    for index, name in enumerate(params.frameworks):
+        if name not in known:
+            problems.append(f"frameworks[{index}]: unknown framework {name!r}; expected one of {', '.join(known)}")
+        elif name not in sections:
+            problems.append(f"{name}: missing (expected a mapping of train: overrides, {{}} for none)")
+    if len(set(params.frameworks)) != len(params.frameworks):
+        problems.append(f"frameworks: each framework once, got {list(params.frameworks)}")
+    seeds = params.replicates.seeds
+    for index, seed in enumerate(seeds):
+        if isinstance(seed, int) and not 0 <= seed < 2**31:
+            problems.append(f"replicates.seeds[{index}]: expected a value from 0 to {2**31 - 1}, got {seed}")
+    if len(set(seeds)) != len(seeds):
+        problems.append(f"replicates.seeds: each seed once, got {list(seeds)}")
+
+
 def validate(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
     """Validate a parsed params mapping; raise StageError listing every problem."""
     problems: list[str] = []
+    sections: dict[str, Any] = {}
+    if isinstance(raw, dict):  # framework sections are named after the registry's frameworks
+        raw = dict(raw)
+        if "overrides" in raw:
+            problems.append("overrides: unknown key; framework overrides go in a section named after the framework")
+            raw.pop("overrides")
+        for framework in backends.names():
+            if framework in raw:
+                section = raw.pop(framework)
+                if not isinstance(section, dict):
+                    problems.append(f"{framework}: expected a mapping of train: overrides, got {section!r}")
+                    continue
+                sections[framework] = _build(TrainParams, section, framework, problems, partial=True)
     params = _build(Params, raw, "", problems)
-    overrides = {}
-    if isinstance(raw, dict):
-        for framework in FRAMEWORKS:
-            section = raw.get(framework)
-            if isinstance(section, dict):
-                overrides[framework] = _build(TrainParams, section, framework, problems, partial=True)
     if not problems and params is not None:
         _cross_checks(params, problems)
+        _replicate_checks(params, sections, problems)
     if problems or params is None:
         raise StageError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(f"  {source}: {p}" for p in problems))
-    return dataclasses.replace(params, keras=overrides.get("keras", {}), torch=overrides.get("torch", {}))
+    return dataclasses.replace(params, overrides=sections)
 
 
 def parse_section(cls: type, raw: Any, key: str) -> Any:
@@ -351,11 +386,24 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     return validate(raw, str(path))
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line: where the parser stopped (1-based line and column), what it expected, and since where."""
+    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
+        return str(error).splitlines()[0]
+    mark = error.problem_mark
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
+    if error.context and error.context_mark is not None:
+        context = error.context_mark
+        text += f" ({error.context} at line {context.line + 1}, column {context.column + 1})"
+    return text
+
+
 def effective_train(params: Params, framework: str) -> TrainParams:
     """The shared ``train`` recipe with the framework's own overrides applied."""
-    if framework not in FRAMEWORKS:
-        raise StageError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORKS)}")
-    overrides = dict(getattr(params, framework))
+    if framework not in params.frameworks:
+        raise StageError(f"framework {framework!r} is not in params.yaml's frameworks: "
+                         f"{', '.join(params.frameworks)}")
+    overrides = dict(params.overrides.get(framework, {}))
     return dataclasses.replace(params.train, **overrides)
 
 
@@ -380,15 +428,3 @@ if __name__ == "__main__":
     from stages.common.errors import run_stage
 
     run_stage(main, "params")
-def _yaml_problem(error: yaml.YAMLError) -> str:
-    """One line: where the parser stopped (1-based line and column), what it expected, and since where."""
-    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
-        return str(error).splitlines()[0]
-    mark = error.problem_mark
-    text = f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
-    if error.context and error.context_mark is not None:
-        context = error.context_mark
-        text += f" ({error.context} at line {context.line + 1}, column {context.column + 1})"
-    return text
-
-

@@ -1,0 +1,132 @@
+"""The contract between the framework-neutral stages and a framework backend.
+
+``Backend`` is what ``stages/train.py``, ``stages/evaluate.py`` and the tests call; each module
+named in ``stages/backends/__init__.py`` implements it as plain module-level functions, and
+mypy checks that (``stages/backends/conformance.py``). The helpers below are shared by the
+backends so that they draw batch orders and detect divergence identically.
+
+Conventions every backend keeps:
+- Images are NHWC float32 arrays as ``data/prepared`` stores them; ``settings.input_scale``
+  multiplies them inside the backend.
+- ``get_weights``/``set_weights`` use one canonical layout (conv kernels (kh, kw, in, out),
+  dense kernels (in, out), then the bias; batch norm gamma, beta, running mean, running
+  variance), so weights move between frameworks and ``stages/init.py`` can write them.
+- ``fit`` visits the training images in ``batch_indices``' order for its seed, calls
+  ``on_epoch_end`` once per epoch, and raises ``NonFiniteLoss`` on divergence.
+- ``load_model`` loads only through the framework's safe loader.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from stages.common.architecture import ArchitectureSpec
+from stages.common.errors import StageError
+from stages.common.params import TrainParams
+from stages.common.prepared import Split
+
+Model = Any  # a framework's own model object; only its backend looks inside
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int  # 1-based
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    learning_rate: float  # the optimizer's rate at the epoch's last step
+    train_seconds: float  # optimisation only
+    seconds: float  # optimisation and validation
+
+
+EpochCallback = Callable[[EpochRecord], None]
+
+
+class Backend(Protocol):
+    """What a framework backend module provides (all functions; no state across calls)."""
+
+    MODEL_FILE: str  # file name of a saved model inside models/<framework>/<seed>/
+
+    def configure(self, settings: TrainParams, seed: int) -> str:
+        """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda')."""
+        ...
+
+    def build_model(self, spec: ArchitectureSpec) -> Model:
+        """The spec's layers, initialised with Glorot-uniform kernels and zero biases."""
+        ...
+
+    def layer_kinds(self, model: Model) -> list[str]:
+        """The built model's layers in the spec's vocabulary (``conv``, ``dense``, ...)."""
+        ...
+
+    def count_parameters(self, model: Model) -> int: ...
+
+    def get_weights(self, model: Model) -> list[np.ndarray]:
+        """Every weight in the canonical layout (see the module docstring)."""
+        ...
+
+    def set_weights(self, model: Model, weights: Sequence[np.ndarray]) -> None: ...
+
+    def fit(self, model: Model, train: Split, val: Split, settings: TrainParams, learning_rates: np.ndarray,
+            seed: int, on_epoch_end: EpochCallback, background: float = 0.0) -> None:
+        """Train ``model`` in place with one learning rate per step from ``learning_rates``;
+        ``background`` is the input value of a blank pixel (augmentation's fill)."""
+        ...
+
+    def logits(self, model: Model, images: np.ndarray) -> np.ndarray:
+        """Raw outputs for NHWC images, in inference mode."""
+        ...
+
+    def predict(self, model: Model, images: np.ndarray, batch_size: int, input_scale: float = 1.0) -> np.ndarray:
+        """Class probabilities (float32, N x classes), batch by batch."""
+        ...
+
+    def save_model(self, model: Model, path: Path) -> None:
+        """Write the model so that identical weights give identical bytes."""
+        ...
+
+    def load_model(self, path: Path, spec: ArchitectureSpec) -> Model:
+        """Load with the framework's safe loader; ``StageError`` naming ``path`` if it does not fit ``spec``."""
+        ...
+
+
+class NonFiniteLoss(StageError):
+    """The training loss became NaN or infinite."""
+
+
+def check_finite(loss: float, epoch: int, batch: int) -> None:
+    if not math.isfinite(loss):
+        raise NonFiniteLoss(f"training loss became {loss} at epoch {epoch}, batch {batch}; no model or metrics "
+                            "were written. Lower train.learning_rate or check the inputs (preprocess.normalize)")
+
+
+def check_finite_weights(all_finite: bool, epoch: int) -> None:
+    """Catch divergence that the loss hides (TensorFlow's ReLU maps NaN to 0, so a model whose
+    weights are NaN can still report a finite loss)."""
+    if not all_finite:
+        raise NonFiniteLoss(f"weights became NaN or infinite during epoch {epoch}; no model or metrics were "
+                            "written. Lower train.learning_rate or check the inputs (preprocess.normalize)")
+
+
+def interactive() -> bool:
+    """Show per-batch progress bars only on a terminal, never in CI or DVC logs."""
+    return sys.stderr.isatty()
+
+
+def epoch_order(count: int, generator: np.random.Generator) -> np.ndarray:
+    """The order in which an epoch visits the training images; every backend draws it alike."""
+    return generator.permutation(count)
+
+
+def batch_indices(count: int, batch_size: int, generator: np.random.Generator) -> list[np.ndarray]:
+    """An epoch's order cut into batches (the last one may be smaller)."""
+    order = epoch_order(count, generator)
+    return [order[start:start + batch_size] for start in range(0, count, batch_size)]

@@ -1,0 +1,16 @@
+"""Type-checker proof that every backend module implements the ``Backend`` protocol.
+
+Never imported at run time (it would import every framework into one process); ``make lint``
+runs mypy, which checks each assignment below against ``stages.backends.base.Backend``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stages.backends import keras, torch
+    from stages.backends.base import Backend
+
+    _keras: Backend = keras
+    _torch: Backend = torch

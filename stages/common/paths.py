@@ -1,0 +1,51 @@
+"""Where every stage reads and writes: the one place that names the pipeline's files.
+
+``dvc.yaml`` lists the same paths (it must: DVC tracks them); ``tests/test_dvc_yaml.py`` checks
+that the two agree. Per-replicate outputs live in ``<framework>/<seed>/`` folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+RAW = Path("data/raw")
+PREPARED = Path("data/prepared")
+VALIDATED = Path("data/params.ok")  # written by stages/validate.py once params.yaml passed
+MODELS = Path("models")
+INIT = MODELS / "init"
+LOGS = Path("dvclive")
+EVAL = Path("eval")
+REPORTS = Path("reports")
+
+# Files inside a model folder
+ARCHITECTURE_FILE = "architecture.json"
+RUN_FILE = "run.json"  # how the model was trained and must be fed (RunInfo in schemas.py)
+# Files inside an evaluation folder
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.npy"
+PER_CLASS_FILE = "per_class.json"
+CONFUSION_FILE = "confusion.csv"
+# The report's numeric summary, the top-level metrics of `dvc metrics show` / `dvc exp show`
+SUMMARY_METRICS = REPORTS / "metrics.json"
+
+
+def init_weights(seed: int) -> Path:
+    return INIT / f"{seed}.npz"
+
+
+def model_dir(framework: str, seed: int) -> Path:
+    return MODELS / framework / str(seed)
+
+
+def logs_dir(framework: str, seed: int) -> Path:
+    return LOGS / framework / str(seed)
+
+
+def eval_dir(framework: str, seed: int) -> Path:
+    return EVAL / framework / str(seed)
+
+
+def replicate(framework: str, seed: int) -> str:
+    """The DVC matrix suffix of a (framework, seed) stage, e.g. ``keras-1``."""
+    return f"{framework}-{seed}"

@@ -1,0 +1,146 @@
+"""The fields of every JSON file a stage writes, defined once for the writer and all readers.
+
+``save(record, path)`` writes a record atomically; ``load(cls, path, rerun)`` reads one back and
+checks it field by field (a missing, extra or mistyped field is a one-line ``StageError``
+naming the file and the command that rewrites it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from stages.common import atomic
+from stages.common.errors import StageError
+
+ACCURACY_THRESHOLDS = (0.98, 0.99)  # validation accuracies whose time to reach is recorded
+
+
+@dataclass(frozen=True)
+class TrainingSummary:
+    """``dvclive/<framework>/<seed>/metrics.json``: one training run, final epoch and totals."""
+
+    epochs: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    best_val_accuracy: float
+    train_seconds: float  # optimisation and per-epoch validation
+    images_per_second: float  # training images per second of optimisation
+    parameters: int
+    seconds_to_val_accuracy_98: float | None  # None: never reached
+    seconds_to_val_accuracy_99: float | None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """``models/<framework>/<seed>/run.json``: how the model was trained and must be fed."""
+
+    framework: str
+    seed: int
+    device: str  # cpu | cuda
+    init: str  # shared | framework (replicates.init)
+    input_scale: float  # evaluation multiplies inputs by this, as training did
+
+
+@dataclass(frozen=True)
+class TestMetrics:
+    """``eval/<framework>/<seed>/metrics.json``: one trained model on the test split."""
+
+    __test__ = False  # not a pytest test class
+
+    test_images: int
+    test_accuracy: float
+    test_loss: float
+    macro_precision: float
+    macro_recall: float
+    macro_f1: float
+    throughput_images_per_second: float  # median over evaluate.throughput_repeats passes
+    throughput_images_per_second_min: float
+    throughput_images_per_second_max: float
+    latency_ms_median: float  # one image per call
+    latency_ms_p95: float
+    parameters: int
+    model_bytes: int
+
+
+@dataclass(frozen=True)
+class PerClass:
+    """``eval/<framework>/<seed>/per_class.json``: per-class scores and the confusion matrix."""
+
+    class_names: list[str]
+    precision: list[float]
+    recall: list[float]
+    f1: list[float]
+    support: list[int]
+    confusion: list[list[int]]  # confusion[actual][predicted]
+
+
+Record = TypeVar("Record")
+
+
+def to_dict(record: Any) -> dict[str, Any]:
+    return dataclasses.asdict(record)
+
+
+def save(record: Any, path: str | Path) -> None:
+    atomic.write_json(path, to_dict(record))
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, option) for option in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_matches(element, item) for element in value)
+    raise TypeError(f"unsupported field type {annotation!r}")
+
+
+def from_dict(cls: type[Record], raw: Any, source: str) -> Record:
+    """Build ``cls`` from a parsed mapping; ``ValueError`` naming the first bad field."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: expected a JSON object")
+    hints = typing.get_type_hints(cls)
+    fields = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    missing = [name for name in fields if name not in raw]
+    extra = sorted(set(raw) - set(fields))
+    if missing or extra:
+        problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unexpected {', '.join(extra)}"] if extra else [])
+        raise ValueError(f"{source}: " + "; ".join(problems))
+    for name in fields:
+        if not _matches(raw[name], hints[name]):
+            raise ValueError(f"{source}: {name} should be {hints[name]}, got {raw[name]!r}")
+    return cls(**{name: float(raw[name]) if hints[name] is float else raw[name] for name in fields})
+
+
+def load(cls: type[Record], path: str | Path, rerun: str) -> Record:
+    """Read a record written by ``save``; ``StageError`` naming ``path`` and ``rerun`` otherwise."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StageError(f"{path}: missing; run `{rerun}`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise StageError(f"{path}: not readable JSON ({error}); run `{rerun}`") from None
+    try:
+        return from_dict(cls, raw, str(path))
+    except ValueError as error:
+        raise StageError(f"{error}; run `{rerun}`") from None

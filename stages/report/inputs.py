@@ -1,0 +1,116 @@
+"""The report's inputs: every replicate's outputs, read through the shared schemas and checked
+against each other. Every problem is a one-line ``StageError`` naming the file and the stage
+that rewrites it."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stages.common import paths, schemas
+from stages.common.errors import StageError
+from stages.common.schemas import PerClass, RunInfo, TestMetrics, TrainingSummary
+
+CURVES = ("train/loss", "val/loss", "train/accuracy", "val/accuracy")  # dvclive's plots/metrics/<name>.tsv
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One per-epoch series from dvclive: epochs (1-based) and their values."""
+
+    epochs: np.ndarray  # int64
+    values: np.ndarray  # float64
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """Everything the earlier stages wrote about one framework and seed, validated."""
+
+    framework: str
+    seed: int
+    run: RunInfo
+    training: TrainingSummary
+    evaluation: TestMetrics
+    per_class: PerClass
+    curves: dict[str, Curve]
+    probabilities: np.ndarray  # float32, (test images, classes)
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+
+def read_curve(path: Path, rerun: str) -> Curve:
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+    except FileNotFoundError:
+        raise StageError(f"{path}: missing; run `{rerun}`") from None
+    name = path.stem
+    try:
+        epochs = np.array([int(row["step"]) for row in rows], dtype=np.int64)
+        values = np.array([float(row[name]) for row in rows], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise StageError(f"{path}: expected tab-separated columns step and {name}; run `{rerun}`") from None
+    if not rows or not np.all(np.isfinite(values)):
+        raise StageError(f"{path}: expected at least one finite value per epoch; run `{rerun}`")
+    return Curve(epochs, values)
+
+
+def read_probabilities(path: Path, count: int, num_classes: int, rerun: str) -> np.ndarray:
+    try:
+        probabilities = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise StageError(f"{path}: missing; run `{rerun}`") from None
+    except (OSError, ValueError) as error:
+        raise StageError(f"{path}: not a numpy array file ({error}); run `{rerun}`") from None
+    if probabilities.shape != (count, num_classes) or probabilities.dtype != np.float32:
+        raise StageError(f"{path}: expected float32 of shape ({count}, {num_classes}), got "
+                         f"{probabilities.dtype} {probabilities.shape}; run `{rerun}`")
+    return probabilities
+
+
+def load_replicate(framework: str, seed: int, labels: np.ndarray, class_names: Sequence[str]) -> Replicate:
+    replicate = paths.replicate(framework, seed)
+    rerun_train, rerun_eval = f"dvc repro train@{replicate}", f"dvc repro evaluate@{replicate}"
+    logs, evaluation = paths.logs_dir(framework, seed), paths.eval_dir(framework, seed)
+    result = Replicate(
+        framework=framework, seed=seed,
+        run=schemas.load(RunInfo, paths.model_dir(framework, seed) / paths.RUN_FILE, rerun_train),
+        training=schemas.load(TrainingSummary, logs / paths.METRICS_FILE, rerun_train),
+        evaluation=schemas.load(TestMetrics, evaluation / paths.METRICS_FILE, rerun_eval),
+        per_class=schemas.load(PerClass, evaluation / paths.PER_CLASS_FILE, rerun_eval),
+        curves={name: read_curve(logs / "plots" / "metrics" / f"{name}.tsv", rerun_train) for name in CURVES},
+        probabilities=read_probabilities(evaluation / paths.PREDICTIONS_FILE, labels.shape[0], len(class_names),
+                                         rerun_eval))
+    check_consistency(result, labels, class_names, evaluation, rerun_eval)
+    return result
+
+
+def check_consistency(result: Replicate, labels: np.ndarray, class_names: Sequence[str], folder: Path,
+                      rerun: str) -> None:
+    """The evaluation files must describe the current test split and agree with each other."""
+    if result.evaluation.test_images != labels.shape[0]:
+        raise StageError(f"{folder / paths.METRICS_FILE}: {result.evaluation.test_images} test images, but "
+                         f"{paths.PREPARED} holds {labels.shape[0]}; run `{rerun}`")
+    if list(result.per_class.class_names) != list(class_names):
+        raise StageError(f"{folder / paths.PER_CLASS_FILE}: class names differ from {paths.PREPARED}; run `{rerun}`")
+    accuracy = float(np.mean(result.predicted == labels))
+    if abs(accuracy - result.evaluation.test_accuracy) > 1e-9:
+        raise StageError(f"{folder / paths.PREDICTIONS_FILE}: predictions give accuracy {accuracy:.6f}, "
+                         f"metrics.json says {result.evaluation.test_accuracy:.6f}; run `{rerun}`")
+    if (result.run.framework, result.run.seed) != (result.framework, result.seed):
+        raise StageError(f"{paths.model_dir(result.framework, result.seed) / paths.RUN_FILE}: describes "
+                         f"{result.run.framework} seed {result.run.seed}; run "
+                         f"`dvc repro train@{paths.replicate(result.framework, result.seed)}`")
+
+
+def load_all(frameworks: Sequence[str], seeds: Sequence[int], labels: np.ndarray,
+             class_names: Sequence[str]) -> dict[str, list[Replicate]]:
+    """Every replicate, by framework, in ``seeds`` order."""
+    return {framework: [load_replicate(framework, seed, labels, class_names) for seed in seeds]
+            for framework in frameworks}

@@ -1,0 +1,131 @@
+"""The statistics of a comparison, on top of ``scipy.stats`` (no hand-written distributions).
+
+Two kinds of variation, and each interval says which it covers:
+
+- training randomness, across replicate seeds (initialisation, batch order, dropout): t-based
+  95% confidence intervals of a mean (``over_seeds``), of a paired difference between two
+  frameworks trained from the same seeds (``paired_difference``, with a paired t-test), and of
+  a ratio of speeds (``paired_ratio``: a t interval on log ratios, i.e. a geometric mean);
+- sampling of the test set, for one trained model: the Wilson interval of its accuracy
+  (``wilson``) and the exact McNemar test of two models' paired predictions (``mcnemar``).
+
+Every function takes plain sequences and returns frozen dataclasses of floats; ``None`` marks
+what cannot be computed (an interval from one seed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+LEVEL = 0.95
+ACROSS_SEEDS = "training randomness across seeds"
+TEST_SAMPLING = "sampling of the test set"
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+    covers: str  # which variation the interval accounts for
+    level: float = LEVEL
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One metric over seeds."""
+
+    values: tuple[float, ...]
+    mean: float
+    sd: float | None  # sample standard deviation; None for one seed
+    ci: Interval | None  # of the mean; None for one seed
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Framework A minus framework B (or A / B for ratios), seed by seed."""
+
+    per_seed: tuple[float, ...]
+    estimate: float  # mean difference, or geometric-mean ratio
+    ci: Interval | None
+    p_value: float | None  # paired t-test (on log ratios for ratios); None for one seed
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value is not None and self.p_value < 1 - LEVEL
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Exact McNemar test of two models on the same test images."""
+
+    only_first_right: int
+    only_second_right: int
+    p_value: float  # two-sided, exact (binomial on the discordant pairs); 1.0 when there are none
+
+
+def _mean_interval(values: np.ndarray) -> tuple[Interval, float]:
+    """t interval of the mean and the two-sided p-value of 'mean is 0' (values of length >= 2)."""
+    mean, sd = float(values.mean()), float(values.std(ddof=1))
+    if sd == 0.0:  # identical values: no spread to test against
+        return Interval(mean, mean, ACROSS_SEEDS), (1.0 if mean == 0.0 else 0.0)
+    result = stats.ttest_1samp(values, popmean=0.0)
+    interval = result.confidence_interval(confidence_level=LEVEL)
+    return Interval(float(interval.low), float(interval.high), ACROSS_SEEDS), float(result.pvalue)
+
+
+def over_seeds(values: Sequence[float]) -> Spread:
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        raise ValueError("no values")
+    if array.size == 1:
+        return Spread(tuple(array.tolist()), float(array[0]), None, None)
+    interval, _ = _mean_interval(array)
+    return Spread(tuple(array.tolist()), float(array.mean()), float(array.std(ddof=1)), interval)
+
+
+def paired_difference(first: Sequence[float], second: Sequence[float]) -> Paired:
+    a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"paired values need equal, non-zero lengths; got {a.size} and {b.size}")
+    difference = a - b
+    if difference.size == 1:
+        return Paired(tuple(difference.tolist()), float(difference[0]), None, None)
+    interval, p_value = _mean_interval(difference)
+    return Paired(tuple(difference.tolist()), float(difference.mean()), interval, p_value)
+
+
+def paired_ratio(first: Sequence[float], second: Sequence[float]) -> Paired:
+    """Geometric mean of first/second over seeds, with the CI of the t interval on log ratios."""
+    a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+    if np.any(a <= 0) or np.any(b <= 0):
+        raise ValueError("ratios need positive values")
+    logs = paired_difference(np.log(a), np.log(b))
+    ratios = tuple(math.exp(value) for value in logs.per_seed)
+    interval = None if logs.ci is None else Interval(math.exp(logs.ci.low), math.exp(logs.ci.high), ACROSS_SEEDS)
+    return Paired(ratios, math.exp(logs.estimate), interval, logs.p_value)
+
+
+def wilson(correct: int, total: int) -> Interval:
+    """Wilson score interval of one model's accuracy on ``total`` test images."""
+    interval = stats.binomtest(correct, total).proportion_ci(confidence_level=LEVEL, method="wilson")
+    return Interval(float(interval.low), float(interval.high), TEST_SAMPLING)
+
+
+def mcnemar(first_correct: np.ndarray, second_correct: np.ndarray) -> McNemar:
+    """Exact McNemar test on two boolean 'was right' vectors over the same test images."""
+    first_correct, second_correct = np.asarray(first_correct, bool), np.asarray(second_correct, bool)
+    if first_correct.shape != second_correct.shape:
+        raise ValueError(f"predictions over {first_correct.shape} and {second_correct.shape} images differ")
+    only_first = int(np.sum(first_correct & ~second_correct))
+    only_second = int(np.sum(~first_correct & second_correct))
+    discordant = only_first + only_second
+    p_value = 1.0 if discordant == 0 else float(stats.binomtest(only_first, discordant, 0.5).pvalue)
+    return McNemar(only_first, only_second, p_value)
