@@ -47,8 +47,14 @@ bench: install
 tutorial: install
 	$(BIN)/dvc exp run -n tutorial $(shell cat presets/tutorial.args)
 
-lock:
-	$(BIN)/python -m pip freeze --exclude-editable > requirements.lock
+# requirements.lock pins every package for every platform at once (Linux x86_64 with or without a
+# GPU, macOS arm64, ...): uv resolves requirements.txt universally, keeps the pins already in the
+# lock unless requirements.txt moved them, and writes environment markers on packages only some
+# platforms need (CUDA wheels and triton: Linux). `make lock UPGRADE=--upgrade` takes the newest
+# allowed versions. tests/test_requirements_lock.py resolves the lock for Linux and macOS.
+lock: install
+	$(BIN)/uv pip compile requirements.txt --universal --python-version 3.11 --no-annotate \
+		--custom-compile-command "make lock" --output-file requirements.lock $(UPGRADE)
 
 clean:
 	rm -rf $(VENV)
