@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install run test test-unit test-keras test-torch test-e2e lint bench lock tutorial clean
+.PHONY: install run test test-unit test-keras test-torch test-e2e lint bench lock tutorial quick clean
 
 install: $(STAMP)
 
@@ -29,6 +29,7 @@ test: install lint test-keras test-torch test-unit
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test-keras: install
 	$(BIN)/python -m pytest tests/keras
@@ -46,6 +47,10 @@ bench: install
 # The classic two-framework tutorial's recipe as a DVC experiment (see README).
 tutorial: install
 	$(BIN)/dvc exp run -n tutorial $(shell cat presets/tutorial.args)
+
+# The whole pipeline in about a minute: a few thousand images, one epoch (presets/README.md).
+quick: install
+	$(BIN)/dvc exp run -n quick $(shell cat presets/quick.args)
 
 # requirements.lock pins every package for every platform at once (Linux x86_64 with or without a
 # GPU, macOS arm64, ...): uv resolves requirements.txt universally, keeps the pins already in the

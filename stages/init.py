@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     args = arguments.parse_args(argv)
     params = load_params()
     meta = prepared.load_meta(paths.PREPARED)
-    spec = build_spec(params.model, tuple(meta["image_shape"]), len(meta["class_names"]))  # type: ignore[arg-type]
+    height, width, channels = meta["image_shape"]
+    spec = build_spec(params.model, (height, width, channels), len(meta["class_names"]))
     weights = initial_weights(spec, np.random.default_rng(derive_seed(args.seed, "init")))
     save_initial_weights(paths.init_weights(args.seed), weights)
     log.info("seed %d: %d initial weight arrays (%d values) in %s", args.seed, len(weights),

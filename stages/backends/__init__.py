@@ -36,5 +36,5 @@ def load(name: str) -> Backend:
         from stages.common.errors import StageError
 
         raise StageError(f"unknown framework {name!r}; expected one of {', '.join(REGISTRY)}")
-    module: Backend = importlib.import_module(REGISTRY[name][0])  # type: ignore[assignment]
+    module: Backend = importlib.import_module(REGISTRY[name][0])
     return module

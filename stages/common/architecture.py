@@ -65,7 +65,8 @@ class ArchitectureSpec:
         raw = json.loads(text)
         layers = tuple(Layer(item["kind"], item["config"], tuple(item["output_shape"]), item["parameters"])
                        for item in raw["layers"])
-        return cls(tuple(raw["input_shape"]), raw["num_classes"], layers)  # type: ignore[arg-type]
+        height, width, channels = raw["input_shape"]
+        return cls((height, width, channels), raw["num_classes"], layers)
 
 
 def _conv_output(size: int, kernel: int, padding: str) -> int:

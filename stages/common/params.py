@@ -208,7 +208,7 @@ def _convert(value: Any, annotation: Any, key: str, problems: list[str], metadat
     if value is None:
         problems.append(f"{key}: expected {_type_name(annotation)}, got null")
         return None
-    if dataclasses.is_dataclass(annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         return _build(annotation, value, key, problems)
     if origin is Literal:
         choices = typing.get_args(annotation)

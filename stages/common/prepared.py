@@ -56,7 +56,8 @@ class PreparedData:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.meta["image_shape"])  # type: ignore[return-value]
+        height, width, channels = self.meta["image_shape"]
+        return (height, width, channels)
 
 
 def build_meta(*, dataset: str, class_names: list[str], image_shape: tuple[int, int, int],

@@ -133,7 +133,8 @@ def load_initial_weights(path: Path) -> list[np.ndarray]:
 
 def save_initial_weights(path: Path, weights: Sequence[np.ndarray]) -> None:
     with atomic.atomic_path(path) as temporary, open(temporary, "wb") as handle:
-        np.savez(handle, **{f"w{index}": weight for index, weight in enumerate(weights)})
+        arrays: dict[str, Any] = {f"w{index}": weight for index, weight in enumerate(weights)}
+        np.savez(handle, **arrays)
 
 
 def save_model(backend: Backend, model: Model, spec: ArchitectureSpec, info: RunInfo, folder: Path) -> None:

@@ -161,7 +161,7 @@ def plot_confusion_matrices(context: Context) -> Figure:
     side = max(4.5, 0.45 * classes + 1.5)
     figure = new_figure(len(frameworks) * side + 1.0, side + 0.6, context.settings.dpi)
     all_axes = np.atleast_1d(figure.subplots(1, len(frameworks), sharey=True))
-    image = None
+    image: Any = None
     for axes, framework in zip(all_axes, frameworks):
         matrix = matrices[framework]
         image = axes.imshow(np.ma.masked_equal(matrix, 0), cmap=colourmap, norm=norm)
@@ -249,7 +249,7 @@ def plot_misclassified(context: Context) -> Figure:
     colourmap = stroke_colourmap(pixels)
     figure = new_figure(max(6.0, columns * 1.5 + 0.5), len(frameworks) * (math.ceil(limit / columns) * 1.5 + 0.7)
                         if limit else 2.0 * len(frameworks), context.settings.dpi)
-    panels = np.atleast_1d(figure.subfigures(len(frameworks), 1, hspace=0.04))
+    panels: Any = np.atleast_1d(figure.subfigures(len(frameworks), 1, hspace=0.04))  # type: ignore[arg-type]
     for panel, framework in zip(panels, frameworks):
         items = context.results[framework]
         wrong = np.sum([r.predicted != context.labels for r in items], axis=0)
@@ -277,7 +277,7 @@ def plot_disagreements(context: Context) -> Figure:
     rows = math.ceil(limit / columns) if limit else 0
     figure = new_figure(max(7.0, columns * 1.45), max(1, len(pairs)) * (rows * 1.75 + 0.6) + 0.2 if rows
                         else 1.2 * max(1, len(pairs)), context.settings.dpi)
-    panels = np.atleast_1d(figure.subfigures(max(1, len(pairs)), 1, hspace=0.03))
+    panels: Any = np.atleast_1d(figure.subfigures(max(1, len(pairs)), 1, hspace=0.03))  # type: ignore[arg-type]
     if not pairs:
         draw_image_grid(panels[0], pixels[:0], [], 1, "only one framework: nothing to compare", colourmap)
     for panel, pair in zip(panels, pairs):

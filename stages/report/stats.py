@@ -107,7 +107,7 @@ def paired_ratio(first: Sequence[float], second: Sequence[float]) -> Paired:
     a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
     if np.any(a <= 0) or np.any(b <= 0):
         raise ValueError("ratios need positive values")
-    logs = paired_difference(np.log(a), np.log(b))
+    logs = paired_difference(np.log(a).tolist(), np.log(b).tolist())
     ratios = tuple(math.exp(value) for value in logs.per_seed)
     interval = None if logs.ci is None else Interval(math.exp(logs.ci.low), math.exp(logs.ci.high), ACROSS_SEEDS)
     return Paired(ratios, math.exp(logs.estimate), interval, logs.p_value)

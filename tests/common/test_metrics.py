@@ -1,0 +1,84 @@
+"""stages/common/metrics.py: classification metrics against hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from stages.common import metrics
+
+TRUE = np.array([0, 0, 0, 1, 1, 2])
+PREDICTED = np.array([0, 0, 1, 1, 0, 0])  # class 2 is never predicted; class 3 never occurs at all
+
+
+def test_confusion_matrix():
+    confusion = metrics.confusion_matrix(TRUE, PREDICTED, num_classes=4)
+
+    np.testing.assert_array_equal(confusion, [[2, 1, 0, 0],
+                                              [1, 1, 0, 0],
+                                              [1, 0, 0, 0],
+                                              [0, 0, 0, 0]])
+
+
+def test_confusion_matrix_rows_are_true_classes():
+    confusion = metrics.confusion_matrix(np.array([2]), np.array([0]), num_classes=3)
+
+    assert confusion[2, 0] == 1 and confusion.sum() == 1
+
+
+def test_confusion_matrix_shapes_must_agree():
+    with pytest.raises(ValueError, match="differ in shape"):
+        metrics.confusion_matrix(np.array([0, 1]), np.array([0]), num_classes=2)
+
+
+def test_per_class_scores_with_a_class_never_predicted():
+    confusion = metrics.confusion_matrix(TRUE, PREDICTED, num_classes=4)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division-by-zero warnings for the empty classes
+        scores = metrics.per_class_scores(confusion)
+
+    np.testing.assert_allclose(scores["precision"], [2 / 4, 1 / 2, 0, 0])
+    np.testing.assert_allclose(scores["recall"], [2 / 3, 1 / 2, 0, 0])
+    f1_first = 2 * (1 / 2) * (2 / 3) / (1 / 2 + 2 / 3)
+    np.testing.assert_allclose(scores["f1"], [f1_first, 1 / 2, 0, 0])
+    np.testing.assert_array_equal(scores["support"], [3, 2, 1, 0])
+    assert scores["support"].dtype == np.int64
+
+
+def test_perfect_scores():
+    confusion = metrics.confusion_matrix(np.array([0, 1, 2]), np.array([0, 1, 2]), num_classes=3)
+
+    scores = metrics.per_class_scores(confusion)
+
+    for name in ("precision", "recall", "f1"):
+        np.testing.assert_array_equal(scores[name], [1.0, 1.0, 1.0])
+
+
+def test_accuracy():
+    assert metrics.accuracy(TRUE, PREDICTED) == 0.5
+    assert metrics.accuracy(np.array([], dtype=int), np.array([], dtype=int)) == 0.0
+
+
+def test_cross_entropy():
+    probabilities = np.array([[0.5, 0.5, 0.0], [0.1, 0.9, 0.0], [0.2, 0.2, 0.6]], dtype=np.float32)
+
+    loss = metrics.cross_entropy(probabilities, np.array([0, 1, 2]))
+
+    assert loss == pytest.approx(-(math.log(0.5) + math.log(0.9) + math.log(0.6)) / 3, rel=1e-6)
+
+
+def test_cross_entropy_of_a_zero_probability_is_finite():
+    loss = metrics.cross_entropy(np.array([[1.0, 0.0]]), np.array([1]))
+
+    assert loss == pytest.approx(-math.log(1e-12))
+
+
+def test_percentile_ms():
+    assert metrics.percentile_ms([0.001, 0.003, 0.002], 50) == pytest.approx(2.0)
+    assert metrics.percentile_ms(np.array([0.001, 0.002, 0.003]), 100) == pytest.approx(3.0)
+
+
