@@ -40,6 +40,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from tqdm import tqdm
 
@@ -96,7 +97,7 @@ def file_location(mirror: str, name: str) -> str:
     return os.path.join(os.path.expanduser(mirror), name)
 
 
-def open_location(location: str, timeout_s: float) -> tuple[object, int | None]:
+def open_location(location: str, timeout_s: float) -> tuple[BinaryIO, int | None]:
     """Open a URL or local file for streaming; return (readable, size in bytes or None)."""
     if not location.startswith(("http://", "https://")):
         try:

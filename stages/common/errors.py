@@ -21,7 +21,8 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+import types
+from collections.abc import Callable, Iterator, Sequence
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 # absl's native log line (I/W = info/warning; errors and fatal ones are always shown), the note
@@ -67,7 +68,8 @@ class _QuietImportFinder(importlib.abc.MetaPathFinder):
     def __init__(self, modules: tuple[str, ...]) -> None:
         self.pending = set(modules)
 
-    def find_spec(self, fullname: str, path: object, target: object = None) -> object:
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: types.ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
         if fullname not in self.pending:
             return None
         self.pending.discard(fullname)
@@ -76,7 +78,7 @@ class _QuietImportFinder(importlib.abc.MetaPathFinder):
             return spec
         execute = spec.loader.exec_module
 
-        def exec_module(module: object) -> None:
+        def exec_module(module: types.ModuleType) -> None:
             with native_noise_filtered():
                 execute(module)
 
