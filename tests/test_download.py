@@ -575,7 +575,7 @@ def test_main_downloads_into_data_raw(generated, mirror, second, dataset, tmp_pa
     write_params(project, custom_params(generated.custom, [mirror.url, second.url]))
     monkeypatch.chdir(project)
 
-    download.main()
+    download.main([])
 
     assert_verified(project / "data" / "raw", dataset)
 
@@ -587,7 +587,7 @@ def test_main_failure_exits_non_zero_with_one_line(generated, tmp_path, monkeypa
     monkeypatch.chdir(project)
 
     with pytest.raises(SystemExit) as caught:
-        run_stage(download.main, "download")
+        run_stage(lambda: download.main([]), "download")
 
     assert caught.value.code == 1
     error = capsys.readouterr().err
