@@ -216,7 +216,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def test_main_writes_the_prepared_format(project, generated):
-    preprocess.main()
+    preprocess.main([])
 
     output = project / "data" / "prepared"
     assert sorted(path.name for path in output.iterdir()) == sorted(
@@ -260,14 +260,14 @@ def test_main_malformed_raw_file_writes_nothing(project):
     bad.write_bytes(bad.read_bytes() + b"\x00")
 
     with pytest.raises(StageError) as caught:
-        preprocess.main()
+        preprocess.main([])
 
     assert str(caught.value).startswith(f"{Path('data/raw/t10k-labels-idx1-ubyte')}: 1 unexpected trailing bytes")
     assert sorted(path.name for path in (project / "data").iterdir()) == ["raw"]
 
 
 def test_main_failure_keeps_the_previous_prepared_data(project):
-    preprocess.main()
+    preprocess.main([])
     output = project / "data" / "prepared"
     before = snapshot(output)
     # Valid IDX, but a label outside the 10 classes: detected only after all files were read.
@@ -277,7 +277,7 @@ def test_main_failure_keeps_the_previous_prepared_data(project):
     labels.write_bytes(bytes(content))
 
     with pytest.raises(StageError, match=r"train-labels-idx1-ubyte: label 10 at index 199 is outside the 10 classes"):
-        preprocess.main()
+        preprocess.main([])
 
     assert snapshot(output) == before
     assert sorted(path.name for path in (project / "data").iterdir()) == ["prepared", "raw"]
@@ -287,15 +287,15 @@ def test_main_missing_raw_file_points_at_the_download_stage(project):
     (project / "data" / "raw" / "train-images-idx3-ubyte").unlink()
 
     with pytest.raises(StageError, match=r"train-images-idx3-ubyte: missing; run the download stage first"):
-        preprocess.main()
+        preprocess.main([])
 
     assert not (project / "data" / "prepared").exists()
 
 
 def test_main_is_deterministic(project):
-    preprocess.main()
+    preprocess.main([])
     first = snapshot(project / "data" / "prepared")
-    preprocess.main()
+    preprocess.main([])
 
     assert snapshot(project / "data" / "prepared") == first
 
@@ -465,10 +465,10 @@ def download_and_preprocess(name: str, tmp_path: Path, monkeypatch) -> dict:
         raw["preprocess"].update(normalize="scale", val_fraction=0.1, max_train=None, max_test=None)
         write_params(project, raw)
         monkeypatch.chdir(project)
-        download.main()
+        download.main([])
         assert sorted(path.rsplit("/", 1)[-1] for path in server.requests) == sorted(
             remote.name for remote in KNOWN_DATASETS[name].files)
-    preprocess.main()
+    preprocess.main([])
     return json.loads((project / "data" / "prepared" / "meta.json").read_text())
 
 
