@@ -12,13 +12,13 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from stages import backends
 from stages.common.architecture import build_spec
 from stages.common.params import ModelParams, parse_section
 
@@ -30,7 +30,7 @@ def _spec(model_json: str, input_shape=(28, 28, 1), num_classes: int = 10):
 
 def main(argv: list[str]) -> None:
     framework, mode, model_json = argv[:3]
-    backend = importlib.import_module(f"stages.train_{framework}")
+    backend = backends.load(framework)
     spec = _spec(model_json)
     model = backend.build_model(spec)
     if mode == "export":

@@ -8,17 +8,17 @@ imported per process.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 
 import numpy as np
 import pytest
 
+from stages import backends
+from stages.backends.base import EpochRecord, NonFiniteLoss
 from stages.common import prepared
 from stages.common.architecture import build_spec
 from stages.common.errors import StageError
 from stages.common.params import validate
 from stages.common.schedules import learning_rates
-from stages.common.training import EpochRecord, NonFiniteLoss
 from tests.support import project_params, synthetic_images
 
 TUTORIAL = {"conv_blocks": [{"filters": 32, "kernel_size": 3, "convs": 1, "batch_norm": False, "pool": 2,
@@ -47,7 +47,7 @@ def make_split(count: int, seed: int) -> prepared.Split:
 
 @pytest.fixture(scope="module")
 def backend(request):
-    return importlib.import_module(f"stages.train_{request.module.FRAMEWORK}")
+    return backends.load(request.module.FRAMEWORK)
 
 
 def fit_small(backend, settings, train=None, val=None, model_params=SMALL, seed=3):
