@@ -45,7 +45,7 @@ def test_the_project_params_file_is_valid(raw):
     # as_dict gives back the plain structure (lists for tuples), override sections included.
     plain = params.as_dict(loaded)
     assert plain["model"] == raw["model"]
-    assert plain["keras"] == raw["keras"] and plain["torch"] == raw["torch"]
+    assert plain["overrides"] == {name: raw[name] for name in raw["frameworks"]}
 
 
 def test_params_are_frozen(raw):
@@ -427,9 +427,9 @@ def test_override_values_are_validated(raw):
 def test_override_section_must_be_a_mapping(raw):
     raw["keras"] = ["adam"]
 
-    assert problems_of(raw) == ["keras: expected a mapping, got ['adam']"]
+    assert problems_of(raw) == ["keras: expected a mapping of train: overrides, got ['adam']"]
 
 
 def test_unknown_framework(raw):
-    with pytest.raises(StageError, match="unknown framework 'jax'; expected one of keras, torch"):
+    with pytest.raises(StageError, match="framework 'jax' is not in params.yaml's frameworks: keras, torch"):
         effective_train(validate(raw), "jax")
