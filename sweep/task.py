@@ -169,7 +169,8 @@ def run_experiment(job: dict) -> dict:
     log: list[str] = []
     phases: dict[str, float] = {}
     started = time.monotonic()
-    result = {"name": job["name"], "overrides": list(job["overrides"]), "host": socket.gethostname()}
+    result = {"name": job["name"], "overrides": list(job["overrides"]), "host": socket.gethostname(),
+              "pid": os.getpid()}
     with workspace(job, job["name"], log) as folder:
         phases["clone"] = time.monotonic() - started
         mark = time.monotonic()
