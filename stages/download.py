@@ -1,7 +1,7 @@
 """Stage ``download``: fetch the dataset's four gzip IDX files from the first mirror that works.
 
-Inputs: ``params.yaml`` (``data:``). Output: ``data/raw/<name>`` for each file, *decompressed*
-and verified against the sha256 of its content, so the output (and every cached stage after
+Reads ``params.yaml`` (``data:``) and the mirrors. Writes ``data/raw/<name>`` for each file,
+*decompressed* and verified against the sha256 of its content, so the output (and every cached stage after
 it) depends only on the data, never on which mirror served it.
 
 A mirror is an ``http(s)://`` base URL, a ``file://`` URL or a local directory. Each file is

@@ -1,8 +1,8 @@
 """Stage ``preprocess``: IDX files -> the shared numpy format (see ``stages/common/prepared.py``).
 
-Inputs: ``data/raw/`` (the four decompressed IDX files), ``params.yaml`` (``seed``,
+Reads ``data/raw/`` (the four decompressed IDX files) and ``params.yaml`` (``seed``,
 ``data.dataset``/``data.custom`` for file and class names, ``preprocess:``).
-Output: ``data/prepared/`` ({train,val,test}_{images,labels}.npy and meta.json).
+Writes ``data/prepared/`` ({train,val,test}_{images,labels}.npy and meta.json).
 
 The only stage that knows about IDX. Every file is validated before anything is written. The
 validation split is carved from the training set, stratified by class and seeded, so that the

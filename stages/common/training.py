@@ -7,14 +7,16 @@ the two output folders of a replicate:
   swapped in as a whole only after training finished with finite losses;
 - ``dvclive/<framework>/<seed>/``: one TSV per metric (dvclive), appended as each epoch ends
   so progress shows while a run is going, and the ``TrainingSummary`` as ``metrics.json`` at
-  the end. A run that fails or is interrupted removes the folder: no partial log is left
-  behind looking like a finished one.
+  the end. The previous run's logs wait aside (``.<seed>.previous``) meanwhile: a run that
+  fails or is interrupted removes its partial logs and puts them back, so no partial log is
+  left behind looking like a finished one and nothing good is lost.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -43,18 +45,34 @@ class EpochLog(AbstractContextManager["EpochLog"]):
         self.records: list[EpochRecord] = []
         self.live: Any = None
 
+    @property
+    def previous(self) -> Path:
+        assert self.folder is not None
+        return self.folder.with_name(f".{self.folder.name}.previous")
+
     def __enter__(self) -> EpochLog:
         if self.folder is not None:
             from dvclive import Live
 
-            shutil.rmtree(self.folder, ignore_errors=True)  # a previous run's logs would mix in
+            if self.previous.exists():  # left by a killed run: the good logs are the ones aside
+                if self.folder.exists():
+                    shutil.rmtree(self.folder)
+                os.replace(self.previous, self.folder)
+            if self.folder.exists():
+                os.replace(self.folder, self.previous)
             self.live = Live(dir=str(self.folder), save_dvc_exp=False, dvcyaml=None, report=None)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        if self.folder is not None and kind is not None:  # failed or interrupted: leave nothing that looks finished
+        if self.folder is None:
+            return
+        if kind is not None:  # failed or interrupted: drop the partial logs, restore the previous ones
             shutil.rmtree(self.folder, ignore_errors=True)
+            if self.previous.exists():
+                os.replace(self.previous, self.folder)
+        else:
+            shutil.rmtree(self.previous, ignore_errors=True)
 
     def __call__(self, record: EpochRecord) -> None:
         for name in ("train_loss", "val_loss"):

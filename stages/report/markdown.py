@@ -99,6 +99,7 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
     for pair in comparison.pairs:
         lines += pair_section(comparison, pair)
     lines += per_seed_section(comparison, results)
+    lines += per_class_section(results, list(meta["class_names"]))
     for figure in FIGURES:
         lines += [f"![{figure.caption}]({figure.file})", ""]
     lines += ["## Parameters", "", "The `params.yaml` values that produced these results:", "", "```yaml",
@@ -156,3 +157,21 @@ def per_seed_section(comparison: Comparison, results: dict[str, list[Replicate]]
     header = ["Framework", "Seed", *(metric.label for metric in METRICS), "Time to 99% val. accuracy (s)",
               "Parameters", "Model file (MB)"]
     return ["## Every replicate", "", table(header, extra, ["left"] + ["right"] * (len(header) - 1)), ""]
+
+
+def per_class_section(results: dict[str, list[Replicate]], class_names: list[str]) -> list[str]:
+    """Precision, recall and F1 per class, mean over seeds."""
+    header = ["Class", "Test images"]
+    for framework in results:
+        label = backends.label(framework)
+        header += [f"{label} precision", f"{label} recall", f"{label} F1"]
+    support = next(iter(results.values()))[0].per_class.support
+    rows = []
+    for index, name in enumerate(class_names):
+        row = [name, f"{support[index]:,}"]
+        for items in results.values():
+            row += [percent(sum(r.per_class.precision[index] for r in items) / len(items)),
+                    percent(sum(r.per_class.recall[index] for r in items) / len(items)),
+                    f"{sum(r.per_class.f1[index] for r in items) / len(items):.4f}"]
+        rows.append(row)
+    return ["## Per class (mean over seeds)", "", table(header, rows, ["left"] + ["right"] * (len(header) - 1)), ""]

@@ -74,8 +74,8 @@ class McNemar:
 def _mean_interval(values: np.ndarray) -> tuple[Interval, float]:
     """t interval of the mean and the two-sided p-value of 'mean is 0' (values of length >= 2)."""
     mean, sd = float(values.mean()), float(values.std(ddof=1))
-    if sd == 0.0:  # identical values: no spread to test against
-        return Interval(mean, mean, ACROSS_SEEDS), (1.0 if mean == 0.0 else 0.0)
+    if sd <= 1e-12 * max(1.0, abs(mean)):  # identical values (to rounding): no spread to test against
+        return Interval(mean, mean, ACROSS_SEEDS), (1.0 if abs(mean) <= 1e-12 else 0.0)
     result = stats.ttest_1samp(values, popmean=0.0)
     interval = result.confidence_interval(confidence_level=LEVEL)
     return Interval(float(interval.low), float(interval.high), ACROSS_SEEDS), float(result.pvalue)

@@ -21,6 +21,8 @@ import yaml
 from tests.support import PROJECT_ROOT, MirrorServer, make_dataset
 
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "stages")
+FRAMEWORKS = ("keras", "torch")
+SEEDS = (1, 2)  # two replicates: the fewest that give intervals and paired tests
 BIN = Path(sys.executable).parent
 
 
@@ -74,7 +76,8 @@ def tiny_params(raw: dict, mirror_url: str, custom: dict) -> None:
     raw["data"].update(dataset="custom", custom=custom, mirrors=[mirror_url], timeout_s=5, retries=1,
                        retry_backoff_s=0.05)
     raw["train"].update(epochs=1, batch_size=32, threads=1)
-    raw["evaluate"].update(batch_size=50, latency_samples=5, latency_warmup=1)
+    raw["replicates"].update(seeds=list(SEEDS))
+    raw["evaluate"].update(batch_size=50, latency_samples=5, latency_warmup=1, throughput_repeats=2)
     raw["report"].update(misclassified=4, disagreements=4, dpi=60)
 
 
@@ -125,7 +128,13 @@ def pipeline_copy(tmp_path, pipeline_repo) -> Repo:
 
 
 def ran_stages(output: str) -> set[str]:
-    """Names of the stages that `dvc repro` says it ran."""
+    """Names of the stages that `dvc repro` says it ran (``validate``, which runs on every params
+    change and changes nothing downstream, left out)."""
     import re
 
-    return set(re.findall(r"Running stage '([^']+)'", output))
+    return set(re.findall(r"Running stage '([^']+)'", output)) - {"validate"}
+
+
+def replicates(stage: str, frameworks=FRAMEWORKS, seeds=SEEDS) -> set[str]:
+    """``train`` -> {train@keras-1, train@keras-2, train@torch-1, ...}."""
+    return {f"{stage}@{framework}-{seed}" for framework in frameworks for seed in seeds}

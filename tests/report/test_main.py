@@ -1,0 +1,57 @@
+"""The report stage as a whole (stages/report/__main__.py) on a generated workspace."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stages.common.errors import StageError
+from stages.report import __main__ as report
+from stages.report.figures import FIGURES
+from tests.report import generated
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    generated.write_workspace(tmp_path, ("keras", "torch"), (1, 2, 3))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_writes_the_report_the_metrics_the_curves_and_every_figure(workspace):
+    report.main([])
+    written = {path.name for path in (workspace / "reports").iterdir()}
+    assert written == {"report.md", "metrics.json", "curves.csv", *(spec.file for spec in FIGURES)}
+    text = (workspace / "reports/report.md").read_text()
+    assert "## Conclusions" in text and "## Keras vs PyTorch" in text and "McNemar" in text
+    assert "3 seed(s)" in text and "matched pair" in text
+    assert json.loads((workspace / "reports/metrics.json").read_text())["seeds"] == 3
+    curves = (workspace / "reports/curves.csv").read_text().splitlines()
+    assert curves[0] == "epoch,keras,torch" and len(curves) == 4
+
+
+def test_one_seed_says_intervals_need_two_and_still_tests_the_predictions(tmp_path, monkeypatch):
+    generated.write_workspace(tmp_path, ("keras", "torch"), (1,))
+    monkeypatch.chdir(tmp_path)
+    report.main([])
+    text = (tmp_path / "reports/report.md").read_text()
+    assert "**One seed only**" in text and "needs 2+ seeds" in text
+    assert "McNemar p" in text and "accuracy 95% CI" in text
+
+
+def test_a_failing_run_keeps_the_previous_reports(workspace):
+    report.main([])
+    before = {path.name: path.read_bytes() for path in (workspace / "reports").iterdir()}
+    (workspace / "eval/torch/3/metrics.json").unlink()
+    with pytest.raises(StageError, match="eval/torch/3/metrics.json: missing"):
+        report.main([])
+    assert {path.name: path.read_bytes() for path in (workspace / "reports").iterdir()} == before
+    assert not [path for path in workspace.iterdir() if path.name.startswith(".reports")]
+
+
+def test_the_same_inputs_give_the_same_bytes(workspace):
+    report.main([])
+    first = {path.name: path.read_bytes() for path in (workspace / "reports").iterdir()}
+    report.main([])
+    assert {path.name: path.read_bytes() for path in (workspace / "reports").iterdir()} == first
