@@ -1,0 +1,192 @@
+"""Unit tests of the sweep's pure parts (grid, names, refs, report) and of its checks before any
+Dask cluster starts, on small real git/DVC repositories."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sweep import gitrepo, grid, report, task
+from tests.e2e.conftest import Repo, environment
+
+
+def test_grid_expands_dvc_sweep_syntax_into_a_product():
+    points = grid.expand(["train.learning_rate=0.001,0.01", "train.batch_size=range(32,97,32)", "seed=1"])
+    assert len(points) == 6
+    assert ("seed=1", "train.batch_size=64", "train.learning_rate=0.01") in points
+    assert grid.expand(["other.yaml:model.width=8,16"]) == [("other.yaml:model.width=8",),
+                                                              ("other.yaml:model.width=16",)]
+
+
+def test_grid_union_drops_duplicates_and_names_are_deterministic():
+    points = grid.points("lr", [["train.learning_rate=0.001,0.01"], ["train.learning_rate=0.01"], ["seed=3"]])
+    assert [p.overrides for p in points] == [("train.learning_rate=0.001",), ("train.learning_rate=0.01",),
+                                             ("seed=3",)]
+    assert len({p.name for p in points}) == 3 and all(p.name.startswith("lr-") for p in points)
+    # the same overrides in any order give the same name; another prefix or value another one
+    assert grid.experiment_name("lr", ("a=1", "b=2")) == grid.experiment_name("lr", ("b=2", "a=1"))
+    assert grid.experiment_name("lr", ("a=1",)) != grid.experiment_name("lr", ("a=2",))
+    assert grid.experiment_name("lr", ("a=1",)) != grid.experiment_name("x", ("a=1",))
+    assert grid.override_keys(points) == ["seed", "train.learning_rate"]
+    assert grid.override_keys(grid.points("s", [["p.yaml:a.b=1", "+c=x:y"]])) == ["c", "p.yaml:a.b"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("params: [train.x=1]\nextra: 1\n", "unknown key(s) extra"),
+    ("params: train.x=1\n", "expected a list of `key=value` strings"),
+    ("params: [train.x]\n", "expected a list of `key=value` strings"),
+    ("name: 'a b'\nparams: [x=1]\n", "name: expected"),
+    ("params: [\n", "not valid YAML"),
+    ("- x=1\n", "expected a mapping"),
+    ("name: lr\n", "no grid"),
+])
+def test_invalid_grid_files_are_refused_in_one_line(tmp_path, content, message):
+    path = tmp_path / "grid.yaml"
+    path.write_text(content)
+    with pytest.raises(grid.GridError, match=".*") as caught:
+        grid.load(path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_invalid_override_is_refused_naming_it():
+    with pytest.raises(grid.GridError, match=r"invalid override in train.x=\(1,"):
+        grid.expand(["train.x=(1,"])
+    with pytest.raises(grid.GridError, match="Glob override"):
+        grid.expand(["train.x=glob(*)"])
+
+
+def test_grid_file_and_set_params_combine(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"name": "g", "params": ["a=1,2"], "grids": [["b=3"]]}))
+    prefix, grids = grid.load(path, ["c=4"])
+    assert prefix == "g" and grids == [["a=1,2"], ["b=3"], ["c=4"]]
+    assert grid.load(None, ["c=4"]) == ("sweep", [["c=4"]])
+
+
+def test_remote_experiment_refs_are_parsed_by_baseline_and_name():
+    baseline = "ab" + "c" * 38
+    listing = (f"{'1' * 40}\trefs/exps/ab/{'c' * 38}/lr-0123456789\n"
+               f"{'2' * 40}\trefs/exps/exec/EXEC_BASELINE\n"
+               f"{'3' * 40}\trefs/heads/main\n")
+    assert gitrepo.parse_exp_refs(listing) == {(baseline, "lr-0123456789"): "1" * 40}
+    assert gitrepo.exp_ref(baseline, "lr-1") == f"refs/exps/ab/{'c' * 38}/lr-1"
+
+
+def test_threads_per_experiment_takes_the_largest_of_params_and_overrides(tmp_path):
+    (tmp_path / "params.yaml").write_text("train: {threads: 2}\n")
+    assert gitrepo.threads_per_experiment(tmp_path, []) == 2
+    assert gitrepo.threads_per_experiment(tmp_path, ["train.threads=4", "train.threads=1"]) == 4
+    assert gitrepo.threads_per_experiment(tmp_path / "none", []) == 1
+
+
+def test_report_lines_and_summary():
+    done = {"name": "lr-1", "overrides": ["train.learning_rate=0.01"], "status": "done", "seconds": 41.6}
+    failed = {"name": "lr-2", "overrides": ["train.epochs=0"], "status": "failed", "seconds": 9,
+              "log": "\n".join(f"line {i}" for i in range(40)) + "\nerror: train.epochs: expected at least 1",
+              "log_path": "/logs/lr-2.log"}
+    skipped = {"name": "lr-3", "overrides": [], "status": "skipped"}
+    assert report.event(done) == "done    lr-1  train.learning_rate=0.01 in 42 s"
+    text = report.event(failed)
+    assert text.startswith("FAILED  lr-2  train.epochs=0 in 9 s")
+    assert "  | error: train.epochs: expected at least 1" in text and "line 10" not in text
+    assert "full log: /logs/lr-2.log" in text and "dvc exp run 'train.epochs=0'" in text
+    table = report.summary([done, failed, skipped]).splitlines()
+    assert table[0].split() == ["experiment", "status", "seconds", "overrides"]
+    assert table[4].split() == ["lr-3", "skipped", "-", "(base", "params)"]
+    assert table[-1] == "3 experiments: 1 done, 1 skipped, 1 failed"
+    counts = report.counts(5, [done, failed], running=2)
+    assert report.progress(counts) == "sweep: 1 finished, 2 running, 1 failed, 1 queued (of 5)"
+
+
+DVC_YAML = """
+stages:
+  check:
+    cmd: echo ok > ok.txt
+    params:
+      - params.yaml:
+    outs: [ok.txt]
+  fetch:
+    cmd: echo data > raw.txt
+    deps: [ok.txt]
+    params: [data.name]
+    outs: [raw.txt]
+  prepare:
+    cmd: cat raw.txt > prepared.txt
+    deps: [raw.txt]
+    params: [prep]
+    outs: [prepared.txt]
+  fit:
+    foreach: [a, b]
+    do:
+      cmd: cat prepared.txt > fit-${item}.txt
+      deps: [prepared.txt]
+      params: [train]
+      outs: ["fit-${item}.txt"]
+  summary:
+    cmd: cat fit-a.txt fit-b.txt > summary.txt
+    deps: [fit-a.txt, fit-b.txt]
+    outs: [summary.txt]
+"""
+
+
+@pytest.fixture
+def small_repo(tmp_path) -> Repo:
+    repo = Repo(tmp_path / "small")
+    repo.path.mkdir()
+    (repo.path / "dvc.yaml").write_text(DVC_YAML)
+    (repo.path / "params.yaml").write_text("data: {name: x}\nprep: {scale: 1}\ntrain: {lr: 0.1, epochs: 1}\n")
+    repo.git("init", "-q", "-b", "main")
+    repo.dvc("init", "-q")
+    return repo
+
+
+def test_upstream_stages_are_those_no_override_reaches(small_repo):
+    assert task.upstream_stages(small_repo.path, ["train.lr"]) == ["check", "fetch", "prepare"]
+    assert task.upstream_stages(small_repo.path, ["prep.scale"]) == ["check", "fetch"]
+    assert task.upstream_stages(small_repo.path, ["train"]) == ["check", "fetch", "prepare"]
+    assert task.upstream_stages(small_repo.path, ["data.name", "train.lr"]) == ["check"]
+    assert task.upstream_stages(small_repo.path, ["other.yaml:train.lr"]) == [
+        "check", "fetch", "fit@a", "fit@b", "prepare", "summary"]
+
+
+def sweep_in(repo: Repo, *arguments: str) -> subprocess.CompletedProcess:
+    env = environment()
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    return subprocess.run([sys.executable, "-m", "sweep", *arguments], cwd=repo.path, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_help_says_what_it_reads_and_writes():
+    result = subprocess.run([sys.executable, "-m", "sweep", "--help"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0
+    assert "Reads:" in result.stdout and "Writes:" in result.stdout and "--scheduler" in result.stdout
+
+
+def test_refusals_before_any_cluster_starts(small_repo, tmp_path):
+    no_grid = sweep_in(small_repo)
+    assert no_grid.returncode == 2 and no_grid.stderr.strip() == "error: no grid: give a grid file or -S options " \
+                                                                 "(see --help)"
+    small_repo.git("add", "-A")
+    small_repo.git("commit", "-q", "-m", "project")
+    no_remote = sweep_in(small_repo, "-S", "train.lr=0.1,0.2", "--git-remote", str(tmp_path))
+    assert no_remote.returncode == 2 and "no DVC remote" in no_remote.stderr, no_remote.stderr
+    small_repo.dvc("remote", "add", "-d", "store", str(tmp_path / "store"))
+    small_repo.git("add", "-A")
+    small_repo.git("commit", "-q", "-m", "DVC remote")
+    unknown = sweep_in(small_repo, "-S", "train.lr=0.1,0.2")
+    assert unknown.returncode == 2 and "git remote 'origin': no such remote" in unknown.stderr
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "remote.git")], check=True)
+    small_repo.git("remote", "add", "origin", str(tmp_path / "remote.git"))
+    unpushed = sweep_in(small_repo, "-S", "train.lr=0.1,0.2")
+    assert unpushed.returncode == 2, unpushed.stdout + unpushed.stderr
+    assert "is not on git remote 'origin'" in unpushed.stderr and "git push origin HEAD" in unpushed.stderr
+    assert "Dask scheduler" not in unpushed.stdout
+    too_many = sweep_in(small_repo, "-S", "train.lr=0.1", "--workers", "1000")
+    assert too_many.returncode == 2 and "exceed this machine's" in too_many.stderr
+    dry = sweep_in(small_repo, "-S", "train.lr=0.1,0.2", "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.count("(to run)") == 2, dry.stdout + dry.stderr
