@@ -48,6 +48,13 @@ bench: install
 tutorial: install
 	$(BIN)/dvc exp run -n tutorial $(shell cat presets/tutorial.args)
 
+# A grid of DVC experiments on a Dask cluster (README: "Sweeps on a Dask cluster"), e.g.
+#   make sweep GRID=my-grid.yaml SWEEP_ARGS="--scheduler tcp://scheduler:8786"
+GRID ?= sweep/grid.example.yaml
+.PHONY: sweep
+sweep: install
+	$(BIN)/python -m sweep $(GRID) $(SWEEP_ARGS)
+
 # The whole pipeline in about a minute: a few thousand images, one epoch (presets/README.md).
 quick: install
 	$(BIN)/dvc exp run -n quick $(shell cat presets/quick.args)
