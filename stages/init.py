@@ -15,11 +15,10 @@ import sys
 import numpy as np
 
 from stages.common import cli, paths, prepared
-from stages.common.architecture import build_spec, initial_weights
+from stages.common.architecture import build_spec, initial_weights, save_initial_weights
 from stages.common.errors import run_stage
 from stages.common.params import load_params
 from stages.common.runtime import derive_seed
-from stages.common.training import save_initial_weights
 
 log = logging.getLogger("init")
 

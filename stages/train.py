@@ -21,7 +21,7 @@ import sys
 
 from stages import backends
 from stages.common import cli, paths, prepared
-from stages.common.architecture import build_spec
+from stages.common.architecture import build_spec, load_initial_weights
 from stages.common.errors import run_stage
 from stages.common.params import effective_train, load_params
 from stages.common.runtime import configure_threads, seed_python_and_numpy
@@ -30,7 +30,6 @@ from stages.common.training import (
     EpochLog,
     background_value,
     finish_logs,
-    load_initial_weights,
     save_model,
     summarize,
     train_model,

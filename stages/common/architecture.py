@@ -21,11 +21,14 @@ The canonical weight layout (``get_weights``/``set_weights`` in both trainers): 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from stages.common import atomic
 from stages.common.errors import StageError
 from stages.common.params import ModelParams
 
@@ -146,3 +149,20 @@ def initial_weights(spec: ArchitectureSpec, rng: np.random.Generator) -> list[np
             weights += [_glorot_uniform((features, config["units"]), rng), np.zeros(config["units"], np.float32)]
             features = config["units"]
     return weights
+
+
+def load_initial_weights(path: Path) -> list[np.ndarray]:
+    """The ``stages/init.py`` weights for a seed (npz, read without pickle)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return [archive[f"w{index}"] for index in range(len(archive.files))]
+    except FileNotFoundError:
+        raise StageError(f"{path}: missing; run `dvc repro init` first") from None
+    except (OSError, ValueError, KeyError) as error:
+        raise StageError(f"{path}: not an initial-weights archive written by stages/init.py ({error})") from None
+
+
+def save_initial_weights(path: Path, weights: Sequence[np.ndarray]) -> None:
+    with atomic.atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        arrays: dict[str, Any] = {f"w{index}": weight for index, weight in enumerate(weights)}
+        np.savez(handle, **arrays)

@@ -136,25 +136,6 @@ def train_model(backend: Backend, spec: ArchitectureSpec, train: prepared.Split,
     return model
 
 
-def load_initial_weights(path: Path) -> list[np.ndarray]:
-    """The ``stages/init.py`` weights for a seed (npz, read without pickle)."""
-    from stages.common.errors import StageError
-
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return [archive[f"w{index}"] for index in range(len(archive.files))]
-    except FileNotFoundError:
-        raise StageError(f"{path}: missing; run `dvc repro init` first") from None
-    except (OSError, ValueError, KeyError) as error:
-        raise StageError(f"{path}: not an initial-weights archive written by stages/init.py ({error})") from None
-
-
-def save_initial_weights(path: Path, weights: Sequence[np.ndarray]) -> None:
-    with atomic.atomic_path(path) as temporary, open(temporary, "wb") as handle:
-        arrays: dict[str, Any] = {f"w{index}": weight for index, weight in enumerate(weights)}
-        np.savez(handle, **arrays)
-
-
 def save_model(backend: Backend, model: Model, spec: ArchitectureSpec, info: RunInfo, folder: Path) -> None:
     """Model file, architecture and run info, swapped in as one folder."""
     with atomic.atomic_directory(folder) as temporary:
