@@ -8,19 +8,31 @@
     python -m tests.framework_worker <keras|torch> import <model.json> <in.npz> <out.npz>
         build the same architecture, load the weights from in.npz, and save its logits on
         in.npz's input batch.
+    python -m tests.framework_worker <keras|torch> constants <model.json> <out.json>
+        the batch-norm constants as the framework's own layers hold them, as (decay, epsilon)
+        in the architecture's convention (Keras momentum = decay; PyTorch momentum = 1 - decay).
+    python -m tests.framework_worker <keras|torch> fit <cases.json> <out_dir>
+        for each case: build the model, load the framework-neutral initial weights of
+        ``stages.common.architecture.initial_weights`` (seeded), train it with the backend's own
+        ``fit`` on seeded random data, and save ``<out_dir>/<case>.npz``: the trained weights,
+        every epoch record and every step record (batch rows, the learning rate read back from
+        the optimizer, the running loss); with ``"save_model": true`` also the saved model file.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from stages import backends
-from stages.common.architecture import build_spec
-from stages.common.params import ModelParams, parse_section
+from stages.common.architecture import build_spec, initial_weights
+from stages.common.params import ModelParams, parse_section, validate
+from stages.common.prepared import Split
+from stages.common.schedules import learning_rates
 
 
 def _spec(model_json: str, input_shape=(28, 28, 1), num_classes: int = 10):
@@ -28,9 +40,77 @@ def _spec(model_json: str, input_shape=(28, 28, 1), num_classes: int = 10):
     return build_spec(model, input_shape, num_classes)
 
 
+def case_data(case: dict) -> tuple[Split, Split]:
+    """Seeded random images (standard normal) and labels: the same arrays in every process."""
+    rng = np.random.default_rng(1000 + case["seed"])
+    size = case["image_size"]
+
+    def split(count: int) -> Split:
+        images = rng.normal(0.0, 1.0, size=(count, size, size, 1)).astype(np.float32)
+        return Split(images, rng.integers(0, 10, size=count).astype(np.uint8))
+
+    return split(case["train_count"]), split(case["val_count"])
+
+
+def case_settings(case: dict):
+    """The project's params.yaml with the case's ``model`` and ``train`` overrides, validated."""
+    from tests.support import project_params
+
+    raw = project_params()
+    raw["model"] = case["model"]
+    raw["train"].update({key: value for key, value in case["train"].items() if key != "augment"})
+    raw["train"]["augment"].update(case["train"].get("augment", {}))
+    return validate(raw)
+
+
+def fit_cases(backend, cases: list[dict], out_dir: Path) -> None:
+    for case in cases:
+        params = case_settings(case)
+        settings = params.train
+        spec = build_spec(params.model, (case["image_size"], case["image_size"], 1), 10)
+        backend.configure(settings, case["seed"])
+        model = backend.build_model(spec)
+        backend.set_weights(model, initial_weights(spec, np.random.default_rng(case["seed"])))
+        train, val = case_data(case)
+        steps_per_epoch = math.ceil(train.labels.shape[0] / settings.batch_size)
+        epochs, steps = [], []
+        backend.fit(model, train, val, settings, learning_rates(settings, steps_per_epoch), case["seed"],
+                    epochs.append, background=case.get("background", 0.0), on_step_end=steps.append)
+        arrays = {f"weight_{index}": weight for index, weight in enumerate(backend.get_weights(model))}
+        for field in ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate"):
+            arrays[f"epoch_{field}"] = np.array([getattr(record, field) for record in epochs])
+        for field in ("epoch", "batch", "learning_rate", "loss"):
+            arrays[f"step_{field}"] = np.array([getattr(record, field) for record in steps])
+        arrays["step_rows"] = np.concatenate([np.asarray(record.rows, dtype=np.int64) for record in steps])
+        arrays["step_sizes"] = np.array([len(record.rows) for record in steps])
+        arrays["table"] = learning_rates(settings, steps_per_epoch)
+        arrays["batch_norm_constants"] = np.array(batch_norm_constants(backend.__name__.rsplit(".", 1)[-1], model),
+                                                  dtype=np.float64).reshape(-1, 2)
+        np.savez(out_dir / f"{case['name']}.npz", **arrays)
+        if case.get("save_model"):
+            backend.save_model(model, out_dir / f"{case['name']}.{backend.MODEL_FILE}")
+
+
+def batch_norm_constants(framework: str, model) -> list[tuple[float, float]]:
+    if framework == "keras":
+        import keras
+
+        return [(float(layer.momentum), float(layer.epsilon)) for layer in model.layers
+                if isinstance(layer, keras.layers.BatchNormalization)]
+    import torch
+
+    return [(1.0 - float(module.momentum), float(module.eps)) for module in model
+            if isinstance(module, torch.nn.BatchNorm2d)]
+
+
 def main(argv: list[str]) -> None:
-    framework, mode, model_json = argv[:3]
+    framework, mode = argv[:2]
     backend = backends.load(framework)
+    if mode == "fit":
+        request = json.loads(Path(argv[2]).read_text())
+        fit_cases(backend, request["cases"], Path(argv[3]))
+        return
+    model_json = argv[2]
     spec = _spec(model_json)
     model = backend.build_model(spec)
     if mode == "export":
@@ -50,6 +130,8 @@ def main(argv: list[str]) -> None:
         backend.set_weights(model, [source[f"weight_{index}"] for index in range(count)])
         np.savez(argv[4], logits=backend.logits(model, source["inputs"]),
                  kinds=np.array(backend.layer_kinds(model)), parameters=backend.count_parameters(model))
+    elif mode == "constants":
+        Path(argv[3]).write_text(json.dumps(batch_norm_constants(framework, model)))
     else:
         raise SystemExit(f"unknown mode {mode}")
 

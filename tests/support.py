@@ -184,3 +184,46 @@ def gunzip_dataset(mirror_folder: Path, raw_folder: Path) -> Path:
     for name in NAMES.values():
         (raw_folder / name[: -len(".gz")]).write_bytes(gzip.decompress((mirror_folder / name).read_bytes()))
     return raw_folder
+
+
+# --------------------------------------------------------------------------------------------
+# Initial weights: checked as a distribution
+# --------------------------------------------------------------------------------------------
+def assert_glorot_initialisation(spec, weights) -> None:
+    """``weights`` (canonical layout) are what ``spec`` promises: Glorot-uniform kernels (inside
+    +-sqrt(6 / (fan_in + fan_out)), filling that range uniformly: Kolmogorov-Smirnov), zero
+    biases, batch-norm gamma 1, beta 0, running mean 0, running variance 1."""
+    from scipy import stats
+
+    weights = [np.asarray(weight) for weight in weights]
+    expected: list[tuple[str, tuple[int, ...], float | None]] = []  # (what, shape, glorot limit or constant)
+    channels, features = spec.input_shape[2], 0
+    for layer in spec.layers:
+        config = layer.config
+        if layer.kind == "conv":
+            kernel, filters = config["kernel_size"], config["filters"]
+            fans = kernel * kernel * (channels + filters)
+            expected.append(("conv kernel", (kernel, kernel, channels, filters), float(np.sqrt(6.0 / fans))))
+            if config["bias"]:
+                expected.append(("conv bias", (filters,), None))
+            channels = filters
+        elif layer.kind == "batch_norm":
+            expected += [("gamma", (channels,), None), ("beta", (channels,), None),
+                         ("running mean", (channels,), None), ("running variance", (channels,), None)]
+        elif layer.kind == "flatten":
+            features = layer.output_shape[0]
+        elif layer.kind == "dense":
+            units = config["units"]
+            expected += [("dense kernel", (features, units), float(np.sqrt(6.0 / (features + units)))),
+                         ("dense bias", (units,), None)]
+            features = units
+    assert [weight.shape for weight in weights] == [shape for _, shape, _ in expected]
+    for index, ((what, _, limit), weight) in enumerate(zip(expected, weights)):
+        if limit is None:
+            constant = 1.0 if what in ("gamma", "running variance") else 0.0
+            np.testing.assert_array_equal(weight, constant, err_msg=f"weight {index} ({what})")
+            continue
+        assert np.abs(weight).max() <= limit, f"weight {index} ({what}) exceeds the Glorot limit {limit}"
+        assert np.abs(weight).max() > 0.9 * limit, f"weight {index} ({what}) does not fill +-{limit}"
+        result = stats.kstest(weight.ravel(), "uniform", args=(-limit, 2 * limit))
+        assert result.pvalue > 1e-4, f"weight {index} ({what}) is not uniform on +-{limit} (KS p={result.pvalue:.2g})"

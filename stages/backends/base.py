@@ -12,7 +12,8 @@ Conventions every backend keeps:
   dense kernels (in, out), then the bias; batch norm gamma, beta, running mean, running
   variance), so weights move between frameworks and ``stages/init.py`` can write them.
 - ``fit`` visits the training images in ``batch_indices``' order for its seed, calls
-  ``on_epoch_end`` once per epoch, and raises ``NonFiniteLoss`` on divergence.
+  ``on_epoch_end`` once per epoch (its ``learning_rate`` read back from the optimizer, not from
+  the table), and raises ``NonFiniteLoss`` on divergence.
 - ``load_model`` loads only through the framework's safe loader.
 """
 
@@ -50,6 +51,20 @@ class EpochRecord:
 EpochCallback = Callable[[EpochRecord], None]
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """One optimizer step, as the backend ran it (for tests and diagnostics)."""
+
+    epoch: int  # 1-based
+    batch: int  # 1-based within the epoch
+    rows: np.ndarray  # indices of the training images in this batch
+    learning_rate: float  # read back from the optimizer: the rate this step used
+    loss: float  # mean training loss over the epoch's batches so far (what Keras reports per batch)
+
+
+StepCallback = Callable[[StepRecord], None]
+
+
 class Backend(Protocol):
     """What a framework backend module provides (all functions; no state across calls)."""
 
@@ -76,9 +91,11 @@ class Backend(Protocol):
     def set_weights(self, model: Model, weights: Sequence[np.ndarray]) -> None: ...
 
     def fit(self, model: Model, train: Split, val: Split, settings: TrainParams, learning_rates: np.ndarray,
-            seed: int, on_epoch_end: EpochCallback, background: float = 0.0) -> None:
+            seed: int, on_epoch_end: EpochCallback, background: float = 0.0,
+            on_step_end: StepCallback | None = None) -> None:
         """Train ``model`` in place with one learning rate per step from ``learning_rates``;
-        ``background`` is the input value of a blank pixel (augmentation's fill)."""
+        ``background`` is the input value of a blank pixel (augmentation's fill). ``on_step_end``,
+        if given, is called after every optimizer step (costs a device sync per step)."""
         ...
 
     def logits(self, model: Model, images: np.ndarray) -> np.ndarray:

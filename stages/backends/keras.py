@@ -27,6 +27,8 @@ from stages.backends.base import (
     EpochCallback,
     EpochRecord,
     Model,
+    StepCallback,
+    StepRecord,
     check_finite,
     check_finite_weights,
     epoch_order,
@@ -165,8 +167,9 @@ def _training_dataset(images, targets, orders: list[np.ndarray], batch_size: int
 
 
 def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_rates: np.ndarray, seed: int,
-        on_epoch_end: EpochCallback, background: float = 0.0) -> None:
-    """Train ``model`` in place; call ``on_epoch_end(EpochRecord)`` after each epoch's validation."""
+        on_epoch_end: EpochCallback, background: float = 0.0, on_step_end: StepCallback | None = None) -> None:
+    """Train ``model`` in place; call ``on_epoch_end(EpochRecord)`` after each epoch's validation
+    (and ``on_step_end(StepRecord)`` after each optimizer step, if given)."""
     num_classes = model.output_shape[-1]
     # Compile a wrapper, not ``model`` itself: the saved model then carries no optimizer state
     # (a PyTorch state_dict carries none either, so file sizes compare like for like).
@@ -180,14 +183,27 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
     val_images = np.asarray(val.images) * np.float32(settings.input_scale)
     val_targets = np.eye(num_classes, dtype=np.float32)[val.labels]
     steps_per_epoch = len(learning_rates) // settings.epochs
+    generator = np.random.default_rng(seed)
+    # The same per-epoch orders as the PyTorch trainer draws from the same seed.
+    orders = [epoch_order(train.labels.shape[0], generator) for _ in range(settings.epochs)]
 
     class EpochCallback(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.started = self.validation_started = time.perf_counter()
             self.epoch = epoch + 1
 
+        def on_train_batch_begin(self, batch, logs=None):
+            # The rate the optimizer is about to apply (its schedule at its own step counter);
+            # read per step only when someone listens, otherwise once per epoch, for the record.
+            if on_step_end is not None or batch == steps_per_epoch - 1:
+                self.learning_rate = float(trainer.optimizer.learning_rate)
+
         def on_train_batch_end(self, batch, logs=None):
             check_finite(float(logs["loss"]), self.epoch, batch + 1)
+            if on_step_end is not None:
+                rows = orders[self.epoch - 1][batch * settings.batch_size:(batch + 1) * settings.batch_size]
+                on_step_end(StepRecord(epoch=self.epoch, batch=batch + 1, rows=rows,
+                                       learning_rate=self.learning_rate, loss=float(logs["loss"])))
 
         def on_test_begin(self, logs=None):
             self.validation_started = time.perf_counter()
@@ -198,14 +214,11 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
             on_epoch_end(EpochRecord(
                 epoch=epoch + 1, train_loss=float(logs["loss"]), train_accuracy=float(logs["accuracy"]),
                 val_loss=float(logs["val_loss"]), val_accuracy=float(logs["val_accuracy"]),
-                learning_rate=float(learning_rates[(epoch + 1) * steps_per_epoch - 1]),
+                learning_rate=self.learning_rate,
                 train_seconds=self.validation_started - self.started, seconds=now - self.started))
 
     images = tf.constant(np.asarray(train.images))
     targets = tf.constant(np.eye(num_classes, dtype=np.float32)[train.labels])
-    generator = np.random.default_rng(seed)
-    # The same per-epoch orders as the PyTorch trainer draws from the same seed.
-    orders = [epoch_order(train.labels.shape[0], generator) for _ in range(settings.epochs)]
     dataset = _training_dataset(images, targets, orders, settings.batch_size, float(settings.input_scale))
     trainer.fit(dataset, epochs=settings.epochs, steps_per_epoch=steps_per_epoch,
                 validation_data=(val_images, val_targets), validation_batch_size=VALIDATION_BATCH,

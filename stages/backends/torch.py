@@ -24,6 +24,8 @@ from stages.backends.base import (
     EpochCallback,
     EpochRecord,
     Model,
+    StepCallback,
+    StepRecord,
     batch_indices,
     check_finite,
     check_finite_weights,
@@ -186,6 +188,22 @@ def _optimizer(model, settings: TrainParams):
     return torch.optim.Adam(model.parameters(), lr=settings.learning_rate, eps=ADAM_EPSILON)
 
 
+def _rescale_momentum(optimizer, ratio: float) -> None:
+    """Give SGD with momentum Keras' meaning under a changing learning rate.
+
+    Keras keeps the velocity in weight units (``v = momentum * v - rate * grad; w += v``),
+    PyTorch in gradient units (``b = momentum * b + grad; w -= rate * b``): the two agree only
+    while the rate is constant. Scaling PyTorch's buffer by ``old rate / new rate`` before a
+    step with a new rate gives exactly Keras' update, so both frameworks get the same recipe
+    under every schedule (a constant schedule never calls this).
+    """
+    with torch.no_grad():
+        for state in optimizer.state.values():
+            buffer = state.get("momentum_buffer")
+            if buffer is not None:
+                buffer.mul_(ratio)
+
+
 def _augmenter(settings: TrainParams, background: float):
     from torchvision.transforms import v2
 
@@ -226,8 +244,9 @@ def _evaluate_split(model, split: Split, device: str, settings: TrainParams) -> 
 
 
 def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_rates: np.ndarray, seed: int,
-        on_epoch_end: EpochCallback, background: float = 0.0) -> None:
-    """Train ``model`` in place; call ``on_epoch_end(EpochRecord)`` after each epoch's validation."""
+        on_epoch_end: EpochCallback, background: float = 0.0, on_step_end: StepCallback | None = None) -> None:
+    """Train ``model`` in place; call ``on_epoch_end(EpochRecord)`` after each epoch's validation
+    (and ``on_step_end(StepRecord)`` after each optimizer step, if given)."""
     functional = torch.nn.functional
     device = "cuda" if settings.device != "cpu" and torch.cuda.is_available() else "cpu"
     model.to(device)
@@ -250,6 +269,8 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
             if augment is not None:
                 images = augment(images)
             rate = float(learning_rates[step])
+            if step > 0 and settings.optimizer == "sgd" and rate != learning_rates[step - 1]:
+                _rescale_momentum(optimizer, float(learning_rates[step - 1]) / rate)
             for group in optimizer.param_groups:
                 group["lr"] = rate
             outputs = model(images)
@@ -267,6 +288,11 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
                 check_finite(float(loss_value), epoch, batch_number)
             loss_sum += loss_value.double() * labels.shape[0]
             correct += (outputs.detach().argmax(1) == labels).sum()
+            if on_step_end is not None:
+                seen = min(batch_number * settings.batch_size, train.labels.shape[0])
+                on_step_end(StepRecord(epoch=epoch, batch=batch_number, rows=rows,
+                                       learning_rate=float(optimizer.param_groups[0]["lr"]),
+                                       loss=float(loss_sum) / seen))
             progress.update(1)
         progress.close()
         total_loss = float(loss_sum) / train.labels.shape[0]
@@ -278,7 +304,8 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
         val_loss, val_accuracy = _evaluate_split(model, val, device, settings)
         on_epoch_end(EpochRecord(
             epoch=epoch, train_loss=total_loss, train_accuracy=float(correct) / train.labels.shape[0],
-            val_loss=val_loss, val_accuracy=val_accuracy, learning_rate=float(learning_rates[step - 1]),
+            val_loss=val_loss, val_accuracy=val_accuracy,
+            learning_rate=float(optimizer.param_groups[0]["lr"]),  # what the last step used
             train_seconds=validation_started - started, seconds=time.perf_counter() - started))
     model.to("cpu")
 

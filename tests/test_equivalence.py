@@ -1,0 +1,229 @@
+"""Keras and PyTorch get the same recipe: from identical weights and the same batches, a few
+optimisation steps give the same weights, losses and learning rates.
+
+Each framework trains every case below in its own subprocess (``tests/framework_worker.py fit``)
+with the backend's real ``fit``, starting from the framework-neutral initial weights of
+``stages.common.architecture.initial_weights``; this module imports no framework. Dropout and
+augmentation are off in the compared cases (their random draws are framework-specific).
+
+Tolerances (float32 arithmetic, a few steps):
+- SGD with momentum agrees to ~1e-7: ``WEIGHT_ATOL`` is far above that.
+- Adam/AdamW: the two frameworks place Adam's epsilon differently (Keras adds it to sqrt(v),
+  PyTorch to the bias-corrected sqrt(v)), which moves weights whose gradient is ~1e-7 by up to
+  ~5e-4 here; ``WEIGHT_ATOL = 2e-3`` covers that. The recipe differences this must catch
+  (weight decay 0.3, label smoothing 0.2, a schedule not applied, momentum off, another batch
+  order) each move weights by 1e-2 or more in these cases.
+- Batch-norm running variance: PyTorch updates it with the unbiased batch variance
+  (x n/(n-1)), Keras with the biased one; n = batch x height x width = 16 x 10 x 10 here, so
+  ``VARIANCE_RTOL = 2e-3`` (for the default model n = 128 x 24 x 24: 1.4e-5).
+- Losses agree to ~2e-5: ``LOSS_ATOL = 1e-4``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from stages.backends.base import batch_indices
+from stages.common.architecture import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, build_spec, initial_weights
+from stages.common.params import ModelParams, parse_section
+from tests.support import PROJECT_ROOT, assert_glorot_initialisation, project_params
+
+FRAMEWORKS = ("keras", "torch")
+WEIGHT_ATOL = 2e-3
+VARIANCE_RTOL = 2e-3
+LOSS_ATOL = 1e-4
+
+
+def model(batch_norm: bool = True, dropout: float = 0.0) -> dict:
+    return {"conv_blocks": [{"filters": 4, "kernel_size": 3, "convs": 1, "batch_norm": batch_norm, "pool": 2,
+                             "dropout": dropout}],
+            "padding": "valid", "activation": "tanh", "dense": [8], "dense_dropout": dropout}
+
+
+def train(**overrides) -> dict:
+    settings = {"epochs": 2, "batch_size": 16, "optimizer": "adam", "learning_rate": 0.01, "momentum": 0.9,
+                "weight_decay": 0.0, "schedule": "constant", "warmup_fraction": 0.25, "label_smoothing": 0.0,
+                "input_scale": 1.0, "threads": 2, "device": "cpu", "augment": {"enabled": False}}
+    settings.update(overrides)
+    return settings
+
+
+# 40 training images in batches of 16: two full batches and a smaller last one, per epoch.
+DATA = {"seed": 5, "image_size": 12, "train_count": 40, "val_count": 16}
+# Every optimizer, every schedule, weight decay, label smoothing and batch norm on and off.
+CASES = {
+    "adam_constant_batch_norm": (model(), train()),
+    "adamw_onecycle_weight_decay": (model(), train(optimizer="adamw", schedule="onecycle", weight_decay=0.3)),
+    "adam_cosine_label_smoothing": (model(), train(schedule="cosine", label_smoothing=0.2)),
+    "sgd_momentum_cosine_weight_decay": (model(), train(optimizer="sgd", schedule="cosine", learning_rate=0.05,
+                                                        weight_decay=0.3)),
+    "sgd_momentum_onecycle_no_batch_norm": (model(batch_norm=False), train(optimizer="sgd", schedule="onecycle",
+                                                                           learning_rate=0.05)),
+    "sgd_constant_label_smoothing_no_batch_norm": (model(batch_norm=False), train(
+        optimizer="sgd", learning_rate=0.05, label_smoothing=0.2)),
+    "adamw_cosine_weight_decay_no_batch_norm": (model(batch_norm=False), train(
+        optimizer="adamw", schedule="cosine", weight_decay=0.3)),
+}
+# As shipped: two threads, several epochs, augmentation and dropout on. Trained first in each
+# worker, then again alone in a fresh process: the model files must be identical bytes.
+SHIPPED = {"name": "shipped", "model": model(dropout=0.25), "save_model": True, "background": -0.5,
+           "train": train(optimizer="adamw", schedule="onecycle", weight_decay=1e-4, epochs=3,
+                          augment={"enabled": True, "max_shift": 0.1, "max_rotation_deg": 10.0}), **DATA}
+MODEL_FILES = {"keras": "shipped.model.keras", "torch": "shipped.model.pt"}
+
+
+def run_workers(cases: list[dict], folder) -> dict:
+    """Run both frameworks' workers concurrently (one process each); their output folders."""
+    (folder / "cases.json").write_text(json.dumps({"cases": cases}))
+    outputs, processes = {}, {}
+    for framework in FRAMEWORKS:
+        outputs[framework] = folder / framework
+        outputs[framework].mkdir()
+        processes[framework] = subprocess.Popen(
+            [sys.executable, "-m", "tests.framework_worker", framework, "fit", str(folder / "cases.json"),
+             str(outputs[framework])], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for framework, process in processes.items():
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, f"{framework} worker failed:\n{output.decode(errors='replace')[-3000:]}"
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    cases = [SHIPPED] + [{"name": name, "model": spec, "train": settings, **DATA}
+                         for name, (spec, settings) in CASES.items()]
+    return run_workers(cases, tmp_path_factory.mktemp("equivalence"))
+
+
+@pytest.fixture(scope="module")
+def retrained(tmp_path_factory):
+    return run_workers([SHIPPED], tmp_path_factory.mktemp("determinism"))
+
+
+def load(outputs: dict, name: str) -> dict:
+    return {framework: dict(np.load(outputs[framework] / f"{name}.npz")) for framework in FRAMEWORKS}
+
+
+def weights(run: dict) -> list[np.ndarray]:
+    return [run[f"weight_{index}"] for index in range(len([key for key in run if key.startswith("weight_")]))]
+
+
+def initial(name: str) -> list[np.ndarray]:
+    spec = build_spec(parse_section(ModelParams, CASES[name][0], "model"),
+                      (DATA["image_size"], DATA["image_size"], 1), 10)
+    return initial_weights(spec, np.random.default_rng(DATA["seed"]))
+
+
+def batches(run: dict) -> list[np.ndarray]:
+    return np.split(run["step_rows"], np.cumsum(run["step_sizes"])[:-1])
+
+
+def running_variance_indices(name: str) -> set[int]:
+    """Positions of the batch-norm running variances in the canonical weight list."""
+    indices, position = set(), 0
+    spec = build_spec(parse_section(ModelParams, CASES[name][0], "model"), (12, 12, 1), 10)
+    for layer in spec.layers:
+        if layer.kind == "conv":
+            position += 1 + int(layer.config["bias"])
+        elif layer.kind == "batch_norm":
+            indices.add(position + 3)
+            position += 4
+        elif layer.kind == "dense":
+            position += 2
+    return indices
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_both_frameworks_reach_the_same_weights(trained, name):
+    runs = load(trained, name)
+    start = initial(name)
+    variances = running_variance_indices(name)
+    keras_weights, torch_weights = weights(runs["keras"]), weights(runs["torch"])
+    assert len(keras_weights) == len(torch_weights) == len(start)
+    moved = max(float(np.abs(trained_weight - first).max()) for trained_weight, first in zip(torch_weights, start))
+    assert moved > 10 * WEIGHT_ATOL  # training moved the weights far beyond the tolerance
+    for index, (left, right) in enumerate(zip(keras_weights, torch_weights)):
+        if index in variances:
+            np.testing.assert_allclose(left, right, rtol=VARIANCE_RTOL, err_msg=f"running variance {index}")
+        else:
+            np.testing.assert_allclose(left, right, rtol=0, atol=WEIGHT_ATOL, err_msg=f"weight {index}")
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_both_frameworks_report_the_same_losses_at_every_step(trained, name):
+    runs = load(trained, name)
+    keras_run, torch_run = runs["keras"], runs["torch"]
+    np.testing.assert_array_equal(keras_run["step_epoch"], torch_run["step_epoch"])
+    np.testing.assert_array_equal(keras_run["step_batch"], torch_run["step_batch"])
+    assert keras_run["step_loss"].shape == (6,)  # 2 epochs x 3 batches
+    np.testing.assert_allclose(keras_run["step_loss"], torch_run["step_loss"], rtol=0, atol=LOSS_ATOL)
+    for field in ("train_loss", "val_loss"):
+        np.testing.assert_allclose(keras_run[f"epoch_{field}"], torch_run[f"epoch_{field}"], rtol=0, atol=LOSS_ATOL)
+    np.testing.assert_allclose(keras_run["epoch_val_accuracy"], torch_run["epoch_val_accuracy"], atol=1 / 16 + 1e-9)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_optimizers_apply_the_scheduled_rate_at_every_step(trained, name):
+    """The rate read back from each optimizer, step by step, is the shared table's
+    (Keras holds it in float32, PyTorch in float64); the epoch record carries the last step's."""
+    runs = load(trained, name)
+    table = runs["torch"]["table"]
+    assert table.shape == (6,)
+    if CASES[name][1]["schedule"] != "constant":
+        assert len(np.unique(table)) == 6  # the schedule changes the rate at every step
+    np.testing.assert_array_equal(runs["torch"]["step_learning_rate"], table)
+    np.testing.assert_array_equal(runs["keras"]["step_learning_rate"], table.astype(np.float32))
+    for framework in FRAMEWORKS:
+        np.testing.assert_array_equal(runs[framework]["epoch_learning_rate"],
+                                      runs[framework]["step_learning_rate"][[2, 5]])
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_both_frameworks_visit_the_same_batches_in_the_shared_order(trained, name):
+    runs = load(trained, name)
+    generator = np.random.default_rng(DATA["seed"])
+    expected = [rows for _ in range(2) for rows in batch_indices(DATA["train_count"], 16, generator)]
+    assert [len(rows) for rows in expected] == [16, 16, 8, 16, 16, 8]
+    for framework in FRAMEWORKS:
+        visited = batches(runs[framework])
+        assert len(visited) == len(expected), framework
+        for step, (rows, want) in enumerate(zip(visited, expected)):
+            np.testing.assert_array_equal(np.sort(rows), np.sort(want), err_msg=f"{framework} step {step + 1}")
+    # Two epochs visit the images in different orders (the order is reshuffled per epoch).
+    assert not np.array_equal(np.concatenate(expected[:3]), np.concatenate(expected[3:]))
+
+
+def test_batch_norm_constants_are_the_architectures_in_both_frameworks(trained):
+    runs = load(trained, "adam_constant_batch_norm")
+    for framework in FRAMEWORKS:
+        np.testing.assert_allclose(runs[framework]["batch_norm_constants"], [[BATCH_NORM_DECAY, BATCH_NORM_EPSILON]],
+                                   rtol=1e-6, err_msg=framework)
+
+
+def test_shipped_recipe_trains_to_identical_bytes_in_two_processes(trained, retrained):
+    for framework in FRAMEWORKS:
+        first = (trained[framework] / MODEL_FILES[framework]).read_bytes()
+        second = (retrained[framework] / MODEL_FILES[framework]).read_bytes()
+        assert first == second, f"{framework}: two runs of the same seed saved different model files"
+        first_run, second_run = load(trained, "shipped")[framework], load(retrained, "shipped")[framework]
+        for left, right in zip(weights(first_run), weights(second_run), strict=True):
+            assert left.tobytes() == right.tobytes(), framework
+        assert first_run["epoch_train_loss"].shape == (3,)
+
+
+def test_shared_initial_weights_are_glorot_uniform_with_zero_biases():
+    spec = build_spec(parse_section(ModelParams, project_params()["model"], "model"), (28, 28, 1), 10)
+    assert_glorot_initialisation(spec, initial_weights(spec, np.random.default_rng(0)))
+
+
+def test_shared_initial_weights_depend_on_the_seed_only():
+    spec = build_spec(parse_section(ModelParams, project_params()["model"], "model"), (28, 28, 1), 10)
+    first, again = (initial_weights(spec, np.random.default_rng(1)) for _ in range(2))
+    other = initial_weights(spec, np.random.default_rng(2))
+    assert all(np.array_equal(left, right) for left, right in zip(first, again))
+    assert not np.array_equal(first[0], other[0])
