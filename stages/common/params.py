@@ -321,27 +321,31 @@ def _cross_checks(params: Params, problems: list[str]) -> None:
                             "file:// or a local directory")
 
 
-def _replicate_checks(params: Params, sections: dict[str, Any], problems: list[str]) -> None:
+def _replicate_checks(params: Params, present: set[str], problems: list[str]) -> None:
     known = backends.names()
     for index, name in enumerate(params.frameworks):
         if name not in known:
             problems.append(f"frameworks[{index}]: unknown framework {name!r}; expected one of {', '.join(known)}")
-        elif name not in sections:
+        elif name not in present:
             problems.append(f"{name}: missing (expected a mapping of train: overrides, {{}} for none)")
-    if len(set(params.frameworks)) != len(params.frameworks):
+    names = [name for name in params.frameworks if isinstance(name, str)]
+    if len(set(names)) != len(names):
         problems.append(f"frameworks: each framework once, got {list(params.frameworks)}")
-    seeds = params.replicates.seeds
+    if params.replicates is None:
+        return
+    seeds = [seed for seed in params.replicates.seeds if isinstance(seed, int)]
     for index, seed in enumerate(seeds):
-        if isinstance(seed, int) and not 0 <= seed < 2**31:
+        if not 0 <= seed < 2**31:
             problems.append(f"replicates.seeds[{index}]: expected a value from 0 to {2**31 - 1}, got {seed}")
     if len(set(seeds)) != len(seeds):
-        problems.append(f"replicates.seeds: each seed once, got {list(seeds)}")
+        problems.append(f"replicates.seeds: each seed once, got {list(params.replicates.seeds)}")
 
 
 def validate(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
     """Validate a parsed params mapping; raise StageError listing every problem."""
     problems: list[str] = []
     sections: dict[str, Any] = {}
+    present: set[str] = set()
     if isinstance(raw, dict):  # framework sections are named after the registry's frameworks
         raw = dict(raw)
         if "overrides" in raw:
@@ -349,15 +353,17 @@ def validate(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
             raw.pop("overrides")
         for framework in backends.names():
             if framework in raw:
+                present.add(framework)
                 section = raw.pop(framework)
                 if not isinstance(section, dict):
                     problems.append(f"{framework}: expected a mapping of train: overrides, got {section!r}")
                     continue
                 sections[framework] = _build(TrainParams, section, framework, problems, partial=True)
     params = _build(Params, raw, "", problems)
-    if not problems and params is not None:
-        _cross_checks(params, problems)
-        _replicate_checks(params, sections, problems)
+    if params is not None:  # checks across keys, also when other keys had problems: report all at once
+        if params.data is not None and not any(problem.startswith("data.") for problem in problems):
+            _cross_checks(params, problems)
+        _replicate_checks(params, present, problems)
     if problems or params is None:
         raise StageError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(f"  {source}: {p}" for p in problems))
     return dataclasses.replace(params, overrides=sections)
