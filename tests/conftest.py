@@ -1,7 +1,11 @@
-"""Shared fixtures: a generated dataset and a loopback HTTP mirror serving it."""
+"""Shared fixtures: a generated dataset and a loopback HTTP mirror serving it; the real datasets.
+
+Tests that need ``../shared/datasets`` skip on a clone without it, but fail in CI (``CI=true``),
+where the datasets ship: a layout change must not silently drop the real-data checks."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +33,15 @@ def mirror(generated):
         yield server
 
 
-def shared_dataset(name: str):
-    folder = SHARED_DATASETS / name
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def shared_dataset(name: str, root: Path = SHARED_DATASETS):
+    folder = root / name
     if not folder.is_dir():
+        if in_ci():
+            pytest.fail(f"real dataset not found at {folder}, and CI=true: the real-data tests must run in CI "
+                        "(has the shared/datasets layout changed?)", pytrace=False)
         pytest.skip(f"real dataset not found at {folder} (it ships with the project's CI, not with a clone)")
     return folder
