@@ -31,10 +31,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from stages import backends  # noqa: E402
 from stages.common import prepared  # noqa: E402
-from stages.common.architecture import build_spec  # noqa: E402
+from stages.common.architecture import build_spec, initial_weights  # noqa: E402
 from stages.common.params import effective_train, validate  # noqa: E402
-from stages.common.training import train_model  # noqa: E402
+from stages.common.runtime import derive_seed  # noqa: E402
+from stages.common.training import EpochLog, train_model  # noqa: E402
 
 REQUIRED = {"keras": ("tensorflow", "keras"), "torch": ("torch", "torchvision")}
 
@@ -43,15 +45,19 @@ def check(framework: str, params, data: prepared.PreparedData, scratch: Path) ->
     missing = [name for name in REQUIRED[framework] if importlib.util.find_spec(name) is None]
     if missing:
         return {"framework": framework, "skipped": f"{', '.join(missing)} not installed on this machine"}
-    backend = importlib.import_module(f"stages.train_{framework}")
+    backend = backends.load(framework)
     settings = dataclasses.replace(effective_train(params, framework), device="cuda")
     spec = build_spec(params.model, data.image_shape, data.num_classes)
     train, val, test = (data.splits[name] for name in ("train", "val", "test"))
+    seed = params.replicates.seeds[0]
+    initial = initial_weights(spec, np.random.default_rng(derive_seed(seed, "init")))  # as stages/init.py draws them
     runs = []
     for _ in range(2):
         started = time.perf_counter()
-        model, records, device = train_model(framework, backend, train, val, spec, settings, params.seed)
-        runs.append((model, records, device, time.perf_counter() - started))
+        device = backend.configure(settings, seed)
+        epoch_log = EpochLog(framework, settings.epochs, train.labels.shape[0])
+        model = train_model(backend, spec, train, val, settings, seed, epoch_log, initial)
+        runs.append((model, epoch_log.records, device, time.perf_counter() - started))
     (model, records, device, seconds), (second, _, _, _) = runs
     probabilities = backend.predict(model, test.images, 1000)
     identical = all(left.tobytes() == right.tobytes()

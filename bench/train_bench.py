@@ -1,10 +1,10 @@
 """Benchmark: train and evaluate each framework on the real MNIST, report speed, memory, accuracy.
 
-Runs the real stage modules (``python -m stages.preprocess``, then ``python -m stages.train_<fw>``
-and ``python -m stages.evaluate <fw>``) in a scratch folder that reuses the project's
-downloaded ``data/raw``, with optional params
-overrides, and prints one row per framework: training seconds, images/second, seconds to 99%
-validation accuracy, peak memory of the training process, test accuracy.
+Runs the real stage modules (``python -m stages.preprocess``, ``python -m stages.init <seed>``,
+then ``python -m stages.train <fw> <seed>`` and ``python -m stages.evaluate <fw> <seed>``) in a
+scratch folder that reuses the project's downloaded ``data/raw``, with optional params overrides,
+and prints one row per framework: training seconds, images/second, seconds to 99% validation
+accuracy, peak memory of the training process, test accuracy.
 
     .venv/bin/python bench/train_bench.py                       # defaults, both frameworks
     .venv/bin/python bench/train_bench.py --preset tutorial     # the classic tutorial recipe
@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("-S", "--set", action="append", default=[], help="params override key=value")
     parser.add_argument("--preset", help="presets/<name>.args overrides applied first")
     parser.add_argument("--frameworks", default="keras,torch")
+    parser.add_argument("--seed", type=int, default=1, help="the replicate seed to train (default 1)")
     parser.add_argument("--json", help="write the results here as JSON")
     arguments = parser.parse_args()
     raw_folder = ROOT / "data" / "raw"
@@ -82,11 +83,13 @@ def main() -> None:
         (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         # Preprocess here too: a preset may change preprocess params (the tutorial's inputs).
         run_child([sys.executable, "-m", "stages.preprocess"], work)
+        seed = str(arguments.seed)
+        run_child([sys.executable, "-m", "stages.init", seed], work)
         for framework in arguments.frameworks.split(","):
-            train_wall, train_peak = run_child([sys.executable, "-m", f"stages.train_{framework}"], work)
-            eval_wall, eval_peak = run_child([sys.executable, "-m", "stages.evaluate", framework], work)
-            summary = json.loads((work / "dvclive" / framework / "metrics.json").read_text())
-            metrics = json.loads((work / "metrics" / f"{framework}.json").read_text())
+            train_wall, train_peak = run_child([sys.executable, "-m", "stages.train", framework, seed], work)
+            eval_wall, eval_peak = run_child([sys.executable, "-m", "stages.evaluate", framework, seed], work)
+            summary = json.loads((work / "dvclive" / framework / seed / "metrics.json").read_text())
+            metrics = json.loads((work / "eval" / framework / seed / "metrics.json").read_text())
             rows.append({
                 "framework": framework, "train_seconds": summary["train_seconds"],
                 "images_per_second": summary["images_per_second"],
