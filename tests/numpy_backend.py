@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from stages.backends.base import EpochCallback, EpochRecord, Model, batch_indices, check_finite
+from stages.backends.base import (
+    EpochCallback,
+    EpochRecord,
+    Model,
+    StepCallback,
+    StepRecord,
+    batch_indices,
+    check_finite,
+)
 from stages.common import atomic
 from stages.common.architecture import ArchitectureSpec, initial_weights
 from stages.common.errors import StageError
@@ -115,13 +123,13 @@ def _evaluate(model: Model, split: Split, scale: float) -> tuple[float, float]:
 
 
 def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_rates: np.ndarray, seed: int,
-        on_epoch_end: EpochCallback, background: float = 0.0) -> None:
+        on_epoch_end: EpochCallback, background: float = 0.0, on_step_end: StepCallback | None = None) -> None:
     generator = np.random.default_rng(seed)
     step = 0
     for epoch in range(1, settings.epochs + 1):
         started = time.perf_counter()
         loss_sum, correct = 0.0, 0
-        for rows in batch_indices(train.labels.shape[0], settings.batch_size, generator):
+        for batch, rows in enumerate(batch_indices(train.labels.shape[0], settings.batch_size, generator), start=1):
             rows = np.sort(rows)
             images = np.asarray(train.images[rows], dtype=np.float32) * np.float32(settings.input_scale)
             labels = train.labels[rows].astype(np.int64)
@@ -130,6 +138,10 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
             check_finite(loss, epoch, step)
             loss_sum += loss * labels.shape[0]
             step += 1
+            if on_step_end is not None:
+                seen = sum(min(settings.batch_size, train.labels.shape[0] - i * settings.batch_size)
+                           for i in range(batch))
+                on_step_end(StepRecord(epoch, batch, rows, float(learning_rates[step - 1]), loss_sum / seen))
         trained = time.perf_counter()
         val_loss, val_accuracy = _evaluate(model, val, settings.input_scale)
         on_epoch_end(EpochRecord(epoch, loss_sum / train.labels.shape[0], correct / train.labels.shape[0], val_loss,
