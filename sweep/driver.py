@@ -3,6 +3,7 @@ upstream stages once, run the rest on Dask, pull every finished experiment back,
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -113,14 +114,17 @@ def _run_on_dask(the_plan: Plan, options: Options, todo: list[grid.Point],
         say(f"sweep: Dask scheduler {client.scheduler.address} ({where})")
         keys = grid.override_keys(todo)
         upstream = None if options.upstream is None else list(options.upstream)
-        try:
-            prepared = engine.prepare(client, the_plan.job(options, upstream=upstream, override_keys=keys),
-                                      options.retries)
-        except Exception as error:
-            raise RepoError(f"preparing the upstream stages failed: {str(error).strip()}") from error
-        prepared["log_path"] = str(report.write_log(the_plan.logs, "prepare", prepared["log"]))
-        say(f"sweep: upstream stages ready in the DVC remote ({' '.join(prepared['stages']) or 'none'}) "
-            f"in {prepared['seconds']:.0f} s")
+        if upstream == []:
+            prepared = {"stages": [], "log": "", "seconds": 0.0}
+        else:
+            try:
+                prepared = engine.prepare(client, the_plan.job(options, upstream=upstream, override_keys=keys),
+                                          options.retries)
+            except Exception as error:
+                raise RepoError(f"preparing the upstream stages failed: {str(error).strip()}") from error
+            prepared["log_path"] = str(report.write_log(the_plan.logs, "prepare", prepared["log"]))
+            say(f"sweep: upstream stages ready in the DVC remote ({' '.join(prepared['stages']) or 'none'}) "
+                f"in {prepared['seconds']:.0f} s")
         jobs = [the_plan.job(options, name=point.name, overrides=list(point.overrides)) for point in todo]
 
         def on_result(result: dict) -> None:
@@ -137,7 +141,8 @@ def _pull_back(the_plan: Plan, names: list[str], say: Callable[[str], None]) -> 
     if not names:
         return True
     refs = [gitrepo.exp_ref(the_plan.commit, name) for name in names]
-    dvc = str(Path(sys.executable).parent / "dvc")
+    dvc = Path(sys.executable).parent / "dvc"
+    dvc = str(dvc) if dvc.exists() else (shutil.which("dvc") or "dvc")
     result = subprocess.run([dvc, "exp", "pull", "--force", the_plan.remotes.git_name, *refs], cwd=the_plan.root,
                             capture_output=True, text=True)
     if result.returncode != 0:

@@ -77,9 +77,8 @@ def outcome(future, job: dict) -> dict:
 
 def prepare(client, job: dict, retries: int) -> dict:
     """Run the upstream stages once (one task) and wait for it; raises what the task raised."""
-    _ship_task_module()
     key = f"prepare-{job['commit'][:8]}-{secrets.token_hex(3)}"
-    return client.submit(task.prepare, job, key=key, retries=retries, pure=False).result()
+    return client.submit(by_value(task.prepare), job, key=key, retries=retries, pure=False).result()
 
 
 def run_all(client, jobs: list[dict], retries: int, on_result: Callable[[dict], None],
@@ -87,11 +86,11 @@ def run_all(client, jobs: list[dict], retries: int, on_result: Callable[[dict], 
     """Submit one task per experiment and collect every result, reporting progress as they come."""
     from distributed import wait
 
-    _ship_task_module()
     running = Running()
     client.subscribe_topic(task.TOPIC, running)
     token = secrets.token_hex(3)
-    futures = {client.submit(task.run_experiment, job, key=f"{job['name']}-{job['commit'][:8]}-{token}",
+    run_experiment = by_value(task.run_experiment)
+    futures = {client.submit(run_experiment, job, key=f"{job['name']}-{job['commit'][:8]}-{token}",
                              retries=retries, pure=False): job for job in jobs}
     pending = set(futures)
     results: list[dict] = []
@@ -116,9 +115,17 @@ def run_all(client, jobs: list[dict], retries: int, on_result: Callable[[dict], 
     return results
 
 
-def _ship_task_module() -> None:
+def ship_task_module() -> None:
     """Send ``sweep.task`` to the workers by value: they need DVC and the project, not this package."""
     import cloudpickle
 
     if task.__name__ not in cloudpickle.list_registry_pickle_by_value():
         cloudpickle.register_pickle_by_value(task)
+
+
+def by_value(function: Callable) -> Callable:
+    """``function`` wrapped so that plain pickle cannot serialise it: Dask then falls back to
+    cloudpickle, which sends the registered ``sweep.task`` module's code along (the scheduler
+    and the workers could not import it by name)."""
+    ship_task_module()
+    return lambda *arguments: function(*arguments)

@@ -3,8 +3,10 @@ Dask cluster starts, on small real git/DVC repositories."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -190,3 +192,34 @@ def test_refusals_before_any_cluster_starts(small_repo, tmp_path):
     assert too_many.returncode == 2 and "exceed this machine's" in too_many.stderr
     dry = sweep_in(small_repo, "-S", "train.lr=0.1,0.2", "--dry-run")
     assert dry.returncode == 0 and dry.stdout.count("(to run)") == 2, dry.stdout + dry.stderr
+
+
+def test_workers_started_by_hand_run_the_task_code_without_this_package(tmp_path):
+    """The README's cluster by hand: `dask scheduler` and `dask worker`, started outside this
+    checkout, have no `sweep` package; Dask ships the task module to them by value."""
+    from distributed import Client
+
+    from sweep import engine
+
+    dask = str(Path(sys.executable).parent / "dask")
+    scheduler_file = tmp_path / "scheduler.json"
+    quiet = {"cwd": tmp_path, "env": environment(), "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    processes = [subprocess.Popen([dask, "scheduler", "--port", "0", "--no-dashboard", "--scheduler-file",
+                                   str(scheduler_file)], **quiet),
+                 subprocess.Popen([dask, "worker", "--nthreads", "1", "--no-dashboard", "--scheduler-file",
+                                   str(scheduler_file)], **quiet)]
+    try:
+        for _ in range(300):
+            if scheduler_file.exists():
+                break
+            time.sleep(0.1)
+        with Client(scheduler_file=str(scheduler_file), timeout="60s") as client:
+            client.wait_for_workers(1, timeout=60)
+            assert list(client.run(lambda: importlib.util.find_spec("sweep") is None).values()) == [True]
+            assert client.submit(engine.by_value(task.tail), ["a", "b", "c"], 2, pure=False).result() == "b\nc"
+            assert client.submit(engine.by_value(task.environment), pure=False).result()["DVC_NO_ANALYTICS"] == "1"
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
