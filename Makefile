@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install run test test-unit test-keras test-torch test-e2e lint bench lock tutorial quick clean
+.PHONY: install run test test-unit test-keras test-torch test-e2e lint bench lock tutorial quick clean mutation
 
 install: $(STAMP)
 
@@ -67,6 +67,43 @@ quick: install
 lock: install
 	$(BIN)/uv pip compile requirements.txt --universal --python-version 3.11 --no-annotate \
 		--custom-compile-command "make lock" --output-file requirements.lock $(UPGRADE)
+
+# Mutation testing with mutmut: slow, so not part of `make test` (kill rates and the survivors
+# judged equivalent: TESTING.md). Each core module is mutated alone, in a scratch copy of the
+# project, and judged only by the tests that own it: MUTATION_<name> = the module, then its tests.
+#   make mutation MODULES="schedules atomic"            some modules only
+#   make mutation MODULES=torch MUTANTS='stages.backends.torch.x_fit*'   matching mutants only
+# Framework backends run with process_isolation = forkserver (torch and TensorFlow are not
+# fork-safe once used); each mutant imports its framework afresh, so they take hours in full.
+MODULES ?= schedules metrics atomic training evaluate stats torch keras
+MUTANTS ?=
+MUTATION_DIR ?= $(or $(TMPDIR),/tmp)/mutation-$(notdir $(CURDIR))
+MUTATION_schedules := stages/common/schedules.py tests/common/test_schedules.py
+MUTATION_metrics := stages/common/metrics.py tests/common/test_metrics.py tests/test_evaluate.py
+MUTATION_atomic := stages/common/atomic.py tests/common/test_atomic.py
+MUTATION_training := stages/common/training.py tests/common/test_training.py tests/torch/test_train_torch.py
+MUTATION_evaluate := stages/evaluate.py tests/test_evaluate.py tests/torch/test_train_torch.py
+MUTATION_stats := stages/report/stats.py tests/report/test_stats.py
+MUTATION_torch := stages/backends/torch.py tests/torch/test_train_torch.py
+MUTATION_keras := stages/backends/keras.py tests/keras/test_train_keras.py
+
+define mutmut_module
+	@rm -rf $(MUTATION_DIR)/$(1) && mkdir -p $(MUTATION_DIR)/$(1)
+	@cp -r stages tests params.yaml pyproject.toml $(MUTATION_DIR)/$(1)/
+	@printf '[mutmut]\nsource_paths = stages\nonly_mutate = %s\nalso_copy = params.yaml\nprocess_isolation = %s\npytest_add_cli_args_test_selection =%b\n' \
+		'$(firstword $(2))' '$(if $(filter stages/backends/%,$(firstword $(2))),forkserver,fork)' \
+		'$(foreach test,$(wordlist 2,99,$(2)),\n    $(test))' > $(MUTATION_DIR)/$(1)/setup.cfg
+	@echo "mutmut: $(firstword $(2)), judged by $(wordlist 2,99,$(2))"
+	@cd $(MUTATION_DIR)/$(1) && $(BIN)/mutmut run --max-children 2 $(MUTANTS) > mutmut.log 2>&1; \
+		$(BIN)/mutmut export-cicd-stats > /dev/null && $(BIN)/mutmut results > survivors.txt; \
+		$(BIN)/python -c "import json; s = json.load(open('mutants/mutmut-cicd-stats.json')); \
+		print(f\"$(1) ($(firstword $(2))): {s['killed']}/{s['total']} killed ({100 * s['killed'] / max(s['total'], 1):.0f}%), \
+		{s['survived']} survived, {s['no_tests']} without tests, {s['timeout']} timed out; see $(MUTATION_DIR)/$(1)/survivors.txt\")"
+
+endef
+
+mutation: install
+	$(foreach module,$(MODULES),$(call mutmut_module,$(module),$(MUTATION_$(module))))
 
 clean:
 	rm -rf $(VENV)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -231,4 +232,33 @@ def test_folder_swap_moves_the_previous_folder_aside_before_the_new_one_in(tmp_p
 
     assert [(source == final, destination == final) for source, destination in calls] == [(True, False),
                                                                                           (False, True)]
+    aside = calls[0][1].parent  # hidden and recognisable while it exists: .prepared.<random>.old
+    assert aside.parent == tmp_path and aside.name.startswith(".prepared.") and aside.name.endswith(".old")
     assert listing(final) == ["new.npy"] and listing(tmp_path) == ["prepared"]
+
+
+def test_folder_swap_succeeds_when_the_previous_copy_cannot_be_deleted(tmp_path, monkeypatch):
+    final = tmp_path / "prepared"
+    final.mkdir()
+    (final / "old.npy").write_text("old")
+    real_rmtree = atomic.shutil.rmtree
+
+    def rmtree(path, ignore_errors=False, **options):
+        if str(path).endswith(".old"):  # injected: the previous copy is undeletable
+            if ignore_errors:
+                return None
+            raise PermissionError(13, "Permission denied (injected)", str(path))
+        return real_rmtree(path, ignore_errors=ignore_errors, **options)
+
+    monkeypatch.setattr(atomic.shutil, "rmtree", rmtree)
+
+    with atomic.atomic_directory(final) as temporary:
+        (temporary / "new.npy").write_text("new")
+
+    assert listing(final) == ["new.npy"]
+
+
+def test_json_keeps_the_writers_key_order(tmp_path):
+    atomic.write_json(tmp_path / "metrics.json", {"test_accuracy": 0.99, "test_loss": 0.02, "parameters": 3})
+
+    assert list(json.loads((tmp_path / "metrics.json").read_text())) == ["test_accuracy", "test_loss", "parameters"]

@@ -17,6 +17,7 @@ from tests.support import project_params
 def loaded():
     return validate(project_params())
 
+
 def schedule(loaded, kind: str, epochs: int = 4, learning_rate: float = 0.003, warmup_fraction: float = 0.2):
     return dataclasses.replace(loaded.train, schedule=kind, epochs=epochs, learning_rate=learning_rate,
                                warmup_fraction=warmup_fraction)
@@ -76,3 +77,10 @@ def test_project_schedule_shape(loaded):
     assert np.all(rates > 0)
 
 
+def test_onecycle_with_a_single_warmup_step_starts_there(loaded):
+    # 5 steps x 0.2 = exactly one warm-up step: it must be set (peak / 25), not left uninitialised.
+    rates = learning_rates(schedule(loaded, "onecycle", epochs=1, warmup_fraction=0.2), steps_per_epoch=5)
+
+    assert rates[0] == pytest.approx(0.003 / 25)
+    assert rates[1] == pytest.approx(0.003)
+    assert np.all(np.isfinite(rates)) and np.all(np.diff(rates[1:]) < 0)
