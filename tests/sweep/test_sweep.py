@@ -43,6 +43,7 @@ class Sweep:
     results: dict
     killed: str  # the experiment whose worker was killed
     killed_pid: int  # that worker's process id
+    survivors: list[str]  # processes left in the killed experiment's clone after the kill
     requests_before: int  # mirror requests before the sweep
 
     def result(self, overrides: tuple[str, ...]) -> dict:
@@ -70,8 +71,11 @@ def sweep_environment() -> dict:
     return env
 
 
-def kill_a_worker_during(process: subprocess.Popen, lines: list[str], names: set[str]) -> tuple[str, int]:
-    """Once the sweep prints its scheduler, wait until a worker executes one of ``names``; SIGKILL it."""
+def kill_a_worker_during(process: subprocess.Popen, lines: list[str], names: set[str],
+                         workdir: Path) -> tuple[str, int, list[str]]:
+    """Once the sweep prints its scheduler, wait until a worker executes one of ``names``; SIGKILL it.
+    Returns the experiment, the worker's pid, and the processes still in that experiment's clone
+    3 s later (the worker's watchdog must have killed them all)."""
     from distributed import Client
 
     while not any("Dask scheduler tcp://" in line for line in lines):
@@ -85,10 +89,18 @@ def kill_a_worker_during(process: subprocess.Popen, lines: list[str], names: set
             for worker, keys in executing.items():
                 running = [name for name in names if any(key.startswith(name + "-") for key in keys)]
                 if running:
-                    time.sleep(4)  # let `dvc exp run` get going, then kill the worker under it
                     pid = client.run(os.getpid, workers=[worker])[worker]
+                    for _ in range(300):  # until `dvc exp run` runs in the experiment's clone
+                        folders = [str(folder) for folder in workdir.glob(f"sweep-{running[0]}-*")]
+                        if any("exp run" in command for command in processes_in(folders)):
+                            break
+                        time.sleep(0.2)
+                    else:
+                        raise AssertionError(f"{running[0]}: no `dvc exp run` in its clone")
+                    time.sleep(2)  # into the pipeline, then kill the worker under it
                     os.kill(pid, signal.SIGKILL)
-                    return running[0], pid
+                    time.sleep(3)
+                    return running[0], pid, processes_in(folders)
             time.sleep(0.3)
 
 
@@ -110,14 +122,14 @@ def sweep(tmp_path_factory) -> Sweep:
         valid = {p.name for p in grid.points("t", [VALID["params"]])}
         before = len(server.requests)
         process = subprocess.Popen(sweep_command("grid.yaml", "--workers", "2", "--json", "results.json",
-                                                 "--progress-interval", "5"),
+                                                 "--progress-interval", "5", "--workdir", str(base / "work")),
                                    cwd=repo.path, env=sweep_environment(), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
         reader.start()
         try:
-            killed, killed_pid = kill_a_worker_during(process, lines, valid)
+            killed, killed_pid, survivors = kill_a_worker_during(process, lines, valid, base / "work")
             process.wait(timeout=900)
         finally:
             if process.poll() is None:
@@ -127,7 +139,7 @@ def sweep(tmp_path_factory) -> Sweep:
         assert (repo.path / "results.json").is_file(), output
         results = json.loads((repo.path / "results.json").read_text())
         yield Sweep(repo, remote, base / "store", server, process.returncode, output, results, killed, killed_pid,
-                    before)
+                    survivors, before)
 
 
 def test_every_experiment_reaches_a_fresh_clone_with_its_params_and_metrics(sweep, tmp_path):
@@ -175,6 +187,7 @@ def test_a_killed_worker_has_its_experiment_retried_and_reported_once(sweep):
     assert sorted(names) == sorted(p.name for p in grid.points("t", [GRID["params"], *GRID["grids"]]))
     for name in names:
         assert sweep.output.count(f"done    {name}") + sweep.output.count(f"FAILED  {name}") == 1
+    assert sweep.survivors == [], "the killed task's processes (dvc, its stage) outlived their worker"
     retried = sweep.result(next(p.overrides for p in grid.points("t", [VALID["params"]]) if p.name == sweep.killed))
     assert retried["status"] == "done"
     assert retried["pid"] != sweep.killed_pid, "the experiment was not rerun by another worker process"
@@ -199,6 +212,19 @@ def test_a_rerun_of_a_finished_sweep_trains_nothing(sweep):
     assert [r["status"] for r in results["experiments"]] == ["skipped"] * 2
     assert results["prepare"] is None and "Dask scheduler" not in rerun.stdout
     assert gitrepo.remote_experiments(sweep.repo.path, str(sweep.remote)) == refs
+
+
+def processes_in(folders: list[str]) -> list[str]:
+    """Command lines of the processes whose working directory is in one of ``folders``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            if any(cwd == folder or cwd.startswith(folder + "/") for folder in folders):
+                found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found
 
 
 def walk(node):
