@@ -69,10 +69,19 @@ def copy_dataset(source: Path, destination: Path) -> Path:
 class Fault:
     """How the server misbehaves for one file name."""
 
-    kind: str  # 403 | 404 | 500 | html | truncate | wrong | stall
+    kind: str  # 403 | 404 | 500 | html | truncate | wrong | stall | gate
     times: int = 1_000_000  # how many requests misbehave before the file is served normally
-    stall_s: float = 5.0
+    stall_s: float = 5.0  # stall: how long; gate: how long to wait for the other requests at most
     served: int = field(default=0)
+    # gate: each request waits here until ``parties`` requests are in flight at once, then all are
+    # served; if they never are (no overlap), the barrier breaks and ``broken`` records it (503).
+    parties: int = 2
+    barrier: threading.Barrier | None = None
+    broken: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind == "gate":
+            self.barrier = threading.Barrier(self.parties)
 
 
 class MirrorServer:
@@ -82,6 +91,7 @@ class MirrorServer:
         self.root = Path(root)
         self.faults: dict[str, Fault] = {}
         self.requests: list[str] = []
+        self.completed: list[str] = []  # file names whose response has been fully handled
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -91,6 +101,12 @@ class MirrorServer:
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 name = self.path.rsplit("/", 1)[-1]
                 server.requests.append(self.path)
+                try:
+                    self._get(name)
+                finally:
+                    server.completed.append(name)
+
+            def _get(self, name: str) -> None:
                 fault = server.faults.get(name)
                 if fault is not None and fault.served < fault.times:
                     fault.served += 1
@@ -137,6 +153,14 @@ class MirrorServer:
         if fault.kind == "wrong":
             other = gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x02\x01\x02", mtime=0)
             return handler._send(200, other, "application/gzip")
+        if fault.kind == "gate":
+            assert fault.barrier is not None
+            try:
+                fault.barrier.wait(timeout=fault.stall_s)
+            except threading.BrokenBarrierError:
+                fault.broken = True
+                return handler._send(503, b"gate: the other requests never came", "text/plain")
+            return handler._send(200, body, "application/gzip")
         if fault.kind == "stall":
             time.sleep(fault.stall_s)
             return handler._send(200, body, "application/gzip")

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -205,15 +204,15 @@ def test_permanent_failure_is_not_retried(mirror, remote, folder):
     assert requests_for(mirror, LABELS) == 1
 
 
-def test_stalled_server_times_out_quickly(mirror, remote, folder):
+def test_stalled_server_is_abandoned_after_the_timeout(mirror, remote, folder):
     mirror.faults[LABELS] = new_fault("stall")
-    started = time.perf_counter()
 
     with pytest.raises(StageError, match="timed out after 0.3 s"):
         download.download_file(remote, (mirror.url,), folder, FetchSettings(timeout_s=0.3, retries=0,
                                                                              retry_backoff_s=0.01))
 
-    assert time.perf_counter() - started < 1.5  # one 0.3 s timeout, not the server's 2 s stall
+    # The client gave up while the server was still stalling (2 s): it did not wait for the answer.
+    assert requests_for(mirror, LABELS) == 1 and LABELS not in mirror.completed
     assert list(folder.iterdir()) == []
 
 
@@ -435,22 +434,25 @@ def test_two_threads_download_into_the_same_folder(mirror, dataset, tmp_path):
         assert_verified(folder, dataset)
 
 
-def _download_in_process(custom: dict, mirror: str, folder: str, start_at: float) -> None:
-    time.sleep(max(0.0, start_at - time.time()))
+def _download_in_process(custom: dict, mirror: str, folder: str) -> None:
     download.download_dataset(dataset_of(custom), (mirror,), Path(folder), FAST)
 
 
 def test_two_processes_download_into_the_same_folder(generated, mirror, dataset, folder):
+    # The server holds the first file until both processes have asked for it: the downloads overlap
+    # however long each interpreter takes to start (a gate that never opens fails the test).
+    first = NAMES["train_images"]
+    gate = mirror.faults[first] = Fault("gate", times=2, stall_s=120.0)
     context = multiprocessing.get_context("spawn")
-    start_at = time.time() + 1.5  # both interpreters are up by then, so the downloads overlap
-    processes = [context.Process(target=_download_in_process, args=(generated.custom, mirror.url, str(folder),
-                                                                     start_at)) for _ in range(2)]
+    processes = [context.Process(target=_download_in_process, args=(generated.custom, mirror.url, str(folder)))
+                 for _ in range(2)]
     for process in processes:
         process.start()
     for process in processes:
-        process.join(timeout=60)
+        process.join(timeout=300)
 
     assert [process.exitcode for process in processes] == [0, 0]
+    assert gate.served == 2 and not gate.broken  # both requests were in flight at once
     assert_verified(folder, dataset)
 
 
@@ -477,7 +479,7 @@ def test_unsupported_scheme_is_skipped_by_the_downloader(mirror, remote, folder)
         download.download_file(remote, ("ftp://ftp.example.org/mnist/",), folder / "elsewhere", FAST)
 
 
-def test_offline_public_mirrors_fail_quickly_with_a_clear_message(folder):
+def test_offline_public_mirrors_fail_without_retries_and_with_a_clear_message(folder, caplog):
     mnist = KNOWN_DATASETS["mnist"]
     for url in mnist.public_mirrors:
         host = urllib.parse.urlsplit(url).hostname
@@ -488,12 +490,11 @@ def test_offline_public_mirrors_fail_quickly_with_a_clear_message(folder):
         pytest.skip(f"{host} resolves: this machine is online, so the public mirrors may really be downloaded")
     # The shipped defaults (timeout 30 s, 3 retries from 1 s): a host that does not resolve is not retried.
     settings = FetchSettings.from_params(params.validate(project_params()).data)
-    started = time.perf_counter()
 
     with pytest.raises(StageError) as caught:
         download.download_dataset(mnist, mnist.public_mirrors, folder, settings)
 
-    assert time.perf_counter() - started < 10
+    assert settings.retries > 0 and not [record for record in caplog.records if "retry" in record.getMessage()]
     message = str(caught.value)
     assert message.startswith("could not download train-images-idx3-ubyte.gz from any of 3 mirror(s)")
     for url in mnist.public_mirrors:

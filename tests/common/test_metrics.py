@@ -82,3 +82,23 @@ def test_percentile_ms():
     assert metrics.percentile_ms(np.array([0.001, 0.002, 0.003]), 100) == pytest.approx(3.0)
 
 
+def test_confusion_matrix_of_uint8_labels_with_many_classes_does_not_overflow():
+    # Prepared labels are uint8: true * classes + predicted must not be computed in uint8.
+    true = np.array([29, 0, 29], dtype=np.uint8)
+    predicted = np.array([28, 0, 29], dtype=np.uint8)
+
+    confusion = metrics.confusion_matrix(true, predicted, num_classes=30)
+
+    assert confusion.shape == (30, 30) and confusion.sum() == 3
+    assert confusion[29, 28] == 1 and confusion[0, 0] == 1 and confusion[29, 29] == 1
+
+
+def test_scores_without_a_denominator_are_zero_whatever_memory_held_before():
+    confusion = metrics.confusion_matrix(TRUE, PREDICTED, num_classes=4)
+    for _ in range(20):
+        # Freed buffers of the same size, full of a non-zero value: an uninitialised output reuses them.
+        junk = [np.full(4, 7.5) for _ in range(10)]
+        del junk
+        scores = metrics.per_class_scores(confusion)
+        assert scores["recall"][3] == 0 and scores["precision"][3] == 0 and scores["f1"][3] == 0
+        assert scores["precision"][2] == 0 and scores["f1"][2] == 0
