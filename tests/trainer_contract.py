@@ -8,18 +8,21 @@ imported per process.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 
 from stages import backends
+from stages import evaluate as evaluate_stage
+from stages import train as train_stage
 from stages.backends.base import EpochRecord, NonFiniteLoss
-from stages.common import prepared
-from stages.common.architecture import build_spec
+from stages.common import paths, prepared
+from stages.common.architecture import build_spec, initial_weights, save_initial_weights
 from stages.common.errors import StageError
 from stages.common.params import validate
 from stages.common.schedules import learning_rates
-from tests.support import project_params, synthetic_images
+from tests.support import assert_glorot_initialisation, project_params, synthetic_images, write_params
 
 TUTORIAL = {"conv_blocks": [{"filters": 32, "kernel_size": 3, "convs": 1, "batch_norm": False, "pool": 2,
                              "dropout": 0.0}], "padding": "valid", "activation": "relu", "dense": [],
@@ -50,16 +53,22 @@ def backend(request):
     return backends.load(request.module.FRAMEWORK)
 
 
-def fit_small(backend, settings, train=None, val=None, model_params=SMALL, seed=3):
+SMALL_INITIAL = "shared"  # fit_small(initial=SMALL_INITIAL): stages.common.architecture's draw for seed 0
+
+
+def fit_small(backend, settings, train=None, val=None, model_params=SMALL, seed=3, initial=None, on_step_end=None):
     params = make_params(model_params)
     spec = build_spec(params.model, (28, 28, 1), 10)
     backend.configure(settings, seed)
     model = backend.build_model(spec)
+    if initial == SMALL_INITIAL:
+        backend.set_weights(model, initial_weights(spec, np.random.default_rng(0)))
     train = train if train is not None else make_split(256, 1)
     val = val if val is not None else make_split(100, 2)
     records: list[EpochRecord] = []
     steps = -(-train.labels.shape[0] // settings.batch_size)
-    backend.fit(model, train, val, settings, learning_rates(settings, steps), seed, records.append)
+    backend.fit(model, train, val, settings, learning_rates(settings, steps), seed, records.append,
+                on_step_end=on_step_end)
     return model, records
 
 
@@ -92,19 +101,53 @@ def test_training_lowers_the_loss_and_learns(backend):
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "onecycle"])
-def test_every_optimizer_and_schedule_trains(backend, optimizer, schedule):
+def test_every_optimizer_and_schedule_trains_and_records_the_rate_its_optimizer_applied(backend, optimizer,
+                                                                                        schedule):
     settings = small_settings(optimizer=optimizer, schedule=schedule, epochs=1, learning_rate=0.01)
-    _, records = fit_small(backend, settings, train=make_split(96, 1), val=make_split(20, 2))
+    steps = []
+    model, records = fit_small(backend, settings, train=make_split(96, 1), val=make_split(20, 2),
+                               on_step_end=steps.append)
     assert np.isfinite(records[0].train_loss)
-    assert records[0].learning_rate == pytest.approx(learning_rates(settings, 3)[-1])
+    # Read back from the optimizer at each step (Keras holds the rate in float32).
+    table = learning_rates(settings, 3)
+    np.testing.assert_allclose([step.learning_rate for step in steps], table, rtol=1e-6)
+    assert records[0].learning_rate == steps[-1].learning_rate
 
 
-def test_augmentation_and_label_smoothing_train(backend):
+def test_training_with_augmentation_and_label_smoothing_stays_finite(backend):
     settings = small_settings(epochs=1, label_smoothing=0.1,
                               augment=dataclasses.replace(small_settings().augment, enabled=True))
     _, records = fit_small(backend, settings, train=make_split(64, 1), val=make_split(20, 2))
-    # With smoothing 0.1 over 10 classes the loss cannot fall below the smoothed entropy (~0.5).
-    assert records[0].train_loss > 0.4 and np.isfinite(records[0].val_loss)
+    assert np.isfinite(records[0].train_loss) and np.isfinite(records[0].val_loss)
+
+
+def test_augmentation_changes_what_training_sees(backend):
+    """From the same weights and batches, training with augmentation on ends elsewhere than off."""
+    off = small_settings(epochs=1)
+    on = dataclasses.replace(off, augment=dataclasses.replace(off.augment, enabled=True))
+    data = {"train": make_split(64, 1), "val": make_split(20, 2)}
+    without, _ = fit_small(backend, off, initial=SMALL_INITIAL, **data)
+    again, _ = fit_small(backend, off, initial=SMALL_INITIAL, **data)
+    augmented, _ = fit_small(backend, on, initial=SMALL_INITIAL, **data)
+    first = backend.get_weights(without)[0]
+    np.testing.assert_array_equal(first, backend.get_weights(again)[0])  # without: reproducible
+    assert np.abs(backend.get_weights(augmented)[0] - first).max() > 1e-4
+
+
+def test_initial_weights_are_glorot_uniform_with_zero_biases(backend):
+    spec = build_spec(make_params().model, (28, 28, 1), 10)
+    backend.configure(small_settings(), 0)
+    assert_glorot_initialisation(spec, backend.get_weights(backend.build_model(spec)))
+
+
+def test_seed_changes_the_initial_weights(backend):
+    spec = build_spec(make_params(SMALL).model, (28, 28, 1), 10)
+    draws = []
+    for seed in (1, 1, 2):
+        backend.configure(small_settings(), seed)
+        draws.append(backend.get_weights(backend.build_model(spec))[0])
+    np.testing.assert_array_equal(draws[0], draws[1])
+    assert not np.array_equal(draws[0], draws[2])
 
 
 def test_nan_inputs_stop_training_with_a_clear_error(backend):
@@ -179,3 +222,203 @@ def test_cuda_requested_without_a_gpu_is_a_clear_error(backend):
         assert "train.device is 'cuda'" in str(error)
     else:
         assert device == "cuda"  # a machine with a GPU
+
+
+# --------------------------------------------------------------------------------------------
+# The stages end to end, through their real main(): train, then evaluate, in a temporary project
+# --------------------------------------------------------------------------------------------
+STAGE_MODEL = {"conv_blocks": [{"filters": 4, "kernel_size": 3, "convs": 1, "batch_norm": True, "pool": 2,
+                                "dropout": 0.0}], "padding": "valid", "activation": "relu", "dense": [16],
+               "dense_dropout": 0.25}
+
+
+def write_prepared(folder, size: int = 12, counts=(("train", 96), ("val", 32), ("test", 40))) -> None:
+    """Raw 0..255 pixels (normalize: none), the bars of tests.support.synthetic_images."""
+    rng = np.random.default_rng(11)
+    splits = {}
+    for name, count in counts:
+        labels = (np.arange(count) % 10).astype(np.uint8)
+        rng.shuffle(labels)
+        splits[name] = prepared.Split(synthetic_images(labels, size, rng).astype(np.float32)[..., None], labels)
+    meta = prepared.build_meta(dataset="custom", class_names=[f"c{index}" for index in range(10)],
+                               image_shape=(size, size, 1), normalize={"method": "none", "mean": 0.0, "std": 1.0},
+                               splits=splits, sources={}, seed=0, val_fraction=0.25)
+    prepared.save_prepared(folder / "data" / "prepared", splits, meta)
+
+
+def stage_project(folder, framework: str, init: str = "shared", model: dict | None = None, **overrides):
+    """A temporary project: params.yaml (tiny model, 2 epochs), prepared data and, for ``shared``
+    init, the same initial weights for seeds 1 and 2 (so only the seed given to the trainer differs)."""
+    raw = project_params()
+    raw["model"] = model or STAGE_MODEL
+    raw["train"].update(epochs=2, batch_size=16, learning_rate=0.01, threads=1, device="cpu")
+    raw["replicates"] = {"seeds": [1, 2], "init": init}
+    raw["evaluate"].update(batch_size=16, throughput_repeats=1, latency_samples=2, latency_warmup=0)
+    raw[framework] = dict(overrides)
+    write_params(folder, raw)
+    write_prepared(folder)
+    params = validate(raw)
+    spec = build_spec(params.model, (12, 12, 1), 10)
+    if init == "shared":
+        for seed in (1, 2):
+            save_initial_weights(folder / paths.init_weights(seed), initial_weights(spec, np.random.default_rng(0)))
+    return spec
+
+
+def trained_weights(backend, framework: str, seed: int, spec) -> list[np.ndarray]:
+    return backend.get_weights(backend.load_model(paths.model_dir(framework, seed) / backend.MODEL_FILE, spec))
+
+
+def test_replicate_seed_reaches_the_trainer_through_the_train_stage(backend, tmp_path, monkeypatch):
+    """Same initial weights for seeds 1 and 2 and no dropout: their models differ only if the seed
+    reaches fit (the batch order); seed 1 trained twice gives the same bytes."""
+    framework = backend.__name__.rsplit(".", 1)[-1]
+    monkeypatch.chdir(tmp_path)
+    spec = stage_project(tmp_path, framework, model={**STAGE_MODEL, "dense_dropout": 0.0})
+    model_file = paths.model_dir(framework, 1) / backend.MODEL_FILE
+
+    train_stage.main([framework, "1"])
+    first = model_file.read_bytes()
+    train_stage.main([framework, "2"])
+    train_stage.main([framework, "1"])
+
+    assert model_file.read_bytes() == first
+    one, two = trained_weights(backend, framework, 1, spec), trained_weights(backend, framework, 2, spec)
+    assert max(float(np.abs(left - right).max()) for left, right in zip(one, two)) > 1e-3
+    info = json.loads((paths.model_dir(framework, 2) / paths.RUN_FILE).read_text())
+    assert (info["framework"], info["seed"], info["init"]) == (framework, 2, "shared")
+
+
+def test_replicate_seed_draws_the_initial_weights_when_each_framework_draws_its_own(backend, tmp_path,
+                                                                                    monkeypatch):
+    framework = backend.__name__.rsplit(".", 1)[-1]
+    monkeypatch.chdir(tmp_path)
+    spec = stage_project(tmp_path, framework, init="framework", epochs=1)
+
+    for seed in ("1", "2"):
+        train_stage.main([framework, seed])
+
+    one, two = trained_weights(backend, framework, 1, spec), trained_weights(backend, framework, 2, spec)
+    assert not np.allclose(one[0], two[0], atol=1e-3)
+
+
+def test_input_scale_override_is_applied_in_training_and_in_evaluation(backend, tmp_path, monkeypatch):
+    """The tutorial preset's case: raw 0..255 inputs, this framework alone scaling them by 1/255."""
+    framework = backend.__name__.rsplit(".", 1)[-1]
+    monkeypatch.chdir(tmp_path)
+    scale = 0.00392156862745098
+    spec = stage_project(tmp_path, framework, input_scale=scale, epochs=4)
+
+    train_stage.main([framework, "1"])
+    evaluate_stage.main([framework, "1"])
+
+    info = json.loads((paths.model_dir(framework, 1) / paths.RUN_FILE).read_text())
+    assert info["input_scale"] == scale
+    model = backend.load_model(paths.model_dir(framework, 1) / backend.MODEL_FILE, spec)
+    test = prepared.load_prepared(paths.PREPARED, splits=("test",)).splits["test"]
+    predictions = np.load(paths.eval_dir(framework, 1) / paths.PREDICTIONS_FILE)
+    np.testing.assert_allclose(predictions, backend.predict(model, test.images, 16, input_scale=scale), atol=1e-6)
+    unscaled = backend.predict(model, test.images, 16, input_scale=1.0)
+    assert np.abs(predictions - unscaled).max() > 0.1  # the scale matters for these inputs
+    metrics = json.loads((paths.eval_dir(framework, 1) / paths.METRICS_FILE).read_text())
+    assert metrics["test_accuracy"] == pytest.approx(float(np.mean(predictions.argmax(1) == test.labels)))
+    assert metrics["test_accuracy"] > 0.5  # trained on scaled inputs, it learnt the bars (chance: 0.1)
+    dvclive_summary = json.loads((paths.logs_dir(framework, 1) / paths.METRICS_FILE).read_text())
+    assert dvclive_summary["epochs"] == 4
+
+
+def test_evaluate_refuses_a_model_built_for_other_images(backend, tmp_path, monkeypatch):
+    framework = backend.__name__.rsplit(".", 1)[-1]
+    monkeypatch.chdir(tmp_path)
+    stage_project(tmp_path, framework, epochs=1)
+    train_stage.main([framework, "1"])
+    write_prepared(tmp_path, size=14)  # the data changed under the model
+
+    with pytest.raises(StageError, match=r"built for \(12, 12, 1\) images and 10 classes, but .* holds "
+                                         r"\(14, 14, 1\)"):
+        evaluate_stage.main([framework, "1"])
+    assert not paths.eval_dir(framework, 1).exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Augmentation, checked on images: each framework's test module provides
+# augment_images(images NHWC, settings, background, seed) -> images NHWC, calling its backend's own
+# augmentation as fit does.
+# --------------------------------------------------------------------------------------------
+SIZE = 28
+BACKGROUND = -0.5
+
+
+def augment_settings(max_shift: float, max_rotation_deg: float):
+    settings = small_settings()
+    return dataclasses.replace(settings, augment=dataclasses.replace(
+        settings.augment, enabled=True, max_shift=max_shift, max_rotation_deg=max_rotation_deg))
+
+
+def square_images(count: int, top: int, left: int, side: int = 4) -> np.ndarray:
+    images = np.full((count, SIZE, SIZE, 1), BACKGROUND, np.float32)
+    images[:, top:top + side, left:left + side] = 2.0
+    return images
+
+
+def centroids(images: np.ndarray) -> np.ndarray:
+    """(row, column) of the bright square's centre of mass in each image."""
+    mass = np.clip(images[..., 0] - BACKGROUND, 0.0, None)
+    rows, columns = np.mgrid[0:SIZE, 0:SIZE]
+    total = mass.sum(axis=(1, 2))
+    return np.stack([(mass * rows).sum(axis=(1, 2)) / total, (mass * columns).sum(axis=(1, 2)) / total], axis=1)
+
+
+def test_augmentation_shifts_images_within_max_shift(request):
+    augment = request.module.augment_images
+    images = square_images(64, 12, 12)  # centred: a rotation would not move it
+
+    moved = centroids(augment(images, augment_settings(0.1, 0.0), BACKGROUND, 5)) - centroids(images)
+
+    limit = 0.1 * SIZE + 0.5  # 2.8 px (PyTorch rounds translations to whole pixels: 3)
+    assert np.abs(moved).max() <= limit
+    assert np.abs(moved).max() > 0.5 * limit  # the shifts use the range
+    assert np.mean(np.abs(moved).max(axis=1) > 0.5) > 0.5  # most images moved
+
+
+def test_augmentation_rotates_images_within_max_rotation(request):
+    augment = request.module.augment_images
+    images = square_images(64, 4, 12)  # 8 px above the centre (13.5, 13.5)
+    centre = (SIZE - 1) / 2
+
+    after = centroids(augment(images, augment_settings(0.0, 10.0), BACKGROUND, 5)) - centre
+    angles = np.degrees(np.arctan2(after[:, 1], -after[:, 0]))
+
+    assert np.abs(angles).max() <= 10.0 + 2.5  # a few degrees for the pixel grid
+    assert np.abs(angles).max() > 5.0
+    np.testing.assert_allclose(np.hypot(after[:, 0], after[:, 1]), 8.0, atol=1.0)  # rotated about the centre
+
+
+def test_augmentation_fills_uncovered_pixels_with_the_background_and_invents_no_values(request):
+    augment = request.module.augment_images
+    images = np.ones((16, SIZE, SIZE, 1), np.float32)
+
+    output = augment(images, augment_settings(0.1, 10.0), BACKGROUND, 5)
+
+    assert output.shape == images.shape and output.dtype == np.float32
+    assert output.min() >= BACKGROUND - 1e-5 and output.max() <= 1.0 + 1e-5
+    filled = np.isclose(output, BACKGROUND, atol=1e-5).mean(axis=(1, 2, 3))
+    assert np.mean(filled > 0) > 0.5  # most images moved something out of frame
+
+
+def test_augmentation_with_zero_bounds_leaves_images_unchanged(request):
+    augment = request.module.augment_images
+    images = make_split(8, 3).images
+
+    np.testing.assert_allclose(augment(images, augment_settings(0.0, 0.0), BACKGROUND, 5), images, atol=1e-5)
+
+
+def test_augmentation_is_seeded(request):
+    augment = request.module.augment_images
+    images = square_images(16, 4, 12)
+    settings = augment_settings(0.1, 10.0)
+
+    first, again, other = (augment(images, settings, BACKGROUND, seed) for seed in (5, 5, 6))
+
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)

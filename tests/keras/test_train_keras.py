@@ -1,5 +1,43 @@
-"""The trainer contract (tests/trainer_contract.py) for TensorFlow/Keras, in a Keras-only process."""
+"""The trainer contract (tests/trainer_contract.py) for TensorFlow/Keras, in a Keras-only process,
+and what only Keras has: its augmentation layers and its safe-mode loader against a real payload."""
 
+import numpy as np
+import pytest
+
+from stages.common.architecture import build_spec
+from stages.common.errors import StageError
 from tests.trainer_contract import *  # noqa: F403 - the shared contract tests
+from tests.trainer_contract import SMALL, make_params
 
 FRAMEWORK = "keras"
+
+
+def augment_images(images, settings, background, seed):
+    """The augmentation fit() puts in front of the model, applied as in training."""
+    from stages.backends.keras import _augmentation
+
+    return np.asarray(_augmentation(settings, background, seed)(images, training=True))
+
+
+def test_keras_archive_with_a_lambda_layer_is_refused_and_never_runs(tmp_path):
+    import keras
+
+    from stages.backends import keras as backend
+
+    marker = tmp_path / "marker"
+    # A Lambda layer's function is stored as bytecode: loading it without safe mode runs it.
+    function = eval(f"lambda x: (open({str(marker)!r}, 'w').write('ran'), x)[1]")  # noqa: S307
+    evil = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Lambda(function, output_shape=(28, 28, 1))])
+    path = tmp_path / backend.MODEL_FILE
+    evil.save(path)
+    marker.unlink(missing_ok=True)  # saving may have traced it
+    spec = build_spec(make_params(SMALL).model, (28, 28, 1), 10)
+
+    with pytest.raises(StageError, match=rf"{path}: not a loadable Keras model .*(?i:lambda|safe)"):
+        backend.load_model(path, spec)
+    assert not marker.exists()
+
+    # The payload is live: Keras' unsafe mode runs it.
+    unsafe = keras.saving.load_model(path, compile=False, safe_mode=False)
+    unsafe(np.zeros((1, 28, 28, 1), np.float32))
+    assert marker.read_text() == "ran"

@@ -1,5 +1,55 @@
-"""The trainer contract (tests/trainer_contract.py) for PyTorch, in a PyTorch-only process."""
+"""The trainer contract (tests/trainer_contract.py) for PyTorch, in a PyTorch-only process, and
+what only PyTorch has: its augmentation transforms and its weights-only loader against a real
+pickle payload."""
 
+import numpy as np
+import pytest
+
+from stages.common.architecture import build_spec
+from stages.common.errors import StageError
 from tests.trainer_contract import *  # noqa: F403 - the shared contract tests
+from tests.trainer_contract import SMALL, make_params
 
 FRAMEWORK = "torch"
+
+
+def augment_images(images, settings, background, seed):
+    """The augmentation fit() applies to each batch, seeded as configure() seeds it."""
+    import torch
+
+    from stages.backends.torch import _augmenter
+
+    torch.manual_seed(seed)
+    batch = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    return _augmenter(settings, background)(batch).numpy().transpose(0, 2, 3, 1)
+
+
+class WritesMarker:
+    """Unpickling this calls exec(): what a malicious model file would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+def test_pickle_payload_in_a_model_file_is_refused_and_never_runs(tmp_path):
+    import torch
+
+    from stages.backends import torch as backend
+
+    spec = build_spec(make_params(SMALL).model, (28, 28, 1), 10)
+    marker = tmp_path / "marker"
+    state = {name: tensor for name, tensor in backend.build_model(spec).state_dict().items()}
+    state["payload"] = WritesMarker(marker)
+    path = tmp_path / backend.MODEL_FILE
+    torch.save(state, path)
+
+    with pytest.raises(StageError, match=rf"{path}: not a loadable PyTorch state_dict .*Weights only load failed"):
+        backend.load_model(path, spec)
+    assert not marker.exists()
+
+    # The payload is live: an unrestricted load runs it.
+    torch.load(path, weights_only=False)
+    assert marker.read_text() == "ran"
