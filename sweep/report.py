@@ -8,6 +8,8 @@ from pathlib import Path
 
 STATUSES = ("done", "skipped", "failed", "error")
 FAILURE_LINES = 15  # log lines printed under a failed experiment (the whole log is in its file)
+# DVC's notes, at the start of an experiment, on outputs the commit has no hash for: not the cause
+NOISE = ("WARNING: No file hash info found",)
 
 
 def progress(counts: dict[str, int]) -> str:
@@ -36,7 +38,8 @@ def event(result: dict) -> str:
     lines = [f"FAILED  {result['name']}  {overrides}{seconds}"]
     if result["status"] == "error":
         lines.append(f"  the task itself failed (after Dask's retries): {result.get('error', '')}")
-    log_tail = (result.get("log") or "").splitlines()[-FAILURE_LINES:]
+    log_tail = [line for line in (result.get("log") or "").splitlines()
+                if not line.startswith(NOISE)][-FAILURE_LINES:]
     lines.extend(f"  | {line}" for line in log_tail)
     if result.get("log_path"):
         lines.append(f"  full log: {result['log_path']}")

@@ -88,13 +88,15 @@ def test_threads_per_experiment_takes_the_largest_of_params_and_overrides(tmp_pa
 def test_report_lines_and_summary():
     done = {"name": "lr-1", "overrides": ["train.learning_rate=0.01"], "status": "done", "seconds": 41.6}
     failed = {"name": "lr-2", "overrides": ["train.epochs=0"], "status": "failed", "seconds": 9,
-              "log": "\n".join(f"line {i}" for i in range(40)) + "\nerror: train.epochs: expected at least 1",
+              "log": "\n".join(f"line {i}" for i in range(40)) + "\nWARNING: No file hash info found for 'x'."
+                     "\nerror: train.epochs: expected at least 1",
               "log_path": "/logs/lr-2.log"}
     skipped = {"name": "lr-3", "overrides": [], "status": "skipped"}
     assert report.event(done) == "done    lr-1  train.learning_rate=0.01 in 42 s"
     text = report.event(failed)
     assert text.startswith("FAILED  lr-2  train.epochs=0 in 9 s")
     assert "  | error: train.epochs: expected at least 1" in text and "line 10" not in text
+    assert "line 26" in text and "No file hash" not in text
     assert "full log: /logs/lr-2.log" in text and "dvc exp run 'train.epochs=0'" in text
     table = report.summary([done, failed, skipped]).splitlines()
     assert table[0].split() == ["experiment", "status", "seconds", "overrides"]
