@@ -158,7 +158,12 @@ def test_every_experiment_reaches_a_fresh_clone_with_its_params_and_metrics(swee
         assert metrics and all(numbers(m) for m in metrics.values()), metrics
     assert not any(name.startswith("t-") and name not in {p.name for p in grid.points("t", [VALID["params"]])}
                    for name in experiments), "the failed point must not be pushed"
-    # the user's repository got them too, with their outputs: one experiment can be checked out
+    # any one of them can be checked out there, outputs (models, report) included
+    name = grid.points("t", [VALID["params"]])[0].name
+    clone.dvc("exp", "apply", name)
+    assert "up to date" in clone.dvc("status").stdout
+    assert any((clone.path / "reports").iterdir())
+    # the user's repository got them too
     listed = sweep.repo.dvc("exp", "list", "--name-only").stdout.split()
     assert sorted(listed) == sorted(p.name for p in grid.points("t", [VALID["params"]]))
 
