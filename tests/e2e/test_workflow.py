@@ -171,8 +171,10 @@ def test_artifacts_get_downloads_a_registered_model(pipeline_copy, tmp_path):
     pipeline_copy.dvc("remote", "add", "-d", "shared", str(storage))
     pipeline_copy.commit("add a DVC remote")
     pipeline_copy.dvc("push")
-    listed = pipeline_copy.dvc("artifacts", "get", str(pipeline_copy.path), "torch-model",
-                               "-o", str(tmp_path / "got"), check=False)
-    assert listed.returncode == 0, listed.stdout + listed.stderr
+    # Registering a version is a git tag in GTO's format (what `gto register torch-model` writes).
+    pipeline_copy.git("tag", "-a", "torch-model@v1.0.0", "-m", "Registering artifact torch-model version v1.0.0")
+    got = pipeline_copy.dvc("artifacts", "get", str(pipeline_copy.path), "torch-model", "-o", str(tmp_path / "got"),
+                            check=False)
+    assert got.returncode == 0, got.stdout + got.stderr
     assert (tmp_path / "got" / "1" / "model.pt").read_bytes() == \
         (pipeline_copy.path / "models/torch/1/model.pt").read_bytes()
