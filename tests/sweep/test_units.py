@@ -4,6 +4,7 @@ Dask cluster starts, on small real git/DVC repositories."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 import time
@@ -196,32 +197,64 @@ def test_refusals_before_any_cluster_starts(small_repo, tmp_path):
     assert dry.returncode == 0 and dry.stdout.count("(to run)") == 2, dry.stdout + dry.stderr
 
 
-def test_workers_started_by_hand_run_the_task_code_without_this_package(tmp_path):
-    """The README's cluster by hand: `dask scheduler` and `dask worker`, started outside this
-    checkout, have no `sweep` package; Dask ships the task module to them by value."""
-    from distributed import Client
-
-    from sweep import engine
-
+@pytest.fixture
+def hand_cluster(tmp_path):
+    """The README's cluster by hand: `dask scheduler` and two `dask worker`s, started outside this
+    checkout (no `sweep` package on their path). Yields the scheduler's address."""
     dask = str(Path(sys.executable).parent / "dask")
-    scheduler_file = tmp_path / "scheduler.json"
-    quiet = {"cwd": tmp_path, "env": environment(), "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    folder = tmp_path / "cluster"
+    folder.mkdir()
+    scheduler_file = folder / "scheduler.json"
+    quiet = {"cwd": folder, "env": environment(), "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     processes = [subprocess.Popen([dask, "scheduler", "--port", "0", "--no-dashboard", "--scheduler-file",
-                                   str(scheduler_file)], **quiet),
-                 subprocess.Popen([dask, "worker", "--nthreads", "1", "--no-dashboard", "--scheduler-file",
                                    str(scheduler_file)], **quiet)]
+    processes += [subprocess.Popen([dask, "worker", "--nthreads", "1", "--no-dashboard", "--scheduler-file",
+                                    str(scheduler_file)], **quiet) for _ in range(2)]
     try:
         for _ in range(300):
             if scheduler_file.exists():
                 break
             time.sleep(0.1)
-        with Client(scheduler_file=str(scheduler_file), timeout="60s") as client:
-            client.wait_for_workers(1, timeout=60)
-            assert list(client.run(lambda: importlib.util.find_spec("sweep") is None).values()) == [True]
-            assert client.submit(engine.by_value(task.tail), ["a", "b", "c"], 2, pure=False).result() == "b\nc"
-            assert client.submit(engine.by_value(task.environment), pure=False).result()["DVC_NO_ANALYTICS"] == "1"
+        yield json.loads(scheduler_file.read_text())["address"]
     finally:
         for process in processes:
-            process.terminate()
+            process.kill()
         for process in processes:
             process.wait(timeout=30)
+
+
+def test_workers_started_by_hand_run_the_task_code_without_this_package(hand_cluster):
+    from distributed import Client
+
+    from sweep import engine
+
+    with Client(hand_cluster, timeout="60s") as client:
+        client.wait_for_workers(2, timeout=60)
+        assert list(client.run(lambda: importlib.util.find_spec("sweep") is None).values()) == [True, True]
+        assert client.submit(engine.by_value(task.tail), ["a", "b", "c"], 2, pure=False).result() == "b\nc"
+        assert client.submit(engine.by_value(task.environment), pure=False).result()["DVC_NO_ANALYTICS"] == "1"
+
+
+def test_a_sweep_on_a_scheduler_given_by_address(small_repo, hand_cluster, tmp_path):
+    """The whole sweep through `--scheduler`, on a pipeline of shell commands: upstream stages
+    once, one experiment per point pushed and pulled back, a rerun that skips them."""
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "remote.git")], check=True)
+    small_repo.dvc("remote", "add", "-d", "store", str(tmp_path / "store"))
+    small_repo.git("add", "-A")
+    small_repo.git("commit", "-q", "-m", "project")
+    small_repo.git("remote", "add", "origin", str(tmp_path / "remote.git"))
+    small_repo.git("push", "-q", "origin", "main")
+    arguments = ("-S", "train.lr=0.1,0.2", "--scheduler", hand_cluster, "--json", str(tmp_path / "results.json"))
+    first = sweep_in(small_repo, *arguments)
+    assert first.returncode == 0, first.stdout + first.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["prepare"]["stages"] == ["check", "fetch", "prepare"]
+    assert [r["status"] for r in results["experiments"]] == ["done", "done"]
+    for result in results["experiments"]:
+        log = Path(result["log_path"]).read_text()
+        assert "Running stage 'fit@a'" in log and "Running stage 'fetch'" not in log
+    assert f"Dask scheduler {hand_cluster}" in first.stdout
+    shown = small_repo.dvc("exp", "show", "--csv").stdout
+    assert shown.count("sweep-") == 2 and ",0.1," in shown and ",0.2," in shown
+    again = sweep_in(small_repo, *arguments)
+    assert again.returncode == 0 and "2 experiments: 2 skipped" in again.stdout and "Dask scheduler" not in again.stdout
