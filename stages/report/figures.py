@@ -240,22 +240,28 @@ def _ranked(counts: np.ndarray, confidence: np.ndarray, limit: int) -> np.ndarra
     return candidates[order][:limit]
 
 
+def _grid_height(count: int, columns: int, tile: float, title: float) -> float:
+    """Inches for a panel of ``count`` tiles in rows of ``columns`` (a message line when empty)."""
+    return math.ceil(count / columns) * tile + title if count else 0.9
+
+
 def plot_misclassified(context: Context) -> Figure:
     """Per framework, the test images it gets wrong in the most seeds."""
     limit, names, n = context.settings.misclassified, context.class_names, context.comparison.n
     columns = max(1, math.ceil(math.sqrt(limit))) if limit else 1
-    frameworks = list(context.results)
     pixels = raw_pixels(context.images, context.meta["normalize"])
     colourmap = stroke_colourmap(pixels)
-    figure = new_figure(max(6.0, columns * 1.5 + 0.5), len(frameworks) * (math.ceil(limit / columns) * 1.5 + 0.7)
-                        if limit else 2.0 * len(frameworks), context.settings.dpi)
-    panels: Any = np.atleast_1d(figure.subfigures(len(frameworks), 1, hspace=0.04))  # type: ignore[arg-type]
-    for panel, framework in zip(panels, frameworks):
-        items = context.results[framework]
+    panels_data = []
+    for framework, items in context.results.items():
         wrong = np.sum([r.predicted != context.labels for r in items], axis=0)
         mean = np.mean([r.probabilities for r in items], axis=0)
         predicted = mean.argmax(axis=1)
         chosen = _ranked(wrong, mean[np.arange(len(predicted)), predicted], limit)
+        panels_data.append((framework, wrong, predicted, chosen))
+    heights = [_grid_height(len(chosen), columns, 1.5, 0.7) for *_, chosen in panels_data]
+    figure = new_figure(max(6.0, columns * 1.5 + 0.5), sum(heights), context.settings.dpi)
+    panels = np.atleast_1d(figure.subfigures(len(panels_data), 1, height_ratios=heights))  # type: ignore[arg-type]
+    for panel, (framework, wrong, predicted, chosen) in zip(panels, panels_data):
         titles = [f"true {names[context.labels[i]]}, pred {names[predicted[i]]}\nwrong in {wrong[i]}/{n} seeds"
                   for i in chosen]
         total = int(np.sum(wrong > 0))
@@ -270,24 +276,25 @@ def plot_misclassified(context: Context) -> Figure:
 def plot_disagreements(context: Context) -> Figure:
     """For every pair of frameworks, the test images on which they disagree in the most seeds."""
     limit, names, n = context.settings.disagreements, context.class_names, context.comparison.n
-    pairs = context.comparison.pairs
     pixels = raw_pixels(context.images, context.meta["normalize"])
     colourmap = stroke_colourmap(pixels)
     columns = max(1, min(8, limit))
-    rows = math.ceil(limit / columns) if limit else 0
-    figure = new_figure(max(7.0, columns * 1.45), max(1, len(pairs)) * (rows * 1.75 + 0.6) + 0.2 if rows
-                        else 1.2 * max(1, len(pairs)), context.settings.dpi)
-    panels: Any = np.atleast_1d(figure.subfigures(max(1, len(pairs)), 1, hspace=0.03))  # type: ignore[arg-type]
-    if not pairs:
-        draw_image_grid(panels[0], pixels[:0], [], 1, "only one framework: nothing to compare", colourmap)
-    for panel, pair in zip(panels, pairs):
+    panels_data = []
+    for pair in context.comparison.pairs:
         first, second = context.results[pair.first], context.results[pair.second]
         differ = np.sum([a.predicted != b.predicted for a, b in zip(first, second)], axis=0)
         mean_first = np.mean([r.probabilities for r in first], axis=0)
         mean_second = np.mean([r.probabilities for r in second], axis=0)
         guess_first, guess_second = mean_first.argmax(axis=1), mean_second.argmax(axis=1)
-        rows_index = np.arange(len(guess_first))
-        chosen = _ranked(differ, mean_first[rows_index, guess_first] + mean_second[rows_index, guess_second], limit)
+        rows = np.arange(len(guess_first))
+        chosen = _ranked(differ, mean_first[rows, guess_first] + mean_second[rows, guess_second], limit)
+        panels_data.append((pair, differ, guess_first, guess_second, chosen))
+    heights = [_grid_height(len(chosen), columns, 1.75, 0.6) for *_, chosen in panels_data] or [0.9]
+    figure = new_figure(max(7.0, columns * 1.45), sum(heights), context.settings.dpi)
+    panels = np.atleast_1d(figure.subfigures(len(heights), 1, height_ratios=heights))  # type: ignore[arg-type]
+    if not panels_data:
+        draw_image_grid(panels[0], pixels[:0], [], 1, "only one framework: nothing to compare", colourmap)
+    for panel, (pair, differ, guess_first, guess_second, chosen) in zip(panels, panels_data):
         label_first, label_second = backends.label(pair.first), backends.label(pair.second)
         titles = [f"true {names[context.labels[i]]} ({differ[i]}/{n} seeds)\n{label_first}: {names[guess_first[i]]}"
                   f"\n{label_second}: {names[guess_second[i]]}" for i in chosen]

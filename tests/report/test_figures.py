@@ -46,14 +46,17 @@ def test_confusion_figure_widens_with_the_number_of_frameworks(tmp_path, monkeyp
     assert len(three.axes) == 4  # three matrices and a colour bar
 
 
-def test_disagreement_figure_height_follows_the_rows_it_needs(tmp_path, monkeypatch):
+def test_image_figures_are_as_tall_as_the_rows_they_show(tmp_path, monkeypatch):
     generated.write_workspace(tmp_path, ("keras", "torch"), (1,))
-    one_row = figures.plot_disagreements(context(tmp_path, ["keras", "torch"], [1], monkeypatch, disagreements=4))
-    three_rows = figures.plot_disagreements(context(tmp_path, ["keras", "torch"], [1], monkeypatch,
-                                                    disagreements=24))
-    # No empty band: the height grows with the rows of tiles, not with a fixed minimum.
-    assert one_row.get_figheight() < 2.6
-    assert three_rows.get_figheight() == pytest.approx(3 * 1.75 + 0.8)
+    # keras and torch disagree on 3 test images: one row of tiles however many the limit allows.
+    few = figures.plot_disagreements(context(tmp_path, ["keras", "torch"], [1], monkeypatch, disagreements=2))
+    many = figures.plot_disagreements(context(tmp_path, ["keras", "torch"], [1], monkeypatch, disagreements=24))
+    assert few.get_figheight() == many.get_figheight() == pytest.approx(1.75 + 0.6)  # no empty band
+    none = figures.plot_misclassified(context(tmp_path, ["keras", "torch"], [1], monkeypatch, misclassified=0))
+    assert none.get_figheight() == pytest.approx(2 * 0.9)  # a message line per framework
+    # keras is wrong on 4 images, torch on 3: with 9 allowed (3 columns), 2 rows and 1 row.
+    grid = figures.plot_misclassified(context(tmp_path, ["keras", "torch"], [1], monkeypatch, misclassified=9))
+    assert grid.get_figheight() == pytest.approx((2 * 1.5 + 0.7) + (1 * 1.5 + 0.7))
 
 
 @pytest.mark.parametrize(("background", "expected"), [(0, "gray_r"), (255, "gray")])
