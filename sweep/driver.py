@@ -87,11 +87,11 @@ def execute(options: Options, cwd: Path, say: Callable[[str], None] = print) -> 
             state = "already on the remote" if point.name in the_plan.finished else "to run"
             say(f"  {point.name}  {point.label()}  ({state})")
         return 0
-    results = [{"name": p.name, "overrides": list(p.overrides), "status": "skipped"}
+    results: list[dict] = [{"name": p.name, "overrides": list(p.overrides), "status": "skipped"}
                for p in the_plan.points if p.name in the_plan.finished]
     for result in results:
         say(report.event(result))
-    prepared = None
+    prepared: dict | None = None
     if todo:
         check_commit(the_plan, say)
         prepared, ran = _run_on_dask(the_plan, options, todo, say)
@@ -114,6 +114,7 @@ def _run_on_dask(the_plan: Plan, options: Options, todo: list[grid.Point],
         say(f"sweep: Dask scheduler {client.scheduler.address} ({where})")
         keys = grid.override_keys(todo)
         upstream = None if options.upstream is None else list(options.upstream)
+        prepared: dict
         if upstream == []:
             prepared = {"stages": [], "log": "", "seconds": 0.0}
         else:
@@ -141,8 +142,8 @@ def _pull_back(the_plan: Plan, names: list[str], say: Callable[[str], None]) -> 
     if not names:
         return True
     refs = [gitrepo.exp_ref(the_plan.commit, name) for name in names]
-    dvc = Path(sys.executable).parent / "dvc"
-    dvc = str(dvc) if dvc.exists() else (shutil.which("dvc") or "dvc")
+    beside = Path(sys.executable).parent / "dvc"
+    dvc = str(beside) if beside.exists() else (shutil.which("dvc") or "dvc")
     result = subprocess.run([dvc, "exp", "pull", "--force", the_plan.remotes.git_name, *refs], cwd=the_plan.root,
                             capture_output=True, text=True)
     if result.returncode != 0:

@@ -7,6 +7,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -113,8 +114,7 @@ def threads_per_experiment(root: Path, overrides: list[str], key: str = "train.t
     """The largest ``train.threads`` any point uses (params.yaml's value or an override), 1 if unset."""
     values = []
     try:
-        raw = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {}
-        value = raw
+        value: Any = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {}
         for part in key.split("."):
             value = value[part]
         values.append(int(value))

@@ -41,7 +41,7 @@ class Point:
         return " ".join(self.overrides) or "(base params)"
 
 
-def load(path: Path, extra: list[str] | None = None) -> tuple[str, list[list[str]]]:
+def load(path: Path | None, extra: list[str] | None = None) -> tuple[str, list[list[str]]]:
     """Read a grid file; return the name prefix and the grids. ``extra`` (-S options) is one more grid."""
     raw: dict = {}
     if path is not None:
