@@ -102,3 +102,9 @@ def test_scores_without_a_denominator_are_zero_whatever_memory_held_before():
         scores = metrics.per_class_scores(confusion)
         assert scores["recall"][3] == 0 and scores["precision"][3] == 0 and scores["f1"][3] == 0
         assert scores["precision"][2] == 0 and scores["f1"][2] == 0
+
+
+def test_cross_entropy_of_a_probability_rounded_above_one_is_zero_not_negative():
+    probabilities = np.array([[np.nextafter(np.float32(1), np.float32(2)), 0.0]], dtype=np.float32)
+
+    assert metrics.cross_entropy(probabilities, np.array([0])) == 0.0
