@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 
 import pytest
 
@@ -61,6 +63,14 @@ def test_images_per_second_counts_optimisation_time_only():
 
     assert summary.images_per_second == 300.0
     assert summary.train_seconds == 15.0
+
+
+def test_images_per_second_is_rounded_to_a_tenth():
+    records = [record(epoch, 0.5, seconds=1.0, train_seconds=0.35) for epoch in (1, 2)]
+
+    summary = training.summarize(records, parameters=1, train_images=10)
+
+    assert summary.images_per_second == 28.6  # 20 images in 0.7 s: 28.571...
 
 
 def test_summary_times_are_rounded_to_milliseconds():
@@ -133,3 +143,86 @@ def loaded_train():
     from tests.support import project_params
 
     return validate(project_params()).train
+
+
+def test_epoch_log_writes_one_readable_line_per_epoch(caplog):
+    caplog.set_level(logging.INFO, logger="train")
+    log = training.EpochLog("Keras seed 1", epochs=5, train_images=60)
+
+    with log:
+        log(EpochRecord(epoch=2, train_loss=0.51234, train_accuracy=0.9, val_loss=0.25, val_accuracy=0.975,
+                        learning_rate=0.00125, train_seconds=0.5, seconds=1.25))
+
+    assert [record.getMessage() for record in caplog.records if record.name == "train"] == [
+        "Keras seed 1 epoch 2/5: train loss 0.5123 acc 90.00% | val loss 0.2500 acc 97.50% | lr 1.25e-03 | "
+        "1.2 s (120 images/s)"]
+
+
+def test_epoch_log_non_finite_loss_names_the_epoch():
+    log = training.EpochLog("test", epochs=3, train_images=10)
+
+    with pytest.raises(NonFiniteLoss, match="at epoch 3"), log:
+        log(record(3, 0.5, val_loss=math.inf))
+
+
+def test_epoch_log_writes_only_its_own_folder(tmp_path, monkeypatch):
+    """No dvc.yaml, report or experiment of dvclive's own: DVC and the report stage own those."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "dvclive" / "keras" / "1"
+
+    with training.EpochLog("test", epochs=1, train_images=10, folder=folder) as log:
+        log(record(1, 0.5))
+
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["dvclive"]
+    written = sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+    assert written == ["metrics.json", "plots/metrics/epoch_seconds.tsv", "plots/metrics/learning_rate.tsv",
+                       "plots/metrics/train/accuracy.tsv", "plots/metrics/train/loss.tsv",
+                       "plots/metrics/val/accuracy.tsv", "plots/metrics/val/loss.tsv"]
+
+
+def logs_of(folder) -> list[str]:
+    return sorted(path.name for path in folder.iterdir())
+
+
+def previous_logs(tmp_path):
+    folder = tmp_path / "dvclive" / "torch" / "1"
+    folder.mkdir(parents=True)
+    (folder / "good.tsv").write_text("a finished run's logs")
+    return folder
+
+
+def test_epoch_log_of_a_failed_run_puts_the_previous_logs_back(tmp_path):
+    folder = previous_logs(tmp_path)
+
+    with pytest.raises(KeyboardInterrupt), training.EpochLog("test", 3, 10, folder=folder) as log:
+        log(record(1, 0.5))
+        assert "good.tsv" not in logs_of(folder)  # set aside while the run goes
+        raise KeyboardInterrupt
+
+    assert logs_of(folder) == ["good.tsv"]
+    assert logs_of(folder.parent) == ["1"]  # nothing set aside is left
+
+
+def test_epoch_log_of_a_finished_run_replaces_the_previous_logs(tmp_path):
+    folder = previous_logs(tmp_path)
+
+    with training.EpochLog("test", 1, 10, folder=folder) as log:
+        log(record(1, 0.5))
+
+    assert logs_of(folder) == ["metrics.json", "plots"]
+    assert logs_of(folder.parent) == ["1"]
+
+
+def test_epoch_log_takes_back_the_logs_a_killed_run_set_aside(tmp_path):
+    folder = previous_logs(tmp_path)
+    aside = folder.with_name(".1.previous")
+    os.replace(folder, aside)  # a killed run set the good logs aside ...
+    folder.mkdir()
+    (folder / "partial.tsv").write_text("... and left half of its own")
+
+    with pytest.raises(RuntimeError), training.EpochLog("test", 3, 10, folder=folder):
+        assert logs_of(aside) == ["good.tsv"]  # the good logs are the ones kept aside, not the partial ones
+        raise RuntimeError("this run fails too")
+
+    assert logs_of(folder) == ["good.tsv"]
+    assert logs_of(folder.parent) == ["1"]
