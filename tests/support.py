@@ -251,3 +251,20 @@ def assert_glorot_initialisation(spec, weights) -> None:
         assert np.abs(weight).max() > 0.9 * limit, f"weight {index} ({what}) does not fill +-{limit}"
         result = stats.kstest(weight.ravel(), "uniform", args=(-limit, 2 * limit))
         assert result.pvalue > 1e-4, f"weight {index} ({what}) is not uniform on +-{limit} (KS p={result.pvalue:.2g})"
+
+
+# --------------------------------------------------------------------------------------------
+# A clock for timing code, so that measured speeds are known exactly
+# --------------------------------------------------------------------------------------------
+class FakeClock:
+    """A stand-in for the ``time`` module in stages.evaluate: each timed call lasts the next of
+    ``durations`` (a start reading returns the time, the matching end reading adds one duration)."""
+
+    def __init__(self, durations):
+        self.durations, self.now, self.calls = list(durations), 100.0, 0
+
+    def perf_counter(self) -> float:
+        self.calls += 1
+        if self.calls % 2 == 0:
+            self.now += self.durations.pop(0)
+        return self.now

@@ -13,10 +13,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from stages import evaluate
+from stages import backends, evaluate
 from stages.common import paths, schemas
 from stages.common.errors import StageError
 from stages.common.params import EvaluateParams
+from tests.support import FakeClock
 
 NAMES = ["zero", "one", "two"]
 # 5 test images; predictions (argmax): 0, 2, 1, 2, 0 for true labels 0, 1, 1, 2, 2.
@@ -154,3 +155,31 @@ def test_run_info_with_a_wrong_field_is_refused(tmp_path):
 
     with pytest.raises(StageError, match="input_scale"):
         evaluate.load_trained(UNREACHED, folder, "dvc repro train@keras-1")
+
+
+def test_throughput_is_images_per_second_of_each_timed_pass(monkeypatch):
+    monkeypatch.setattr(evaluate, "time", FakeClock([0.5, 0.25, 2.0]))
+
+    _, rates = evaluate.measure_throughput(lambda: PROBABILITIES, count=5, repeats=3)
+
+    assert rates == [10.0, 20.0, 2.5]
+
+
+def test_latency_is_the_seconds_of_each_timed_call(monkeypatch):
+    monkeypatch.setattr(evaluate, "time", FakeClock([0.001, 0.003, 0.002]))
+    settings = EvaluateParams(batch_size=10, throughput_repeats=1, latency_samples=3, latency_warmup=1)
+
+    seconds = evaluate.measure_latency(lambda image: None, np.zeros((2, 2, 2, 1), np.float32), settings)
+
+    assert seconds == pytest.approx([0.001, 0.003, 0.002], abs=1e-12)
+
+
+def test_command_line_help_names_the_stage_and_its_arguments(capsys):
+    with pytest.raises(SystemExit) as exited:
+        evaluate.main(["--help"])
+
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "stages.evaluate" in text and "framework" in text and "seed" in text
+    assert f"one of: {', '.join(backends.names())}" in text and "the replicate seed (one of replicates.seeds)" in text
+    assert "test-set metrics, predictions and speed of one trained model" in text

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import numpy as np
 import pytest
+import yaml
 
 from stages import backends
 from stages import evaluate as evaluate_stage
 from stages import train as train_stage
 from stages.backends.base import EpochRecord, NonFiniteLoss
-from stages.common import paths, prepared
+from stages.common import paths, prepared, schemas
 from stages.common.architecture import build_spec, initial_weights, save_initial_weights
 from stages.common.errors import StageError
 from stages.common.params import validate
 from stages.common.schedules import learning_rates
-from tests.support import assert_glorot_initialisation, project_params, synthetic_images, write_params
+from tests.support import FakeClock, assert_glorot_initialisation, project_params, synthetic_images, write_params
 
 TUTORIAL = {"conv_blocks": [{"filters": 32, "kernel_size": 3, "convs": 1, "batch_norm": False, "pool": 2,
                              "dropout": 0.0}], "padding": "valid", "activation": "relu", "dense": [],
@@ -424,3 +426,55 @@ def test_augmentation_is_seeded(request):
 
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
+
+
+def test_evaluate_stage_writes_the_measured_metrics_and_the_per_image_files(backend, tmp_path, monkeypatch, caplog):
+    """metrics.json, per_class.json, confusion.csv and predictions.npy of one real evaluation; the
+    clock is replaced, so the speed figures are known exactly."""
+    framework = backend.__name__.rsplit(".", 1)[-1]
+    monkeypatch.chdir(tmp_path)
+    spec = stage_project(tmp_path, framework, epochs=1)
+    raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    train_stage.main([framework, "1"])
+    # 3 timed passes over 40 test images, then 4 single-image calls (evaluate params of stage_project).
+    clock = FakeClock([0.3, 0.25, 1.0] + [0.001, 0.002, 0.004, 0.003123456])
+    monkeypatch.setattr(evaluate_stage, "time", clock)
+    raw["evaluate"].update(throughput_repeats=3, latency_samples=4, latency_warmup=1)
+    write_params(tmp_path, raw)
+    caplog.set_level(logging.INFO, logger="evaluate")
+
+    evaluate_stage.main([framework, "1"])
+
+    folder = paths.eval_dir(framework, 1)
+    result = schemas.load(schemas.TestMetrics, folder / paths.METRICS_FILE, "rerun")  # every field, typed
+    assert clock.durations == []  # every timed call was timed
+    assert (result.throughput_images_per_second, result.throughput_images_per_second_min,
+            result.throughput_images_per_second_max) == (133.3, 40.0, 160.0)  # 40 images in 0.3, 1.0, 0.25 s
+    assert (result.latency_ms_median, result.latency_ms_p95) == (2.5617, 3.8685)
+    model_file = paths.model_dir(framework, 1) / backend.MODEL_FILE
+    assert (result.test_images, result.parameters, result.model_bytes) == (40, spec.parameters,
+                                                                           model_file.stat().st_size)
+    test = prepared.load_prepared(paths.PREPARED, splits=("test",)).splits["test"]
+    predictions = np.load(folder / paths.PREDICTIONS_FILE)
+    assert predictions.shape == (40, 10) and predictions.dtype == np.float32
+    predicted = predictions.argmax(1)
+    assert result.test_accuracy == pytest.approx(float(np.mean(predicted == test.labels)))
+    per_class = schemas.load(schemas.PerClass, folder / paths.PER_CLASS_FILE, "rerun")
+    assert per_class.class_names == [f"c{index}" for index in range(10)]
+    assert np.array_equal(per_class.confusion, np.bincount(test.labels * 10 + predicted, minlength=100).reshape(10, 10))
+    assert result.macro_recall == pytest.approx(float(np.mean(per_class.recall)))
+    rows = (folder / paths.CONFUSION_FILE).read_text().splitlines()
+    assert rows[0] == "actual,predicted" and len(rows) == 41
+    assert rows[1:] == [f"c{actual},c{guess}" for actual, guess in zip(test.labels, predicted)]
+    assert [record.getMessage() for record in caplog.records if record.name == "evaluate"] == [
+        f"{backends.label(framework)} seed 1: test accuracy {100 * result.test_accuracy:.2f}%, loss "
+        f"{result.test_loss:.4f}, 133 images/s at batch 16 (median of 3), latency median 2.56 ms p95 3.87 ms"]
+
+
+def test_evaluate_without_a_trained_model_names_the_stage_to_run(backend, tmp_path, monkeypatch):
+    framework = backend.__name__.rsplit(".", 1)[-1]
+    monkeypatch.chdir(tmp_path)
+    stage_project(tmp_path, framework)
+
+    with pytest.raises(StageError, match=rf"architecture\.json: missing; run `dvc repro train@{framework}-2`"):
+        evaluate_stage.main([framework, "2"])
