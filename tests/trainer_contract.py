@@ -433,12 +433,20 @@ def test_evaluate_stage_writes_the_measured_metrics_and_the_per_image_files(back
     clock is replaced, so the speed figures are known exactly."""
     framework = backend.__name__.rsplit(".", 1)[-1]
     monkeypatch.chdir(tmp_path)
-    spec = stage_project(tmp_path, framework, epochs=1)
+    spec = stage_project(tmp_path, framework, epochs=1, input_scale=0.5)
     raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
     train_stage.main([framework, "1"])
     # 3 timed passes over 40 test images, then 4 single-image calls (evaluate params of stage_project).
-    clock = FakeClock([0.3, 0.25, 1.0] + [0.001, 0.002, 0.004, 0.003123456])
+    clock = FakeClock([0.3, 0.35, 0.9] + [0.001, 0.002, 0.004, 0.003123456])
     monkeypatch.setattr(evaluate_stage, "time", clock)
+    calls = []
+    real_predict = backend.predict
+
+    def predict(model, images, batch_size, input_scale=1.0):  # records each call, then predicts
+        calls.append((images.shape[0], batch_size, input_scale))
+        return real_predict(model, images, batch_size, input_scale)
+
+    monkeypatch.setattr(backend, "predict", predict)
     raw["evaluate"].update(throughput_repeats=3, latency_samples=4, latency_warmup=1)
     write_params(tmp_path, raw)
     caplog.set_level(logging.INFO, logger="evaluate")
@@ -449,7 +457,9 @@ def test_evaluate_stage_writes_the_measured_metrics_and_the_per_image_files(back
     result = schemas.load(schemas.TestMetrics, folder / paths.METRICS_FILE, "rerun")  # every field, typed
     assert clock.durations == []  # every timed call was timed
     assert (result.throughput_images_per_second, result.throughput_images_per_second_min,
-            result.throughput_images_per_second_max) == (133.3, 40.0, 160.0)  # 40 images in 0.3, 1.0, 0.25 s
+            result.throughput_images_per_second_max) == (114.3, 44.4, 133.3)  # 40 images in 0.3, 0.35, 0.9 s
+    # Throughput: a warm-up and 3 timed passes over the test set; latency: a warm-up and 4 single images.
+    assert calls == [(40, 16, 0.5)] * 4 + [(1, 1, 0.5)] * 5
     assert (result.latency_ms_median, result.latency_ms_p95) == (2.5617, 3.8685)
     model_file = paths.model_dir(framework, 1) / backend.MODEL_FILE
     assert (result.test_images, result.parameters, result.model_bytes) == (40, spec.parameters,
@@ -468,7 +478,7 @@ def test_evaluate_stage_writes_the_measured_metrics_and_the_per_image_files(back
     assert rows[1:] == [f"c{actual},c{guess}" for actual, guess in zip(test.labels, predicted)]
     assert [record.getMessage() for record in caplog.records if record.name == "evaluate"] == [
         f"{backends.label(framework)} seed 1: test accuracy {100 * result.test_accuracy:.2f}%, loss "
-        f"{result.test_loss:.4f}, 133 images/s at batch 16 (median of 3), latency median 2.56 ms p95 3.87 ms"]
+        f"{result.test_loss:.4f}, 114 images/s at batch 16 (median of 3), latency median 2.56 ms p95 3.87 ms"]
 
 
 def test_evaluate_without_a_trained_model_names_the_stage_to_run(backend, tmp_path, monkeypatch):
