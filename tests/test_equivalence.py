@@ -165,6 +165,9 @@ def test_both_frameworks_report_the_same_losses_at_every_step(trained, name):
     for field in ("train_loss", "val_loss"):
         np.testing.assert_allclose(keras_run[f"epoch_{field}"], torch_run[f"epoch_{field}"], rtol=0, atol=LOSS_ATOL)
     np.testing.assert_allclose(keras_run["epoch_val_accuracy"], torch_run["epoch_val_accuracy"], atol=1 / 16 + 1e-9)
+    # Training accuracy over all 40 images of each epoch: one image may flip between frameworks.
+    np.testing.assert_allclose(keras_run["epoch_train_accuracy"], torch_run["epoch_train_accuracy"],
+                               atol=1 / 40 + 1e-9)
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -53,3 +53,22 @@ def test_pickle_payload_in_a_model_file_is_refused_and_never_runs(tmp_path):
     # The payload is live: an unrestricted load runs it.
     torch.load(path, weights_only=False)
     assert marker.read_text() == "ran"
+
+
+@pytest.mark.parametrize("change", ["missing", "unexpected"])
+def test_state_dict_with_missing_or_unexpected_entries_is_refused(tmp_path, change):
+    import torch
+
+    from stages.backends import torch as backend
+
+    spec = build_spec(make_params(SMALL).model, (28, 28, 1), 10)
+    state = dict(backend.build_model(spec).state_dict())
+    if change == "missing":
+        del state[next(name for name in state if name.endswith("running_var"))]
+    else:
+        state["extra.weight"] = torch.zeros(3)
+    path = tmp_path / backend.MODEL_FILE
+    torch.save(state, path)
+
+    with pytest.raises(StageError, match=rf"{path}: not a loadable PyTorch state_dict .*Error\(s\) in loading state_dict"):
+        backend.load_model(path, spec)
