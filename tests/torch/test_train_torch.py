@@ -70,5 +70,6 @@ def test_state_dict_with_missing_or_unexpected_entries_is_refused(tmp_path, chan
     path = tmp_path / backend.MODEL_FILE
     torch.save(state, path)
 
-    with pytest.raises(StageError, match=rf"{path}: not a loadable PyTorch state_dict .*Error\(s\) in loading state_dict"):
+    refused = rf"{path}: not a loadable PyTorch state_dict .*Error\(s\) in loading state_dict"
+    with pytest.raises(StageError, match=refused):
         backend.load_model(path, spec)
