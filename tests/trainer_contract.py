@@ -491,3 +491,27 @@ def test_evaluate_without_a_trained_model_names_the_stage_to_run(backend, tmp_pa
 
     with pytest.raises(StageError, match=rf"architecture\.json: missing; run `dvc repro train@{framework}-2`"):
         evaluate_stage.main([framework, "2"])
+
+
+def test_train_model_builds_loads_the_initial_weights_and_fits_with_the_background(backend):
+    """stages.common.training.train_model is fit() on a model built from ``initial``: same weights as
+    calling the backend directly, augmentation filling with the given background (far from 0 here)."""
+    from stages.common.training import EpochLog, train_model
+
+    off = small_settings(epochs=1)
+    settings = dataclasses.replace(off, augment=dataclasses.replace(off.augment, enabled=True))
+    spec = build_spec(make_params(SMALL).model, (28, 28, 1), 10)
+    start = initial_weights(spec, np.random.default_rng(0))
+    data = {"train": make_split(64, 1), "val": make_split(20, 2)}
+
+    backend.configure(settings, 3)
+    trained = train_model(backend, spec, data["train"], data["val"], settings, 3, EpochLog("test", 1, 64),
+                          initial=start, background=-3.0)
+    backend.configure(settings, 3)
+    direct = backend.build_model(spec)
+    backend.set_weights(direct, start)
+    backend.fit(direct, data["train"], data["val"], settings, learning_rates(settings, 2), 3, lambda record: None,
+                background=-3.0)
+
+    for left, right in zip(backend.get_weights(trained), backend.get_weights(direct), strict=True):
+        np.testing.assert_array_equal(left, right)
