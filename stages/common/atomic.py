@@ -84,11 +84,15 @@ def replace_directory(source: Path, final: Path) -> None:
         os.replace(source, final)
         return
     old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-    os.replace(final, old / "content")
+    try:
+        os.replace(final, old / "content")
+    except BaseException:
+        shutil.rmtree(old, ignore_errors=True)
+        raise
     try:
         os.replace(source, final)
     except BaseException:
-        os.replace(old / "content", final)
-        raise
-    finally:
+        os.replace(old / "content", final)  # should this fail too, the previous folder stays in ``old``
         shutil.rmtree(old, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -172,9 +172,6 @@ def test_folder_swap_into_a_new_place_that_fails_leaves_nothing(tmp_path, monkey
     assert listing(tmp_path) == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug: replace_directory creates the .old folder before moving the previous "
-                                       "folder aside, outside its try; if that first move fails, the empty .old "
-                                       "folder is left behind (stages/common/atomic.py)")
 def test_folder_swap_whose_first_move_fails_keeps_the_previous_folder_and_leaves_nothing(tmp_path, monkeypatch):
     final = tmp_path / "prepared"
     final.mkdir()
