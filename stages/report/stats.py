@@ -34,9 +34,6 @@ class Interval:
     covers: str  # which variation the interval accounts for
     level: float = LEVEL
 
-    def contains(self, value: float) -> bool:
-        return self.low <= value <= self.high
-
 
 @dataclass(frozen=True)
 class Spread:

@@ -102,3 +102,40 @@ def test_differences_equal_up_to_rounding_count_as_identical():
     assert result.ci.low == pytest.approx(0.2) and result.ci.high == pytest.approx(0.2)
     zero = stats.paired_difference([0.3, 0.7], [0.1 + 0.2, 0.7])
     assert zero.p_value == 1.0 and not zero.significant
+
+
+def test_spreads_and_pairs_keep_their_per_seed_values():
+    assert stats.over_seeds([3.0, 1.0, 2.0]).values == (3.0, 1.0, 2.0)
+    assert stats.paired_difference([3.0, 1.0], [1.0, 2.0]).per_seed == (2.0, -1.0)
+    assert stats.over_seeds([3.0, 1.0]).ci.covers == stats.ACROSS_SEEDS
+    with pytest.raises(ValueError, match="no values"):
+        stats.over_seeds([])
+
+
+def test_paired_ratio_p_value_is_the_paired_t_test_on_log_ratios():
+    first, second = [20.0, 23.0, 21.0, 25.0], [10.0, 10.5, 11.0, 10.2]
+    expected = stats.paired_difference(np.log(first).tolist(), np.log(second).tolist()).p_value
+    assert stats.paired_ratio(first, second).p_value == pytest.approx(expected)
+    assert 0 < expected < 0.05
+
+
+def test_paired_ratio_of_one_seed_has_no_interval():
+    result = stats.paired_ratio([20.0], [10.0])
+    assert result.estimate == pytest.approx(2.0) and result.ci is None and result.p_value is None
+
+
+@pytest.mark.parametrize("second", [[1.0, 0.0], [1.0, -2.0]])
+def test_paired_ratio_refuses_a_non_positive_second_value(second):
+    with pytest.raises(ValueError, match="ratios need positive values"):
+        stats.paired_ratio([1.0, 2.0], second)
+
+
+def test_the_tie_threshold_is_relative_to_the_size_of_the_values():
+    # Values of order 1e6 that differ by 1e-4 still have a real spread: a t interval, not a point.
+    spread = stats.over_seeds([1e6, 1e6 + 1e-4, 1e6 + 2e-4])
+    assert spread.ci.high - spread.ci.low > 0
+    # A spread of exactly the threshold at scale 1 counts as a tie; twice of it does not.
+    tie = stats.paired_difference([1.0 + 1e-12, 1.0], [1.0, 1.0])
+    assert tie.ci.low == tie.ci.high
+    spread_of_two = stats.paired_difference([1.0 + 4e-12, 1.0], [1.0, 1.0])
+    assert spread_of_two.ci.low < spread_of_two.ci.high
