@@ -259,3 +259,35 @@ def test_json_keeps_the_writers_key_order(tmp_path):
     atomic.write_json(tmp_path / "metrics.json", {"test_accuracy": 0.99, "test_loss": 0.02, "parameters": 3})
 
     assert list(json.loads((tmp_path / "metrics.json").read_text())) == ["test_accuracy", "test_loss", "parameters"]
+
+
+def undeletable_aside(monkeypatch) -> None:
+    """Inject: the folder set aside (``.<name>.<random>.old``) cannot be deleted."""
+    real_rmtree = atomic.shutil.rmtree
+
+    def rmtree(path, ignore_errors=False, **options):
+        if str(path).endswith(".old"):
+            if ignore_errors:
+                return None
+            raise PermissionError(13, "Permission denied (injected)", str(path))
+        return real_rmtree(path, ignore_errors=ignore_errors, **options)
+
+    monkeypatch.setattr(atomic.shutil, "rmtree", rmtree)
+
+
+@pytest.mark.parametrize("failing", ["aside", "in"])
+def test_folder_swap_failure_reports_the_move_that_failed_even_if_clean_up_fails(tmp_path, monkeypatch, failing):
+    final = tmp_path / "prepared"
+    final.mkdir()
+    (final / "meta.json").write_text("previous")
+    undeletable_aside(monkeypatch)
+    if failing == "aside":  # moving the previous folder aside fails
+        failing_replace(monkeypatch, lambda source, destination, count: source == final)
+    else:  # moving the new folder in fails
+        failing_replace(monkeypatch, lambda source, destination, count: destination == final
+                        and source.name.endswith(".tmp"))
+
+    with pytest.raises(OSError, match="No space left on device"), atomic.atomic_directory(final) as temporary:
+        (temporary / "meta.json").write_text("new")
+
+    assert (final / "meta.json").read_text() == "previous"
