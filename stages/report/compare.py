@@ -159,13 +159,30 @@ def ratio_sentence(metric: Metric, pair: PairResult, n: int, noise: float | None
            f"{_seeds(n)}, on this machine)."
 
 
+def test_set_caveat(pair: PairResult) -> str:
+    """For a quality difference that is consistent across seeds: whether the test set can tell it.
+
+    The across-seed interval covers training randomness only; each seed's McNemar test asks
+    whether the two models' answers differ by more than the sampling of the test images explains.
+    """
+    if not pair.mcnemar or any(test.p_value < 0.05 for test in pair.mcnemar):
+        return ""
+    largest = max(test.only_first_right + test.only_second_right for test in pair.mcnemar)
+    return (f" The difference is consistent across seeds but small: in no seed does the exact McNemar test find the "
+            f"two models' answers different beyond test-set sampling (at most {largest} discordant test images, "
+            f"every p >= 0.05).")
+
+
 def sentences(comparison: Comparison, pair: PairResult) -> list[str]:
     lines = []
     for metric in METRICS:
         if metric.key == "train_images_per_second":
             continue  # the training-time sentence says it: one sentence per comparison
         if metric.compare == "difference":
-            lines.append(difference_sentence(metric, pair, comparison.n))
+            sentence = difference_sentence(metric, pair, comparison.n)
+            if pair.paired[metric.key].significant and metric.key in ("test_accuracy", "macro_f1"):
+                sentence += test_set_caveat(pair)
+            lines.append(sentence)
         else:
             noise = comparison.inference_noise if metric.key == "inference_images_per_second" else None
             lines.append(ratio_sentence(metric, pair, comparison.n, noise))

@@ -73,7 +73,10 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
         lines += ["**One seed only**: intervals over training randomness need at least two seeds "
                   "(`replicates.seeds`). The Wilson intervals and McNemar tests below cover only the sampling of "
                   "the test set.", ""]
-    lines += ["## Conclusions", ""]
+    lines += ["## Conclusions", "",
+              "Each sentence rests on its own test at the 5% level, with no correction for the several comparisons "
+              "made per pair: among many comparisons without a real difference, about one in twenty would still "
+              "read as significant.", ""]
     for pair in comparison.pairs:
         lines += [f"**{backends.label(pair.first)} vs {backends.label(pair.second)}**", ""]
         lines += [f"- {sentence}" for sentence in sentences(comparison, pair)]

@@ -96,3 +96,12 @@ def test_summary_metrics_of_one_seed_carry_no_intervals(workspace, monkeypatch):
     summary = compare.summary_metrics(compare.compare(results, generated.labels().astype(np.int64)))
     assert set(summary["keras"]) == {"test_accuracy", "train_seconds"}
     assert set(summary["keras_vs_torch"]) == {"accuracy_diff_pp", "train_time_ratio"}
+
+
+def test_a_quality_difference_the_test_set_cannot_tell_says_so():
+    pair = paired_result(0.0001, 0.00005, 0.00015, 0.02, key="macro_f1")
+    pair.mcnemar.extend([stats.McNemar(2, 1, 1.0), stats.McNemar(1, 0, 1.0)])
+    text = compare.test_set_caveat(pair)
+    assert "in no seed does the exact McNemar test" in text and "at most 3 discordant" in text
+    pair.mcnemar.append(stats.McNemar(30, 5, 0.0001))
+    assert compare.test_set_caveat(pair) == ""
