@@ -1,13 +1,13 @@
 """Stage ``evaluate@<framework>-<seed>``: test-set metrics, predictions and speed of one trained model.
 
 Reads ``models/<framework>/<seed>/`` (model, architecture.json, run.json), ``data/prepared/``
-(test split, meta.json) and ``params.yaml`` (``evaluate``, the framework's ``threads``). Writes,
-in ``eval/<framework>/<seed>/``:
+(test split, meta.json) and ``params.yaml`` (``evaluate``, whose ``execution`` says whether the
+model runs as is or compiled, and the framework's ``threads`` and ``device``). Writes, in ``eval/<framework>/<seed>/``:
 
 - ``metrics.json`` (``TestMetrics``): test accuracy and loss, macro precision/recall/F1,
   inference throughput at ``evaluate.batch_size`` (median, min and max of
   ``evaluate.throughput_repeats`` timed passes), single-image latency (median, 95th
-  percentile), parameter count, model file size;
+  percentile), the execution mode, parameter count, model file size;
 - ``predictions.npy``: float32 class probabilities, one row per test image;
 - ``per_class.json`` (``PerClass``): per-class precision, recall, F1, support, confusion matrix;
 - ``confusion.csv``: one ``actual,predicted`` row (class names) per test image, the input of
@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
         raise StageError(f"{model_path}: built for {spec.input_shape} images and {spec.num_classes} classes, but "
                          f"{paths.PREPARED} holds {data.image_shape} and {data.num_classes}; retrain it")
 
+    execution = settings.execution[framework]
+    model = backend.for_inference(model, execution)
+
     def predict_all() -> np.ndarray:
         return backend.predict(model, test.images, settings.batch_size, info.input_scale)
 
@@ -147,16 +150,18 @@ def main(argv: list[str] | None = None) -> None:
         throughput_images_per_second_max=round(max(rates), 1),
         latency_ms_median=round(metrics.percentile_ms(latency, 50), 4),
         latency_ms_p95=round(metrics.percentile_ms(latency, 95), 4),
-        parameters=backend.count_parameters(model), model_bytes=model_path.stat().st_size)
+        execution=execution, parameters=backend.count_parameters(model),
+        model_bytes=model_path.stat().st_size)
     output = paths.eval_dir(framework, seed)
     atomic.write_npy(output / paths.PREDICTIONS_FILE, probabilities)
     schemas.save(per_class, output / paths.PER_CLASS_FILE)
     atomic.write_text(output / paths.CONFUSION_FILE,
                       confusion_csv(test.labels, probabilities.argmax(axis=1), data.class_names))
     schemas.save(summary, output / paths.METRICS_FILE)
-    log.info("%s seed %d: test accuracy %.2f%%, loss %.4f, %.0f images/s at batch %d (median of %d), latency "
+    log.info("%s seed %d: test accuracy %.2f%%, loss %.4f, %.0f images/s at batch %d (median of %d, %s), latency "
              "median %.2f ms p95 %.2f ms", backends.label(framework), seed, 100 * summary.test_accuracy,
              summary.test_loss, summary.throughput_images_per_second, settings.batch_size, len(rates),
+             summary.execution,
              summary.latency_ms_median, summary.latency_ms_p95)
 
 

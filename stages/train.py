@@ -56,16 +56,16 @@ def main(argv: list[str] | None = None) -> None:
     train, val = data.splits["train"], data.splits["val"]
     name = f"{backends.label(framework)} seed {seed}"
     log.info("%s: %d training and %d validation images, %d parameters, %d epochs of batch %d (%s, %s schedule, "
-             "%s initial weights, %s)", name, train.labels.shape[0], val.labels.shape[0], spec.parameters,
+             "%s initial weights, %s, %s execution)", name, train.labels.shape[0], val.labels.shape[0], spec.parameters,
              settings.epochs, settings.batch_size, settings.optimizer, settings.schedule,
-             params.replicates.init, device)
+             params.replicates.init, device, settings.execution)
     model_folder, logs_folder = paths.model_dir(framework, seed), paths.logs_dir(framework, seed)
     with EpochLog(name, settings.epochs, train.labels.shape[0], logs_folder) as epoch_log:
         model = train_model(backend, spec, train, val, settings, seed, epoch_log, initial,
                             background_value(data.meta, settings))
         summary = summarize(epoch_log.records, backend.count_parameters(model), train.labels.shape[0])
         info = RunInfo(framework=framework, seed=seed, device=device, init=params.replicates.init,
-                       input_scale=settings.input_scale)
+                       input_scale=settings.input_scale, execution=settings.execution)
         save_model(backend, model, spec, info, model_folder)
         finish_logs(logs_folder, summary)
     log.info("%s: trained in %.1f s (%.0f images/s), final val accuracy %.2f%%; wrote %s and %s", name,

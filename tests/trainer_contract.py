@@ -178,6 +178,24 @@ def test_same_seed_gives_identical_weights(backend):
         assert left.tobytes() == right.tobytes()
 
 
+def test_compiled_training_is_reproducible_and_learns(backend):
+    settings = small_settings(epochs=2, execution="compiled")
+    first, records = fit_small(backend, settings, train=make_split(96, 1), val=make_split(20, 2))
+    second, _ = fit_small(backend, settings, train=make_split(96, 1), val=make_split(20, 2))
+    assert records[-1].train_loss < records[0].train_loss
+    for left, right in zip(backend.get_weights(first), backend.get_weights(second), strict=True):
+        assert left.tobytes() == right.tobytes()
+
+
+def test_compiled_inference_gives_the_standard_predictions(backend):
+    model, _ = fit_small(backend, small_settings(epochs=1), train=make_split(64, 1), val=make_split(20, 2))
+    images = make_split(30, 5).images
+    standard = backend.predict(backend.for_inference(model, "standard"), images, batch_size=10)
+    compiled = backend.predict(backend.for_inference(model, "compiled"), images, batch_size=10)
+    np.testing.assert_allclose(compiled, standard, atol=1e-5)
+    np.testing.assert_array_equal(compiled.argmax(1), standard.argmax(1))
+
+
 def test_predict_gives_probabilities(backend):
     model, _ = fit_small(backend, small_settings(epochs=1), train=make_split(64, 1), val=make_split(20, 2))
     images = make_split(30, 5).images
@@ -481,7 +499,9 @@ def test_evaluate_stage_writes_the_measured_metrics_and_the_per_image_files(back
     assert rows[1:] == [f"c{actual},c{guess}" for actual, guess in zip(test.labels, predicted)]
     assert [record.getMessage() for record in caplog.records if record.name == "evaluate"] == [
         f"{backends.label(framework)} seed 1: test accuracy {100 * result.test_accuracy:.2f}%, loss "
-        f"{result.test_loss:.4f}, 114 images/s at batch 16 (median of 3), latency median 2.56 ms p95 3.87 ms"]
+        f"{result.test_loss:.4f}, 114 images/s at batch 16 (median of 3, {result.execution}), latency median 2.56 ms "
+        "p95 3.87 ms"]
+    assert result.execution == raw["evaluate"]["execution"][framework]
 
 
 def test_evaluate_without_a_trained_model_names_the_stage_to_run(backend, tmp_path, monkeypatch):

@@ -11,9 +11,10 @@ Conventions every backend keeps:
 - ``get_weights``/``set_weights`` use one canonical layout (conv kernels (kh, kw, in, out),
   dense kernels (in, out), then the bias; batch norm gamma, beta, running mean, running
   variance), so weights move between frameworks and ``stages/init.py`` can write them.
-- ``fit`` visits the training images in ``batch_indices``' order for its seed, calls
-  ``on_epoch_end`` once per epoch (its ``learning_rate`` read back from the optimizer, not from
-  the table), and raises ``NonFiniteLoss`` on divergence.
+- ``fit`` runs in ``settings.execution`` mode (``standard`` or ``compiled``), visits the
+  training images in ``batch_indices``' order for its seed, calls ``on_epoch_end`` once per
+  epoch (its ``learning_rate`` read back from the optimizer, not from the table), and raises
+  ``NonFiniteLoss`` on divergence.
 - ``load_model`` loads only through the framework's safe loader.
 """
 
@@ -96,6 +97,11 @@ class Backend(Protocol):
         """Train ``model`` in place with one learning rate per step from ``learning_rates``;
         ``background`` is the input value of a blank pixel (augmentation's fill). ``on_step_end``,
         if given, is called after every optimizer step (costs a device sync per step)."""
+        ...
+
+    def for_inference(self, model: Model, execution: str) -> Model:
+        """``model`` ready for ``predict``: run as is (``standard``) or compiled (``compiled``,
+        see ``EXECUTION_MODES`` in stages/common/params.py); same weights, same outputs."""
         ...
 
     def logits(self, model: Model, images: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before the import: it reads this once
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from tensorflow.python.framework import config as tf_config  # noqa: E402 - disable_op_determinism is not public
 
 from stages.backends.base import (
     EpochCallback,
@@ -62,7 +63,13 @@ def configure(settings: TrainParams, seed: int) -> str:
     if settings.device == "cpu" and gpus:
         tf.config.set_visible_devices([], "GPU")
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if settings.execution == "compiled":
+        # XLA has no deterministic max-pool gradient, so TensorFlow refuses to train this model
+        # with XLA under op determinism (and Keras then quietly drops XLA): compiled training
+        # runs without it (README, "Execution modes"). Set both ways: the state is per process.
+        tf_config.disable_op_determinism()
+    else:
+        tf.config.experimental.enable_op_determinism()
     return "cuda" if gpus and settings.device != "cpu" else "cpu"
 
 
@@ -150,9 +157,8 @@ def _training_dataset(images, targets, orders: list[np.ndarray], batch_size: int
     """Every epoch's batches, each epoch in its own seeded order, gathered in-graph.
 
     One dataset for the whole run (fit() with steps_per_epoch keeps iterating it across
-    epochs), so batches never pass through Python. A ``keras.utils.PyDataset`` was measured to
-    make every second epoch ~1.8x slower here: its generator thread competes with TensorFlow's
-    compute threads on a 2-core machine.
+    epochs), so batches never pass through Python (a ``keras.utils.PyDataset``'s generator
+    thread competes with TensorFlow's compute threads; BENCHMARKS.md, "Input pipelines").
     """
 
     def gather(rows):
@@ -166,20 +172,32 @@ def _training_dataset(images, targets, orders: list[np.ndarray], batch_size: int
     return dataset.map(gather).prefetch(2)
 
 
-def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_rates: np.ndarray, seed: int,
-        on_epoch_end: EpochCallback, background: float = 0.0, on_step_end: StepCallback | None = None) -> None:
-    """Train ``model`` in place; call ``on_epoch_end(EpochRecord)`` after each epoch's validation
-    (and ``on_step_end(StepRecord)`` after each optimizer step, if given)."""
-    num_classes = model.output_shape[-1]
-    # Compile a wrapper, not ``model`` itself: the saved model then carries no optimizer state
-    # (a PyTorch state_dict carries none either, so file sizes compare like for like).
+def compile_trainer(model: Model, settings: TrainParams, learning_rates: np.ndarray, seed: int,
+                    background: float = 0.0):
+    """The compiled Keras model that ``fit`` trains: augmentation (if enabled) then ``model``.
+
+    A wrapper, not ``model`` itself, is compiled: the saved model then carries no optimizer
+    state (a PyTorch state_dict carries none either, so file sizes compare like for like).
+    ``settings.execution`` picks Keras' default traced graph or XLA (``jit_compile``); Keras'
+    own default, ``"auto"``, turns XLA off on CPU-only machines, so the choice is made here.
+    """
     augmentation = [_augmentation(settings, background, seed)] if settings.augment.enabled else []
     trainer = keras.Sequential([keras.Input(shape=model.input_shape[1:]), *augmentation, model])
     trainer.compile(
         optimizer=_optimizer(settings, TableSchedule(learning_rates)),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=settings.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=settings.execution == "compiled",
     )
+    return trainer
+
+
+def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_rates: np.ndarray, seed: int,
+        on_epoch_end: EpochCallback, background: float = 0.0, on_step_end: StepCallback | None = None) -> None:
+    """Train ``model`` in place; call ``on_epoch_end(EpochRecord)`` after each epoch's validation
+    (and ``on_step_end(StepRecord)`` after each optimizer step, if given)."""
+    num_classes = model.output_shape[-1]
+    trainer = compile_trainer(model, settings, learning_rates, seed, background)
     val_images = np.asarray(val.images) * np.float32(settings.input_scale)
     val_targets = np.eye(num_classes, dtype=np.float32)[val.labels]
     steps_per_epoch = len(learning_rates) // settings.epochs
@@ -230,9 +248,16 @@ def logits(model: Model, images: np.ndarray) -> np.ndarray:
     return np.asarray(model(np.asarray(images, dtype=np.float32), training=False))
 
 
+def for_inference(model: Model, execution: str) -> Model:
+    """``model`` with its inference function traced as a graph, with XLA when ``compiled``."""
+    model._comparison_call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True,
+                                         jit_compile=execution == "compiled")
+    return model
+
+
 def predict(model: Model, images: np.ndarray, batch_size: int, input_scale: float = 1.0) -> np.ndarray:
     """Class probabilities (float32, N x classes) for NHWC images, batch by batch."""
-    call = _compiled_call(model)
+    call = _inference_call(model)
     outputs = []
     for start in range(0, images.shape[0], batch_size):
         batch = np.asarray(images[start:start + batch_size], dtype=np.float32) * np.float32(input_scale)
@@ -240,10 +265,10 @@ def predict(model: Model, images: np.ndarray, batch_size: int, input_scale: floa
     return np.concatenate(outputs).astype(np.float32)
 
 
-def _compiled_call(model):
-    """A traced inference function (per-call eager overhead would dominate batch-1 latency)."""
+def _inference_call(model):
+    """The traced inference function (per-call eager overhead would dominate batch-1 latency)."""
     if not hasattr(model, "_comparison_call"):
-        model._comparison_call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+        for_inference(model, "standard")
     return model._comparison_call
 
 

@@ -1,9 +1,10 @@
 """The PyTorch backend (implements ``stages.backends.base.Backend``).
 
 Builds the shared architecture as an ``nn.Sequential`` (NCHW, flattened in Keras' HWC order so
-dense weights are shared), trains it with a plain loop over batches sliced from the
-memory-mapped arrays in the shared per-epoch order (no DataLoader workers: the data is already
-in memory-mappable arrays), and saves a ``state_dict``. Loads only with ``weights_only=True``.
+dense weights are shared), trains it eagerly or through ``torch.compile`` with a plain loop over
+batches gathered on the device from the training split, copied there once (no DataLoader
+workers, no per-batch host-to-device copies), in the shared per-epoch order, and saves a
+``state_dict``. Loads only with ``weights_only=True``.
 Only PyTorch is imported here, never TensorFlow.
 """
 
@@ -58,6 +59,9 @@ def configure(settings: TrainParams, seed: int) -> str:
         raise StageError("train.device is 'cuda' but PyTorch sees no GPU (torch.cuda.is_available() is False)")
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
+    # Determinism does not need freshly allocated memory filled with NaN (a debugging aid that
+    # use_deterministic_algorithms switches on): no kernel here reads memory it did not write.
+    torch.utils.deterministic.fill_uninitialized_memory = False
     torch.backends.cudnn.benchmark = False
     return "cuda" if available and settings.device != "cpu" else "cpu"
 
@@ -218,14 +222,24 @@ def _augmenter(settings: TrainParams, background: float):
     return apply
 
 
-def _to_input(images: np.ndarray, device: str, scale: float):
-    """NHWC numpy batch -> contiguous NCHW tensor (measured faster on the CPU than a
-    channels-last view, 1.5x for inference)."""
-    array = np.array(images, dtype=np.float32, copy=True)  # writable: torch refuses read-only memory
-    tensor = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+def _to_nhwc(images: np.ndarray, device: str, scale: float):
+    """NHWC numpy images -> contiguous NHWC float32 tensor on ``device``, copied once on the host
+    (writable: torch refuses read-only memory-mapped arrays)."""
+    tensor = torch.from_numpy(np.array(images, dtype=np.float32, copy=True))
     if scale != 1.0:
-        tensor = tensor * scale
+        tensor.mul_(scale)
     return tensor.to(device, non_blocking=True)
+
+
+def _channels_last(nhwc):
+    """An NCHW view of NHWC memory: PyTorch's channels-last format, which its oneDNN convolutions
+    on the CPU run faster than contiguous NCHW (PyTorch's CPU performance guide; BENCHMARKS.md)."""
+    return nhwc.permute(0, 3, 1, 2)
+
+
+def _to_input(images: np.ndarray, device: str, scale: float):
+    """NHWC numpy images -> NCHW channels-last float32 tensor on ``device``."""
+    return _channels_last(_to_nhwc(images, device, scale))
 
 
 def _evaluate_split(model, split: Split, device: str, settings: TrainParams) -> tuple[float, float]:
@@ -250,22 +264,31 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
     functional = torch.nn.functional
     device = "cuda" if settings.device != "cpu" and torch.cuda.is_available() else "cpu"
     model.to(device)
+    forward = compile_model(model, settings.execution)
     optimizer = _optimizer(model, settings)
+    parameters = list(model.parameters())
     augment = _augmenter(settings, background) if settings.augment.enabled else None
     generator = np.random.default_rng(seed)
-    labels_all = torch.from_numpy(train.labels.astype(np.int64))
+    # The whole split on the device once; each epoch's order goes there once, and batches are
+    # gathered on the device (on a GPU, per-batch host work, not the GPU, was the limit).
+    images_all = _to_nhwc(train.images, device, settings.input_scale)
+    labels_all = torch.from_numpy(train.labels.astype(np.int64)).to(device)
     step = 0
     for epoch in range(1, settings.epochs + 1):
         started = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
-        batches = batch_indices(train.labels.shape[0], settings.batch_size, generator)
+        # Sorted within each batch: the same images, gathered in memory order.
+        batches = [np.sort(rows) for rows in batch_indices(train.labels.shape[0], settings.batch_size, generator)]
+        order = torch.from_numpy(np.concatenate(batches)).to(device)
         progress = _progress(len(batches), f"epoch {epoch}/{settings.epochs}")
+        start = 0
         for batch_number, rows in enumerate(batches, start=1):
-            rows = np.sort(rows)
-            images = _to_input(train.images[rows], device, settings.input_scale)
-            labels = labels_all[rows].to(device, non_blocking=True)
+            index = order[start:start + rows.shape[0]]
+            start += rows.shape[0]
+            images = _channels_last(images_all.index_select(0, index))
+            labels = labels_all.index_select(0, index)
             if augment is not None:
                 images = augment(images)
             rate = float(learning_rates[step])
@@ -273,14 +296,13 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
                 _rescale_momentum(optimizer, float(learning_rates[step - 1]) / rate)
             for group in optimizer.param_groups:
                 group["lr"] = rate
-            outputs = model(images)
+            outputs = forward(images)
             loss = functional.cross_entropy(outputs, labels, label_smoothing=settings.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if settings.weight_decay:
                 with torch.no_grad():
-                    for parameter in model.parameters():
-                        parameter.mul_(1.0 - rate * settings.weight_decay)
+                    torch._foreach_mul_(parameters, 1.0 - rate * settings.weight_decay)
             optimizer.step()
             step += 1
             loss_value = loss.detach()
@@ -295,6 +317,7 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
                                        loss=float(loss_sum) / seen))
             progress.update(1)
         progress.close()
+        del images, labels, outputs, loss
         total_loss = float(loss_sum) / train.labels.shape[0]
         check_finite(total_loss, epoch, len(batches))
         with torch.no_grad():
@@ -307,7 +330,14 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
             val_loss=val_loss, val_accuracy=val_accuracy,
             learning_rate=float(optimizer.param_groups[0]["lr"]),  # what the last step used
             train_seconds=validation_started - started, seconds=time.perf_counter() - started))
+    del images_all, labels_all
     model.to("cpu")
+
+
+def compile_model(model: Model, execution: str) -> Model:
+    """``model`` itself (``standard``: eager) or wrapped by ``torch.compile`` (``compiled``);
+    the wrapper shares the parameters, so training it trains ``model``."""
+    return torch.compile(model) if execution == "compiled" else model
 
 
 def _progress(total: int, description: str):
@@ -322,6 +352,12 @@ def logits(model: Model, images: np.ndarray) -> np.ndarray:
     model.eval()
     with torch.inference_mode():
         return model(_to_input(images, _device(model), 1.0)).cpu().numpy()
+
+
+def for_inference(model: Model, execution: str) -> Model:
+    """``model`` in evaluation mode, eager or compiled (``torch.compile``; same weights)."""
+    model.eval()
+    return compile_model(model, execution)
 
 
 def predict(model: Model, images: np.ndarray, batch_size: int, input_scale: float = 1.0) -> np.ndarray:

@@ -134,6 +134,17 @@ class TrainParams:
     augment: AugmentParams
     threads: int = checked(minimum=1, maximum=256)
     device: Literal["auto", "cpu", "cuda"]
+    execution: Literal["standard", "compiled"]  # how training runs (see EXECUTION_MODES)
+
+
+ExecutionMode = Literal["standard", "compiled"]
+
+# What each execution mode means per framework (README "Execution modes"); a backend receives
+# the mode as `settings.execution` (training) and through `for_inference` (evaluation).
+EXECUTION_MODES = {
+    "standard": "PyTorch eager; Keras' traced tf.function graph (its default on a CPU)",
+    "compiled": "torch.compile (Inductor); Keras with XLA (jit_compile=True)",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,6 +159,7 @@ class EvaluateParams:
     throughput_repeats: int = checked(minimum=1, maximum=1000)
     latency_samples: int = checked(minimum=1, maximum=100000)
     latency_warmup: int = checked(minimum=0, maximum=10000)
+    execution: dict[str, ExecutionMode]  # framework -> how `evaluate` runs its trained model
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,6 +204,8 @@ def _type_name(annotation: Any) -> str:
         return "one of " + ", ".join(repr(choice) for choice in typing.get_args(annotation))
     if origin is tuple:
         return "a list"
+    if origin is dict:
+        return "a mapping"
     if dataclasses.is_dataclass(annotation):
         return "a mapping"
     return str(annotation)
@@ -232,6 +246,9 @@ def _convert(value: Any, annotation: Any, key: str, problems: list[str], metadat
         if not isinstance(value, dict):
             problems.append(f"{key}: expected a mapping, got {value!r}")
             return {}
+        _, value_type = typing.get_args(annotation)
+        if typing.get_origin(value_type) is Literal:
+            return {name: _convert(item, value_type, f"{key}.{name}", problems) for name, item in value.items()}
         return value
     if annotation is bool:
         if not isinstance(value, bool):
@@ -329,6 +346,12 @@ def _replicate_checks(params: Params, present: set[str], problems: list[str]) ->
         elif name not in present:
             problems.append(f"{name}: missing (expected a mapping of train: overrides, {{}} for none)")
     names = [name for name in params.frameworks if isinstance(name, str)]
+    if params.evaluate is not None:
+        modes = params.evaluate.execution
+        problems += [f"evaluate.execution.{name}: unknown framework; expected one of {', '.join(known)}"
+                     for name in modes if name not in known]
+        problems += [f"evaluate.execution.{name}: missing (expected one of 'standard', 'compiled')"
+                     for name in names if name in known and name not in modes]
     if len(set(names)) != len(names):
         problems.append(f"frameworks: each framework once, got {list(params.frameworks)}")
     if params.replicates is None:

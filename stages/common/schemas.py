@@ -48,6 +48,7 @@ class RunInfo:
     device: str  # cpu | cuda
     init: str  # shared | framework (replicates.init)
     input_scale: float  # evaluation multiplies inputs by this, as training did
+    execution: str  # standard | compiled: how training ran (train.execution)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class TestMetrics:
     throughput_images_per_second_max: float
     latency_ms_median: float  # one image per call
     latency_ms_p95: float
+    execution: str  # standard | compiled: how inference ran (evaluate.execution)
     parameters: int
     model_bytes: int
 

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from stages import backends
-from stages.common.params import Params, as_dict
+from stages.common.params import EXECUTION_MODES, Params, as_dict
 from stages.report import stats
 from stages.report.compare import METRICS, Comparison, per_seed_rows, percent, sentences
 from stages.report.figures import FIGURES
@@ -56,6 +56,8 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
     dataset = DATASET_NAMES.get(meta.get("dataset", ""), meta.get("dataset") or "custom data")
     first = {framework: results[framework][0] for framework in frameworks}
     devices = ", ".join(f"{backends.label(f)} `{first[f].run.device}`" for f in frameworks)
+    execution = "; ".join(f"{backends.label(f)}: training {modes(results[f], 'run')}, inference "
+                          f"{modes(results[f], 'evaluation')}" for f in frameworks)
     init = params.replicates.init
     init_text = ("identical initial weights for every framework (one framework-neutral draw per seed), so each "
                  "seed is a matched pair" if init == "shared" else
@@ -67,6 +69,9 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
         f"Dataset: **{dataset}**, {comparison.test_images:,} test images in {len(meta['class_names'])} classes, one "
         f"fixed data split (seed {params.seed}). Replicates: **{n} seed(s)** ({', '.join(map(str, comparison.seeds))})"
         f" per framework; per seed, {init_text}, and the same batch order. Device: {devices}.",
+        "",
+        f"Execution modes ({', '.join(f'`{mode}`: {text}' for mode, text in EXECUTION_MODES.items())}): "
+        f"{execution}.",
         "",
     ]
     if n < 2:
@@ -108,6 +113,12 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
     lines += ["## Parameters", "", "The `params.yaml` values that produced these results:", "", "```yaml",
               yaml.safe_dump(params_used(params), sort_keys=False, default_flow_style=False).rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+def modes(replicates: list[Replicate], record: str) -> str:
+    """The execution mode(s) the replicates ran in (``run``: training, ``evaluation``: inference)."""
+    found = sorted({getattr(replicate, record).execution for replicate in replicates})
+    return " and ".join(f"`{mode}`" for mode in found)
 
 
 def pair_section(comparison: Comparison, pair: Any) -> list[str]:

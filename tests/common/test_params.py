@@ -324,7 +324,7 @@ def test_several_problems_are_reported_together(raw):
         "model.padding: missing (expected one of 'same', 'valid')",
         "train.optimiser: unknown key (did you mean 'optimizer'?); allowed: epochs, batch_size, optimizer, "
         "learning_rate, momentum, weight_decay, schedule, warmup_fraction, label_smoothing, input_scale, "
-        "augment, threads, device",
+        "augment, threads, device, execution",
         "train.epochs: expected an integer, got 'many'",
         "evaluate.batch_size: expected a value of at least 1, got 0",
     ]
@@ -433,3 +433,28 @@ def test_override_section_must_be_a_mapping(raw):
 def test_unknown_framework(raw):
     with pytest.raises(StageError, match="framework 'jax' is not in params.yaml's frameworks: keras, torch"):
         effective_train(validate(raw), "jax")
+
+
+def test_execution_mode_must_be_known(raw):
+    raw["train"]["execution"] = "jit"
+    raw["evaluate"]["execution"]["torch"] = "eager"
+
+    assert problems_of(raw) == ["train.execution: expected one of 'standard', 'compiled', got 'jit'",
+                                "evaluate.execution.torch: expected one of 'standard', 'compiled', got 'eager'"]
+
+
+def test_inference_execution_is_needed_for_every_framework_and_only_known_ones(raw):
+    del raw["evaluate"]["execution"]["keras"]
+    raw["evaluate"]["execution"]["jax"] = "compiled"
+
+    assert problems_of(raw) == ["evaluate.execution.jax: unknown framework; expected one of keras, torch",
+                                "evaluate.execution.keras: missing (expected one of 'standard', 'compiled')"]
+
+
+def test_execution_mode_can_be_overridden_per_framework(raw):
+    raw["torch"] = {"execution": "compiled"}
+
+    params = validate(raw)
+
+    assert effective_train(params, "torch").execution == "compiled"
+    assert effective_train(params, "keras").execution == raw["train"]["execution"]

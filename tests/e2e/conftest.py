@@ -77,7 +77,9 @@ def tiny_params(raw: dict, mirror_url: str, custom: dict) -> None:
                        retry_backoff_s=0.05)
     raw["train"].update(epochs=1, batch_size=32, threads=1)
     raw["replicates"].update(seeds=list(SEEDS))
-    raw["evaluate"].update(batch_size=50, latency_samples=5, latency_warmup=1, throughput_repeats=2)
+    # Inference runs uncompiled here: compiling costs seconds per stage; the compiled paths have their own tests.
+    raw["evaluate"].update(batch_size=50, latency_samples=5, latency_warmup=1, throughput_repeats=2,
+                           execution={"keras": "standard", "torch": "standard"})
     raw["report"].update(misclassified=4, disagreements=4, dpi=60)
 
 

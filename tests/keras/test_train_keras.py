@@ -41,3 +41,25 @@ def test_keras_archive_with_a_lambda_layer_is_refused_and_never_runs(tmp_path):
     unsafe = keras.saving.load_model(path, compile=False, safe_mode=False)
     unsafe(np.zeros((1, 28, 28, 1), np.float32))
     assert marker.read_text() == "ran"
+
+
+@pytest.mark.parametrize("execution", ["standard", "compiled"])
+def test_compiled_execution_runs_with_xla(execution):
+    """Read back from Keras and TensorFlow: the trainer's resolved jit_compile, and XLA's
+    must-compile mark on the traced inference function."""
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    from stages.backends import keras as backend
+    from stages.common.schedules import learning_rates
+    from tests.trainer_contract import small_settings
+
+    settings = small_settings(execution=execution)
+    backend.configure(settings, seed=1)  # as the train stage does: XLA training needs op determinism off
+    assert tf_config.is_op_determinism_enabled() is (execution == "standard")
+    model = backend.build_model(build_spec(make_params(SMALL).model, (28, 28, 1), 10))
+    trainer = backend.compile_trainer(model, settings, learning_rates(settings, 4), seed=1)
+    assert trainer.jit_compile is (execution == "compiled")
+    call = backend.for_inference(model, execution)._comparison_call
+    graph = call.get_concrete_function(tf.TensorSpec((None, 28, 28, 1), tf.float32)).function_def
+    assert graph.attr["_XlaMustCompile"].b is (execution == "compiled")

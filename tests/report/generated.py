@@ -46,7 +46,8 @@ def write_replicate(root: Path, framework: str, seed: int, train_seconds: float,
     scores = metrics.per_class_scores(confusion)
     model = root / paths.model_dir(framework, seed)
     model.mkdir(parents=True, exist_ok=True)
-    schemas.save(RunInfo(framework=framework, seed=seed, device="cpu", init="shared", input_scale=1.0),
+    schemas.save(RunInfo(framework=framework, seed=seed, device="cpu", init="shared", input_scale=1.0,
+                         execution="standard"),
                  model / paths.RUN_FILE)
     logs = root / paths.logs_dir(framework, seed)
     epochs = 3
@@ -76,7 +77,7 @@ def write_replicate(root: Path, framework: str, seed: int, train_seconds: float,
                              throughput_images_per_second=throughput,
                              throughput_images_per_second_min=throughput * 0.95,
                              throughput_images_per_second_max=throughput * 1.05, latency_ms_median=0.5,
-                             latency_ms_p95=0.9, parameters=1000, model_bytes=4000),
+                             latency_ms_p95=0.9, execution="compiled", parameters=1000, model_bytes=4000),
                  evaluation / paths.METRICS_FILE)
 
 
@@ -99,6 +100,7 @@ def write_workspace(root: Path, frameworks=("keras", "torch"), seeds=(1, 2, 3)) 
     raw["replicates"]["seeds"] = list(seeds)
     for framework in frameworks:
         raw.setdefault(framework, {})
+        raw["evaluate"]["execution"].setdefault(framework, "standard")
     raw["report"].update(misclassified=4, disagreements=4, dpi=50)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return root

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from stages.common import paths
 from stages.common.errors import StageError
 from stages.report import __main__ as report
 from stages.report.figures import FIGURES
@@ -55,3 +56,15 @@ def test_the_same_inputs_give_the_same_bytes(workspace):
     first = {path.name: path.read_bytes() for path in (workspace / "reports").iterdir()}
     report.main([])
     assert {path.name: path.read_bytes() for path in (workspace / "reports").iterdir()} == first
+
+
+def test_the_report_names_each_frameworks_execution_modes(workspace):
+    run = workspace / paths.model_dir("torch", 2) / paths.RUN_FILE
+    info = json.loads(run.read_text())
+    run.write_text(json.dumps({**info, "execution": "compiled"}))
+
+    report.main([])
+
+    text = (workspace / "reports/report.md").read_text()
+    assert "Keras: training `standard`, inference `compiled`" in text
+    assert "PyTorch: training `compiled` and `standard`, inference `compiled`" in text

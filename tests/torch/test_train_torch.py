@@ -73,3 +73,25 @@ def test_state_dict_with_missing_or_unexpected_entries_is_refused(tmp_path, chan
     refused = rf"{path}: not a loadable PyTorch state_dict .*Error\(s\) in loading state_dict"
     with pytest.raises(StageError, match=refused):
         backend.load_model(path, spec)
+
+
+def test_compiled_execution_runs_through_torch_compile():
+    """Read back from TorchDynamo: graphs captured only in compiled mode, in training and inference."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from stages.backends import torch as backend
+    from tests.trainer_contract import fit_small, make_split, small_settings
+
+    def captured(execution):
+        torch._dynamo.reset()
+        counters.clear()
+        model, _ = fit_small(backend, small_settings(epochs=1, execution=execution), train=make_split(32, 1),
+                             val=make_split(10, 2))
+        during_training = counters["stats"]["calls_captured"]
+        backend.predict(backend.for_inference(model, execution), make_split(10, 3).images, batch_size=10)
+        return during_training, counters["stats"]["calls_captured"] - during_training
+
+    assert captured("standard") == (0, 0)
+    training, inference = captured("compiled")
+    assert training > 0 and inference > 0
