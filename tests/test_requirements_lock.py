@@ -126,3 +126,16 @@ def test_lock_resolves_completely_for(target, reachable_index, tmp_path):
                 re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", output.read_text(encoding="utf-8"), flags=re.MULTILINE)}
     assert resolved == pins_for({**PYTHON, **markers})
     assert resolved["torch"] == "2.14.1" and resolved["tensorflow"] == "2.21.0"
+
+
+def test_dvc_reads_its_yaml_files_with_the_c_parser():
+    """ruamel.yaml.clib is installed, so DVC's ``YAML(typ="safe")`` parses dvc.yaml and dvc.lock
+    with libyaml's C code: a no-op ``dvc repro`` of this pipeline spent most of its time in the
+    pure-Python parser (BENCHMARKS.md)."""
+    from dvc.utils.serialize import _yaml
+    from ruamel.yaml import YAML
+
+    assert _yaml.parse_yaml("stages: {a: {cmd: echo}}", "dvc.yaml") == {"stages": {"a": {"cmd": "echo"}}}
+    parser = YAML(typ="safe")  # what parse_yaml builds
+    parser.load("a: 1")
+    assert parser.Parser.__name__ == "CParser"
