@@ -95,3 +95,19 @@ def test_compiled_execution_runs_through_torch_compile():
     assert captured("standard") == (0, 0)
     training, inference = captured("compiled")
     assert training > 0 and inference > 0
+
+
+@pytest.mark.parametrize("model_params", [None, SMALL], ids=["default", "small"])
+def test_forward_flops_match_torchs_flop_counter(model_params):
+    """``ArchitectureSpec.forward_flops`` (what bench/fair_bench.py divides by) against PyTorch's
+    own count of the built model's convolutions and matrix products."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from stages.backends import torch as backend
+
+    spec = build_spec(make_params(model_params).model, (28, 28, 1), 10)
+    model = backend.build_model(spec).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 1, 28, 28))
+    assert spec.forward_flops() == counter.get_total_flops()
