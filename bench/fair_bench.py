@@ -81,7 +81,7 @@ def configurations(frameworks: list[str], modes: list[str], tutorial: bool) -> l
     return rows
 
 
-def prepare(base: dict, config: dict, scratch: Path, raw_folder: Path, seed: str) -> tuple[Path, dict, dict]:
+def prepare(base: dict, config: dict, scratch: Path, raw_folder: Path, seed: str) -> tuple[Path, dict]:
     """A folder with params.yaml, data/prepared and models/init for ``config``; peak RSS of those stages."""
     raw = json.loads(json.dumps(base))
     for assignment in (preset_overrides(config["preset"]) if config["preset"] else []) + config["set"]:
@@ -94,7 +94,7 @@ def prepare(base: dict, config: dict, scratch: Path, raw_folder: Path, seed: str
         (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     peaks = {"preprocess": run_child([sys.executable, "-m", "stages.preprocess"], work)[1],
              "init": run_child([sys.executable, "-m", "stages.init", seed], work)[1]}
-    return work, raw, {"params": params, "peaks": peaks}
+    return work, {"params": params, "peaks": peaks}
 
 
 def measure(config: dict, work: Path, prepared: dict, seed: str) -> dict:
@@ -183,7 +183,7 @@ def main() -> None:
         for round_number in range(arguments.repeats):
             for config in configs:
                 print(f"round {round_number + 1}/{arguments.repeats}: {config['name']}", file=sys.stderr, flush=True)
-                work, _, prepared = prepare(base, config, Path(scratch), raw_folder, arguments.seed)
+                work, prepared = prepare(base, config, Path(scratch), raw_folder, arguments.seed)
                 runs[config["name"]].append(measure(config, work, prepared, arguments.seed))
     peaks.append(sgemm_gflops(threads))
     peak = statistics.mean(peaks)
