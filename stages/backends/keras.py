@@ -20,6 +20,10 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before the import: it reads this once
+# TensorFlow turns its oneDNN CPU kernels on by default only on some Intel CPUs (AVX-512 VNNI and
+# newer); elsewhere it runs Eigen kernels. TensorFlow's CPU guide recommends oneDNN, and it is on
+# here on every machine, so one machine's reruns never depend on the caller's environment.
+os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.python.framework import config as tf_config  # noqa: E402 - disable_op_determinism is not public

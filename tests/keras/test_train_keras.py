@@ -63,3 +63,19 @@ def test_compiled_execution_runs_with_xla(execution):
     call = backend.for_inference(model, execution)._comparison_call
     graph = call.get_concrete_function(tf.TensorSpec((None, 28, 28, 1), tf.float32)).function_def
     assert graph.attr["_XlaMustCompile"].b is (execution == "compiled")
+
+
+def test_onednn_kernels_are_on_whatever_the_environment():
+    """Read back from TensorFlow in a fresh process whose environment turns oneDNN off."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support import PROJECT_ROOT
+
+    probe = ("import stages.backends.keras\n"
+             "from tensorflow.python.util import _pywrap_util_port\n"
+             "print('oneDNN', _pywrap_util_port.IsMklEnabled())")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}, check=True, timeout=120)
+    assert "oneDNN True" in result.stdout.splitlines()
