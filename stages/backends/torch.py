@@ -11,6 +11,7 @@ Only PyTorch is imported here, never TensorFlow.
 from __future__ import annotations
 
 import io
+import math
 import os
 import sys
 import time
@@ -209,15 +210,32 @@ def _rescale_momentum(optimizer, ratio: float) -> None:
 
 
 def _augmenter(settings: TrainParams, background: float):
-    from torchvision.transforms import v2
-
+    """A function that augments a batch of NCHW images at once, each with its own draw: a
+    rotation about the centre by up to ``max_rotation_deg``, then a shift by up to ``max_shift``
+    of the image size, as one bilinear resampling (Keras' interpolation) on the batch's device,
+    uncovered pixels filled with ``background``. Draws come from PyTorch's seeded generator."""
     augment = settings.augment
-    rotate = v2.RandomRotation(augment.max_rotation_deg, fill=background)
-    shift = v2.RandomAffine(degrees=0.0, translate=(augment.max_shift, augment.max_shift), fill=background)
+    max_angle = math.radians(augment.max_rotation_deg)
 
     def apply(batch):
-        # v2 transforms draw one set of parameters per call: call them per image.
-        return torch.stack([shift(rotate(image)) for image in batch])
+        count, _, height, width = batch.shape
+        uniform = torch.rand((3, count), device=batch.device) * 2 - 1
+        angle = uniform[0] * max_angle
+        shift_x, shift_y = uniform[1] * augment.max_shift * width, uniform[2] * augment.max_shift * height
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        # Output pixel p (centred pixel units) shows input pixel R^-1 (p - shift); affine_grid
+        # wants that map in normalised units (x * 2 / width, y * 2 / height).
+        theta = torch.stack([
+            torch.stack([cos, sin * height / width, -(cos * shift_x + sin * shift_y) * 2 / width], dim=1),
+            torch.stack([-sin * width / height, cos, (sin * shift_x - cos * shift_y) * 2 / height], dim=1),
+        ], dim=1)
+        grid = nn.functional.affine_grid(theta, list(batch.shape), align_corners=False)
+        # Zero padding around (images - background) is background padding around the images.
+        moved = nn.functional.grid_sample(batch - background, grid, mode="bilinear", padding_mode="zeros",
+                                          align_corners=False) + background
+        # In the batch's own strides (channels-last): a 1-channel NCHW result has NCHW strides,
+        # which oneDNN runs 1.45x slower (BENCHMARKS.md).
+        return torch.empty_like(batch).copy_(moved)
 
     return apply
 

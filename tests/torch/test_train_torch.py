@@ -111,3 +111,29 @@ def test_forward_flops_match_torchs_flop_counter(model_params):
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(1, 1, 28, 28))
     assert spec.forward_flops() == counter.get_total_flops()
+
+
+@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
+def test_training_batches_reach_the_first_convolution_channels_last(backend, augment):
+    """PyTorch's oneDNN convolutions run channels-last input faster than NCHW (BENCHMARKS.md):
+    read back the strides of every training batch the first convolution receives."""
+    import dataclasses
+
+    import torch
+
+    from stages.common.schedules import learning_rates
+    from tests.trainer_contract import make_split, small_settings
+
+    settings = small_settings(epochs=1)
+    settings = dataclasses.replace(settings, augment=dataclasses.replace(settings.augment, enabled=augment))
+    backend.configure(settings, 1)
+    model = backend.build_model(build_spec(make_params(SMALL).model, (28, 28, 1), 10))
+    seen = []
+    first = next(module for module in model.modules() if isinstance(module, torch.nn.Conv2d))
+    first.register_forward_pre_hook(lambda module, inputs: seen.append((module.training, inputs[0].stride())))
+
+    backend.fit(model, make_split(64, 1), make_split(20, 2), settings, learning_rates(settings, 2), 1,
+                lambda record: None)
+
+    training = [strides for is_training, strides in seen if is_training]
+    assert len(training) == 2 and all(strides == (28 * 28, 1, 28, 1) for strides in training)
