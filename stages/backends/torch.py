@@ -348,7 +348,6 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
             val_loss=val_loss, val_accuracy=val_accuracy,
             learning_rate=float(optimizer.param_groups[0]["lr"]),  # what the last step used
             train_seconds=validation_started - started, seconds=time.perf_counter() - started))
-    del images_all, labels_all
     model.to("cpu")
 
 

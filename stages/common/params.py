@@ -119,6 +119,16 @@ class AugmentParams:
     max_rotation_deg: float = checked(minimum=0, maximum=180)
 
 
+ExecutionMode = Literal["standard", "compiled"]
+
+# What each execution mode means per framework (README "Execution modes"); a backend receives
+# the mode as `settings.execution` (training) and through `for_inference` (evaluation).
+EXECUTION_MODES = {
+    "standard": "PyTorch eager; Keras' traced tf.function graph (its default on a CPU)",
+    "compiled": "torch.compile (Inductor); Keras with XLA (jit_compile=True)",
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainParams:
     epochs: int = checked(minimum=1, maximum=1000)
@@ -134,17 +144,7 @@ class TrainParams:
     augment: AugmentParams
     threads: int = checked(minimum=1, maximum=256)
     device: Literal["auto", "cpu", "cuda"]
-    execution: Literal["standard", "compiled"]  # how training runs (see EXECUTION_MODES)
-
-
-ExecutionMode = Literal["standard", "compiled"]
-
-# What each execution mode means per framework (README "Execution modes"); a backend receives
-# the mode as `settings.execution` (training) and through `for_inference` (evaluation).
-EXECUTION_MODES = {
-    "standard": "PyTorch eager; Keras' traced tf.function graph (its default on a CPU)",
-    "compiled": "torch.compile (Inductor); Keras with XLA (jit_compile=True)",
-}
+    execution: ExecutionMode  # how training runs (see EXECUTION_MODES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -350,7 +350,7 @@ def _replicate_checks(params: Params, present: set[str], problems: list[str]) ->
         modes = params.evaluate.execution
         problems += [f"evaluate.execution.{name}: unknown framework; expected one of {', '.join(known)}"
                      for name in modes if name not in known]
-        problems += [f"evaluate.execution.{name}: missing (expected one of 'standard', 'compiled')"
+        problems += [f"evaluate.execution.{name}: missing (expected {_type_name(ExecutionMode)})"
                      for name in names if name in known and name not in modes]
     if len(set(names)) != len(names):
         problems.append(f"frameworks: each framework once, got {list(params.frameworks)}")

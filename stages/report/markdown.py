@@ -3,7 +3,7 @@ labelled with the variation it covers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import yaml
@@ -56,8 +56,8 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
     dataset = DATASET_NAMES.get(meta.get("dataset", ""), meta.get("dataset") or "custom data")
     first = {framework: results[framework][0] for framework in frameworks}
     devices = ", ".join(f"{backends.label(f)} `{first[f].run.device}`" for f in frameworks)
-    execution = "; ".join(f"{backends.label(f)}: training {modes(results[f], 'run')}, inference "
-                          f"{modes(results[f], 'evaluation')}" for f in frameworks)
+    execution = "; ".join(f"{backends.label(f)}: training {modes(r.run.execution for r in results[f])}, inference "
+                          f"{modes(r.evaluation.execution for r in results[f])}" for f in frameworks)
     init = params.replicates.init
     init_text = ("identical initial weights for every framework (one framework-neutral draw per seed), so each "
                  "seed is a matched pair" if init == "shared" else
@@ -115,10 +115,9 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
     return "\n".join(lines)
 
 
-def modes(replicates: list[Replicate], record: str) -> str:
-    """The execution mode(s) the replicates ran in (``run``: training, ``evaluation``: inference)."""
-    found = sorted({getattr(replicate, record).execution for replicate in replicates})
-    return " and ".join(f"`{mode}`" for mode in found)
+def modes(found: Iterable[str]) -> str:
+    """The distinct execution modes replicates ran in, as Markdown."""
+    return " and ".join(f"`{mode}`" for mode in sorted(set(found)))
 
 
 def pair_section(comparison: Comparison, pair: Any) -> list[str]:
