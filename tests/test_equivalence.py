@@ -42,7 +42,8 @@ LOSS_ATOL = 1e-4
 def model(batch_norm: bool = True, dropout: float = 0.0) -> dict:
     return {"conv_blocks": [{"filters": 4, "kernel_size": 3, "convs": 1, "batch_norm": batch_norm, "pool": 2,
                              "dropout": dropout}],
-            "padding": "valid", "activation": "tanh", "dense": [8], "dense_dropout": dropout}
+            "padding": "valid", "block_order": "conv-pool-norm-act", "activation": "tanh", "dense": [8],
+            "dense_dropout": dropout}
 
 
 def train(**overrides) -> dict:

@@ -18,14 +18,16 @@ from tests.support import PROJECT_ROOT, project_params
 
 TUTORIAL_MODEL = {
     "conv_blocks": [{"filters": 32, "kernel_size": 3, "convs": 1, "batch_norm": False, "pool": 2, "dropout": 0.0}],
-    "padding": "valid", "activation": "relu", "dense": [], "dense_dropout": 0.0,
+    "padding": "valid", "block_order": "conv-norm-act-pool", "activation": "relu", "dense": [],
+    "dense_dropout": 0.0,
 }
 DEEPER_MODEL = {
     "conv_blocks": [
         {"filters": 8, "kernel_size": 5, "convs": 2, "batch_norm": True, "pool": 2, "dropout": 0.1},
         {"filters": 12, "kernel_size": 3, "convs": 1, "batch_norm": False, "pool": 3, "dropout": 0.0},
     ],
-    "padding": "same", "activation": "gelu", "dense": [32, 16], "dense_dropout": 0.2,
+    "padding": "same", "block_order": "conv-pool-norm-act", "activation": "gelu", "dense": [32, 16],
+    "dense_dropout": 0.2,
 }
 
 

@@ -27,11 +27,11 @@ from stages.common.schedules import learning_rates
 from tests.support import FakeClock, assert_glorot_initialisation, project_params, synthetic_images, write_params
 
 TUTORIAL = {"conv_blocks": [{"filters": 32, "kernel_size": 3, "convs": 1, "batch_norm": False, "pool": 2,
-                             "dropout": 0.0}], "padding": "valid", "activation": "relu", "dense": [],
-            "dense_dropout": 0.0}
+                             "dropout": 0.0}], "padding": "valid", "block_order": "conv-norm-act-pool",
+            "activation": "relu", "dense": [], "dense_dropout": 0.0}
 SMALL = {"conv_blocks": [{"filters": 8, "kernel_size": 3, "convs": 1, "batch_norm": True, "pool": 2,
-                          "dropout": 0.0}], "padding": "same", "activation": "relu", "dense": [16],
-         "dense_dropout": 0.1}
+                          "dropout": 0.0}], "padding": "same", "block_order": "conv-pool-norm-act",
+         "activation": "relu", "dense": [16], "dense_dropout": 0.1}
 
 
 def make_params(model: dict | None = None, **train_overrides):
@@ -251,8 +251,8 @@ def test_cuda_requested_without_a_gpu_is_a_clear_error(backend):
 # The stages end to end, through their real main(): train, then evaluate, in a temporary project
 # --------------------------------------------------------------------------------------------
 STAGE_MODEL = {"conv_blocks": [{"filters": 4, "kernel_size": 3, "convs": 1, "batch_norm": True, "pool": 2,
-                                "dropout": 0.0}], "padding": "valid", "activation": "relu", "dense": [16],
-               "dense_dropout": 0.25}
+                                "dropout": 0.0}], "padding": "valid", "block_order": "conv-pool-norm-act",
+               "activation": "relu", "dense": [16], "dense_dropout": 0.25}
 
 
 def write_prepared(folder, size: int = 12, counts=(("train", 96), ("val", 32), ("test", 40))) -> None:

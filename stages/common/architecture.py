@@ -4,8 +4,11 @@
 list of layers with their output shapes and trainable-parameter counts. The Keras and PyTorch
 builders turn exactly this list into layers, and tests compare each built model against it.
 
-Layer order per conv block: ``convs`` x [conv -> batch norm (if enabled) -> activation], then
-max-pool (if pool > 1), then dropout (if > 0). A conv followed by batch norm has no bias (the
+Layer order per conv block: ``convs`` x [conv -> batch norm (if enabled) -> activation] with a
+max-pool (if pool > 1), then dropout (if > 0). ``model.block_order`` places the pool:
+``conv-norm-act-pool`` after the last activation (the classic order), ``conv-pool-norm-act``
+right after the last conv, so that conv's batch norm and activation run on the pooled map
+(pool x pool times fewer values; the same shapes, parameters and FLOPs counted). A conv followed by batch norm has no bias (the
 norm's shift replaces it). After the blocks: flatten in channels-last (H, W, C) order, the same
 in both frameworks so that weights move between them unchanged, then for each hidden dense
 layer [dropout -> dense -> activation], then [dropout -> dense(num_classes)] giving logits.
@@ -90,12 +93,21 @@ def _conv_output(size: int, kernel: int, padding: str) -> int:
     return size if padding == "same" else size - kernel + 1
 
 
+def _pool(height: int, width: int, pool: int, block_index: int) -> tuple[int, int]:
+    height, width = height // pool, width // pool
+    if height < 1 or width < 1:
+        raise StageError(f"model.conv_blocks[{block_index}]: pooling by {pool} shrinks the "
+                         f"feature map to {height}x{width}; use a smaller pool or fewer blocks")
+    return height, width
+
+
 def build_spec(model: ModelParams, input_shape: tuple[int, int, int], num_classes: int) -> ArchitectureSpec:
     """Expand ``model:`` params into the layer list; raise StageError if a map shrinks to nothing."""
     height, width, channels = input_shape
     layers: list[Layer] = []
     activation = {"name": model.activation}
     for block_index, block in enumerate(model.conv_blocks):
+        pool_first = block.pool > 1 and model.block_order == "conv-pool-norm-act"
         for conv_index in range(block.convs):
             height = _conv_output(height, block.kernel_size, model.padding)
             width = _conv_output(width, block.kernel_size, model.padding)
@@ -108,15 +120,16 @@ def build_spec(model: ModelParams, input_shape: tuple[int, int, int], num_classe
             shape = (height, width, channels)
             layers.append(Layer("conv", {"filters": block.filters, "kernel_size": block.kernel_size,
                                          "padding": model.padding, "bias": bias}, shape, weights))
+            if pool_first and conv_index == block.convs - 1:
+                height, width = _pool(height, width, block.pool, block_index)
+                shape = (height, width, channels)
+                layers.append(Layer("max_pool", {"pool": block.pool}, shape))
             if block.batch_norm:
                 layers.append(Layer("batch_norm", {"epsilon": BATCH_NORM_EPSILON, "decay": BATCH_NORM_DECAY},
                                     shape, 2 * channels))
             layers.append(Layer("activation", activation, shape))
-        if block.pool > 1:
-            height, width = height // block.pool, width // block.pool
-            if height < 1 or width < 1:
-                raise StageError(f"model.conv_blocks[{block_index}]: pooling by {block.pool} shrinks the "
-                                 f"feature map to {height}x{width}; use a smaller pool or fewer blocks")
+        if block.pool > 1 and not pool_first:
+            height, width = _pool(height, width, block.pool, block_index)
             layers.append(Layer("max_pool", {"pool": block.pool}, (height, width, channels)))
         if block.dropout > 0:
             layers.append(Layer("dropout", {"rate": block.dropout}, (height, width, channels)))

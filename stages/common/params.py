@@ -103,10 +103,16 @@ class ConvBlock:
     dropout: float = checked(minimum=0, maximum=1, exclusive_max=True)
 
 
+# Where a conv block's max-pool sits (stages/common/architecture.py): after the activation, or
+# right after the block's last conv, so its batch norm and activation see the pooled map.
+BlockOrder = Literal["conv-norm-act-pool", "conv-pool-norm-act"]
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelParams:
     conv_blocks: tuple[ConvBlock, ...] = checked(min_items=1, max_items=8)
     padding: Literal["same", "valid"]
+    block_order: BlockOrder
     activation: Literal["relu", "gelu", "tanh", "sigmoid"]
     dense: tuple[int, ...] = checked(min_items=0, max_items=8, items=_check(minimum=1, maximum=4096))
     dense_dropout: float = checked(minimum=0, maximum=1, exclusive_max=True)

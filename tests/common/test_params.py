@@ -210,8 +210,8 @@ def test_unknown_key_without_a_close_match(raw):
     raw["model"]["colour"] = "blue"
 
     (problem,) = problems_of(raw)
-    assert problem == ("model.colour: unknown key; allowed: conv_blocks, padding, activation, dense, "
-                       "dense_dropout")
+    assert problem == ("model.colour: unknown key; allowed: conv_blocks, padding, block_order, activation, "
+                       "dense, dense_dropout")
 
 
 def test_unknown_top_level_section(raw):

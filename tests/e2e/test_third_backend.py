@@ -19,8 +19,8 @@ from tests import numpy_backend
 from tests.e2e.conftest import SEEDS, make_repo
 
 TUTORIAL_FAMILY = {"conv_blocks": [{"filters": 4, "kernel_size": 3, "convs": 1, "batch_norm": False, "pool": 2,
-                                    "dropout": 0.0}], "padding": "valid", "activation": "relu", "dense": [],
-                   "dense_dropout": 0.0}
+                                    "dropout": 0.0}], "padding": "valid", "block_order": "conv-norm-act-pool",
+                   "activation": "relu", "dense": [], "dense_dropout": 0.0}
 
 
 def test_the_numpy_backend_has_every_member_of_the_protocol_with_its_signature():
