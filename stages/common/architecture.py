@@ -8,10 +8,11 @@ Layer order per conv block: ``convs`` x [conv -> batch norm (if enabled) -> acti
 max-pool (if pool > 1), then dropout (if > 0). ``model.block_order`` places the pool:
 ``conv-norm-act-pool`` after the last activation (the classic order), ``conv-pool-norm-act``
 right after the last conv, so that conv's batch norm and activation run on the pooled map
-(pool x pool times fewer values; the same shapes, parameters and FLOPs counted). A conv followed by batch norm has no bias (the
-norm's shift replaces it). After the blocks: flatten in channels-last (H, W, C) order, the same
-in both frameworks so that weights move between them unchanged, then for each hidden dense
-layer [dropout -> dense -> activation], then [dropout -> dense(num_classes)] giving logits.
+(pool x pool times fewer values; the same shapes, parameters and FLOPs counted). A conv
+followed by batch norm has no bias (the norm's shift replaces it). After the blocks: flatten in
+channels-last (H, W, C) order, the same in both frameworks so that weights move between them
+unchanged, then for each hidden dense layer [dropout -> dense -> activation], then
+[dropout -> dense(num_classes)] giving logits.
 
 Batch-norm constants are fixed here so both frameworks agree: epsilon 1e-5 and a running
 average that keeps 90% of the old value per step (Keras momentum 0.9 = PyTorch momentum 0.1).

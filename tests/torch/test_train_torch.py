@@ -137,3 +137,29 @@ def test_training_batches_reach_the_first_convolution_channels_last(backend, aug
 
     training = [strides for is_training, strides in seen if is_training]
     assert len(training) == 2 and all(strides == (28 * 28, 1, 28, 1) for strides in training)
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's allocator only")
+def test_configure_makes_a_freed_large_tensor_reusable_without_page_faults():
+    """Read the effect back from the kernel: after configure(), a 64 MB tensor allocated again
+    after a few were freed is served from memory the process kept (few page faults), not mapped
+    afresh (one fault per 4 KiB page each time, as with glibc's defaults)."""
+    import subprocess
+    import sys
+
+    from tests.support import PROJECT_ROOT
+
+    probe = ("import resource, torch\n"
+             "from stages.backends import torch as backend\n"
+             "from tests.trainer_contract import small_settings\n"
+             "backend.configure(small_settings(epochs=1), 1)\n"
+             "for _ in range(2):\n"
+             "    torch.empty(16 << 20).fill_(1.0)\n"  # 64 MB, touched, freed (the first grows the heap)
+             "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+             "torch.empty(16 << 20).fill_(2.0)\n"
+             "print('faults', resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            check=True, timeout=120)
+    faults = int(result.stdout.split("faults")[-1])
+    pages = (64 << 20) // 4096
+    assert faults < pages // 10, f"{faults} page faults re-allocating {pages} pages"
