@@ -193,6 +193,13 @@ def test_not_an_allowed_value(raw):
     assert problems_of(raw) == ["train.optimizer: expected one of 'adam', 'adamw', 'sgd', got 'rmsprop'"]
 
 
+def test_block_order_names_both_orders(raw):
+    raw["model"]["block_order"] = "pool-first"
+
+    assert problems_of(raw) == ["model.block_order: expected one of 'conv-norm-act-pool', 'conv-pool-norm-act', "
+                                "got 'pool-first'"]
+
+
 def test_bool_is_not_an_allowed_value(raw):
     raw["preprocess"]["normalize"] = True
 
