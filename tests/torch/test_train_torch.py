@@ -140,10 +140,12 @@ def test_training_batches_reach_the_first_convolution_channels_last(backend, aug
 
 
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's allocator only")
-def test_configure_makes_a_freed_large_tensor_reusable_without_page_faults():
-    """Read the effect back from the kernel: after configure(), a 64 MB tensor allocated again
-    after a few were freed is served from memory the process kept (few page faults), not mapped
-    afresh (one fault per 4 KiB page each time, as with glibc's defaults)."""
+def test_configure_makes_freed_large_tensors_reusable_without_page_faults():
+    """Read the effect back from the kernel: after configure(), 64 MB tensors allocated, touched
+    and freed in turn are served from memory the process kept (no page faults once the heap
+    has grown to hold them), not mapped afresh (one fault per page every time, as with
+    glibc's defaults)."""
+    import resource
     import subprocess
     import sys
 
@@ -153,13 +155,16 @@ def test_configure_makes_a_freed_large_tensor_reusable_without_page_faults():
              "from stages.backends import torch as backend\n"
              "from tests.trainer_contract import small_settings\n"
              "backend.configure(small_settings(epochs=1), 1)\n"
-             "for _ in range(2):\n"
-             "    torch.empty(16 << 20).fill_(1.0)\n"  # 64 MB, touched, freed (the first grows the heap)
-             "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-             "torch.empty(16 << 20).fill_(2.0)\n"
-             "print('faults', resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)")
+             "faults = []\n"
+             "for _ in range(8):\n"
+             "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+             "    torch.empty(16 << 20).fill_(1.0)\n"  # 64 MB, touched, freed
+             "    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+             "print('faults', *faults)")
     result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True,
                             check=True, timeout=120)
-    faults = int(result.stdout.split("faults")[-1])
-    pages = (64 << 20) // 4096
-    assert faults < pages // 10, f"{faults} page faults re-allocating {pages} pages"
+    faults = [int(count) for count in result.stdout.split("faults")[-1].split()]
+    pages = (64 << 20) // resource.getpagesize()
+    assert len(faults) == 8 and faults[0] >= pages // 2  # the first one really touched fresh memory
+    # The heap needs a block or two to settle (alignment); after that, no fresh pages.
+    assert sum(count < pages // 10 for count in faults) >= 4, f"page faults per 64 MB allocation: {faults}"
