@@ -15,7 +15,9 @@ import ctypes.util
 import io
 import math
 import os
+import pickle
 import platform
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -430,7 +432,19 @@ def load_model(path: Path, spec: ArchitectureSpec) -> Model:
         model.load_state_dict(state, strict=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for a corrupt file
         raise StageError(f"{path}: not a loadable PyTorch state_dict for this architecture "
-                         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+                         f"({type(error).__name__}: {_load_failure_reason(error)})") from None
     model.eval()
     return model
 
+
+def _load_failure_reason(error: Exception) -> str:
+    """The first sentence of why ``torch.load`` refused a file, on one line.
+
+    For a refused unpickle, PyTorch wraps the unpickler's own reason (e.g. "Unsupported global:
+    GLOBAL builtins.exec was not an allowed global by default.") in paragraphs of advice, with
+    terminal escape codes, that begin by suggesting ``weights_only=False``: the reason is kept,
+    the advice is not.
+    """
+    reason = error.__context__ if isinstance(error, pickle.UnpicklingError) and error.__context__ else error
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(reason)).split())
+    return re.split(r"(?<=\.) ", text, maxsplit=1)[0]

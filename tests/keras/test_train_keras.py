@@ -79,3 +79,38 @@ def test_onednn_kernels_are_on_whatever_the_environment():
     result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True,
                             env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}, check=True, timeout=120)
     assert "oneDNN True" in result.stdout.splitlines()
+
+
+def test_batch_norm_trains_with_tensorflows_fused_kernel_and_saves_as_keras_own_layer(tmp_path):
+    """Read back from TensorFlow: the training graph's batch-norm ops; and from a plain Keras load
+    (no project code registered) of the saved archive: Keras' own layer, the same weights."""
+    import keras
+    import tensorflow as tf
+
+    from stages.backends import keras as backend
+
+    model = backend.build_model(build_spec(make_params(SMALL).model, (28, 28, 1), 10))
+    images = np.random.default_rng(0).normal(size=(4, 28, 28, 1)).astype(np.float32)
+
+    @tf.function
+    def training_step(batch):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(batch, training=True) ** 2)
+        return tape.gradient(loss, model.trainable_variables)
+
+    graph = training_step.get_concrete_function(tf.TensorSpec((None, 28, 28, 1), tf.float32)).graph
+    operations = {operation.type for operation in graph.get_operations()}
+    assert {"FusedBatchNormV3", "FusedBatchNormGradV3"} <= operations
+    assert not {"Rsqrt", "SquaredDifference"} & operations  # Keras' own layer's separate ops
+
+    training_step(images)  # moves the moving statistics away from their initial values
+    path = tmp_path / backend.MODEL_FILE
+    backend.save_model(model, path)
+    loaded = keras.saving.load_model(path, compile=False, safe_mode=True)
+    norms = [layer for layer in loaded.layers if "batch_norm" in layer.name]
+    assert [type(layer) for layer in norms] == [keras.layers.BatchNormalization]
+    assert [layer.name for layer in norms] == [layer.name.removeprefix("fused_") for layer in model.layers
+                                               if isinstance(layer, backend.FusedBatchNormalization)]
+    for saved, trained in zip(loaded.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(saved, trained)
+    np.testing.assert_allclose(loaded(images, training=False), model(images, training=False), rtol=0, atol=1e-6)
