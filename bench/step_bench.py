@@ -54,8 +54,12 @@ def variant_params(assignments: list[str]):
     return validate(raw)
 
 
-def child(framework: str, variants: list[tuple[str, list[str]]], images: int, rounds: int) -> dict:
-    """Runs in its own process: every variant once per round, alternating."""
+def child(framework: str, variants: list[tuple[str, list[str]]], images: int, rounds: int,
+          before_variant=None) -> dict:
+    """Runs in its own process: every variant once per round, alternating.
+
+    ``before_variant(backend, name)``, if given, runs before each variant's model is built (for
+    A/B tests of code rather than params, e.g. ``bench/keras_batch_norm_bench.py``)."""
     import numpy as np
 
     from stages import backends
@@ -79,6 +83,8 @@ def child(framework: str, variants: list[tuple[str, list[str]]], images: int, ro
                 backend.configure(settings, 1)
                 configured = True
             seed_python_and_numpy(1)
+            if before_variant is not None:
+                before_variant(backend, name)
             spec = build_spec(params.model, data.image_shape, data.num_classes)
             model = backend.build_model(spec)
             backend.set_weights(model, initial_weights(spec, np.random.default_rng(derive_seed(1, "init"))))
@@ -114,6 +120,12 @@ def main() -> None:
                    "--rounds", str(arguments.rounds), *[f"--variant={text}" for text in arguments.variant]]
         output = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
         table[framework] = json.loads(output.strip().splitlines()[-1])
+    report(table, variants, arguments.json, {"variants": arguments.variant, "images": arguments.images,
+                                             "rounds": arguments.rounds})
+
+
+def report(table: dict, variants: list[tuple[str, list[str]]], json_path: str | None, settings: dict) -> None:
+    """Print per framework and variant the median ms/step and same-round ratio to the first; write JSON."""
     first = variants[0][0]
     print(f"{'framework':9} {'variant':16} {'ms/step':>8} {'images/s':>9} {'x ' + first:>12} {'val acc':>8}  "
           "rounds (ms/step)")
@@ -126,9 +138,8 @@ def main() -> None:
             result.update(median_ms_per_step=median, median_ratio_to_first=ratio)
             print(f"{framework:9} {name:16} {median:8.2f} {result['batch_size'] * 1000 / median:9.0f} {ratio:12.3f} "
                   f"{100 * result['val_accuracy']:7.2f}%  {' '.join(f'{time:.1f}' for time in times)}")
-    if arguments.json:
-        Path(arguments.json).write_text(json.dumps({"variants": arguments.variant, "images": arguments.images,
-                                                    "rounds": arguments.rounds, "results": table}, indent=2) + "\n")
+    if json_path:
+        Path(json_path).write_text(json.dumps({**settings, "results": table}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

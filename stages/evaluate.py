@@ -20,6 +20,7 @@ The model is loaded only through the framework's safe loader (Keras ``safe_mode`
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import statistics
@@ -126,7 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     data = prepared.load_prepared(paths.PREPARED, splits=("test",))
     test = data.splits["test"]
     backend = backends.load(framework)
-    backend.configure(train_settings, seed)
+    # Threads and device as trained, in standard mode whatever train.execution was: only compiled
+    # training needs Keras' op determinism off (XLA's max-pool gradient); inference keeps it.
+    backend.configure(dataclasses.replace(train_settings, execution="standard"), seed)
     folder = paths.model_dir(framework, seed)
     model, spec, info, model_path = load_trained(backend, folder, f"dvc repro train@{paths.replicate(framework, seed)}")
     if spec.input_shape != data.image_shape or spec.num_classes != data.num_classes:

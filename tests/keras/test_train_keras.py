@@ -114,3 +114,20 @@ def test_batch_norm_trains_with_tensorflows_fused_kernel_and_saves_as_keras_own_
     for saved, trained in zip(loaded.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(saved, trained)
     np.testing.assert_allclose(loaded(images, training=False), model(images, training=False), rtol=0, atol=1e-6)
+
+
+def test_evaluate_keeps_op_determinism_after_compiled_training(tmp_path, monkeypatch):
+    """Read back from TensorFlow: compiled (XLA) training turns op determinism off for its own
+    process; the evaluate stage of that model runs with it on."""
+    from tensorflow.python.framework import config as tf_config
+
+    from stages import evaluate as evaluate_stage
+    from stages import train as train_stage
+    from tests.trainer_contract import stage_project
+
+    monkeypatch.chdir(tmp_path)
+    stage_project(tmp_path, "keras", execution="compiled", epochs=1)
+    train_stage.main(["keras", "1"])
+    assert not tf_config.is_op_determinism_enabled()
+    evaluate_stage.main(["keras", "1"])
+    assert tf_config.is_op_determinism_enabled()
