@@ -172,3 +172,10 @@ def test_every_framework_model_is_a_registered_artifact():
         artifact = raw["artifacts"][f"{framework}-model"]
         assert artifact["type"] == "model" and artifact["path"] == f"models/{framework}"
         assert artifact["meta"]["framework"] == framework and artifact["desc"] and artifact["labels"]
+
+
+def test_the_committed_lock_records_only_stages_of_the_pipeline():
+    """DVC never prunes a stage it no longer runs from dvc.lock: stale entries would show users
+    results of stages that no longer exist (and cost every `dvc` command their parsing)."""
+    lock = yaml.safe_load((PROJECT_ROOT / "dvc.lock").read_text())
+    assert set(lock["stages"]) == set(expanded_stages())
