@@ -75,7 +75,7 @@ def kill_a_worker_during(process: subprocess.Popen, lines: list[str], names: set
                          workdir: Path) -> tuple[str, int, list[str]]:
     """Once the sweep prints its scheduler, wait until a worker executes one of ``names``; SIGKILL it.
     Returns the experiment, the worker's pid, and the processes still in that experiment's clone
-    3 s later (the worker's watchdog must have killed them all)."""
+    once they are gone or 30 s have passed (the worker's watchdog must have killed them all)."""
     from distributed import Client
 
     while not any("Dask scheduler tcp://" in line for line in lines):
@@ -99,8 +99,12 @@ def kill_a_worker_during(process: subprocess.Popen, lines: list[str], names: set
                         raise AssertionError(f"{running[0]}: no `dvc exp run` in its clone")
                     time.sleep(2)  # into the pipeline, then kill the worker under it
                     os.kill(pid, signal.SIGKILL)
-                    time.sleep(3)
-                    return running[0], pid, processes_in(folders)
+                    for _ in range(150):  # the worker's watchdog kills them: up to 30 s on a slow machine
+                        survivors = processes_in(folders)
+                        if not survivors:
+                            break
+                        time.sleep(0.2)
+                    return running[0], pid, survivors
             time.sleep(0.3)
 
 
