@@ -213,10 +213,14 @@ def set_weights(model: Model, weights: Sequence[np.ndarray]) -> None:
 
 
 def _optimizer(model, settings: TrainParams):
-    """Adam, AdamW or SGD; weight decay is decoupled for all three, as Keras applies it."""
+    """Adam, AdamW or SGD; weight decay is decoupled for all three, as Keras applies it (``fit``).
+
+    Fused: one kernel updates every parameter, where PyTorch's CPU default loops over them
+    with a handful of ops each (its docs: fused is typically the fastest implementation).
+    """
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=settings.learning_rate, momentum=settings.momentum)
-    return torch.optim.Adam(model.parameters(), lr=settings.learning_rate, eps=ADAM_EPSILON)
+        return torch.optim.SGD(model.parameters(), lr=settings.learning_rate, momentum=settings.momentum, fused=True)
+    return torch.optim.Adam(model.parameters(), lr=settings.learning_rate, eps=ADAM_EPSILON, fused=True)
 
 
 def _rescale_momentum(optimizer, ratio: float) -> None:

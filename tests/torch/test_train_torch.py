@@ -143,6 +143,23 @@ def test_training_batches_reach_the_first_convolution_channels_last(backend, aug
     assert len(training) == 2 and all(strides == (28 * 28, 1, 28, 1) for strides in training)
 
 
+@pytest.mark.parametrize(("optimizer", "kernel"), [("adamw", "aten::_fused_adam_"), ("adam", "aten::_fused_adam_"),
+                                                   ("sgd", "aten::_fused_sgd_")])
+def test_optimizer_updates_all_weights_with_one_fused_kernel_per_step(backend, optimizer, kernel):
+    """Read back from PyTorch's profiler: one fused update per optimizer step, none of the
+    per-parameter ops of PyTorch's default (looped) Adam."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from tests.trainer_contract import fit_small, make_split, small_settings
+
+    settings = small_settings(epochs=1, batch_size=16, optimizer=optimizer)
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        fit_small(backend, settings, train=make_split(64, 1), val=make_split(10, 2))
+    names = [event.name for event in profiler.events()]
+    assert names.count(kernel) == 64 // 16
+    assert not {"aten::addcdiv_", "aten::lerp_"} & set(names)
+
+
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's allocator only")
 def test_configure_makes_freed_large_tensors_reusable_without_page_faults():
     """Read the effect back from the kernel: after configure(), 64 MB tensors allocated, touched
