@@ -213,6 +213,9 @@ def _training_dataset(images, targets, orders: list[np.ndarray], batch_size: int
     One dataset for the whole run (fit() with steps_per_epoch keeps iterating it across
     epochs), so batches never pass through Python (a ``keras.utils.PyDataset``'s generator
     thread competes with TensorFlow's compute threads; BENCHMARKS.md, "Input pipelines").
+    Without tf.data's autotuning: nothing here is tuned (a sequential map, a fixed prefetch),
+    and its model thread, which the iterator joins when fit() drops it, kept the stage waiting
+    up to 40 s after the last epoch (BENCHMARKS.md).
     """
 
     def gather(rows):
@@ -223,7 +226,9 @@ def _training_dataset(images, targets, orders: list[np.ndarray], batch_size: int
     dataset = epochs[0]
     for epoch in epochs[1:]:
         dataset = dataset.concatenate(epoch)
-    return dataset.map(gather).prefetch(2)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.map(gather).prefetch(2).with_options(options)
 
 
 def compile_trainer(model: Model, settings: TrainParams, learning_rates: np.ndarray, seed: int,

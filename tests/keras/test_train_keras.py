@@ -165,6 +165,21 @@ def test_adam_updates_with_tensorflows_fused_kernel_as_keras_own_adam_does(optim
         np.testing.assert_allclose(fused, own, rtol=1e-5, atol=1e-6)
 
 
+def test_training_dataset_runs_without_tf_data_autotuning():
+    """Read back from tf.data: the options the training pipeline's iterator runs with (merged over
+    the whole pipeline) have autotuning off, so fit() never waits for autotuning's model thread
+    when it drops the iterator. (The wait itself, up to 40 s per stage and only some runs, is
+    a timing: BENCHMARKS.md, not a test.)"""
+    import tensorflow as tf
+
+    from stages.backends import keras as backend
+
+    dataset = backend._training_dataset(tf.zeros((64, 28, 28, 1)), tf.zeros((64, 10)),
+                                        [np.arange(64), np.arange(64)[::-1]], 16, 1.0)
+    assert dataset.options().autotune.enabled is False
+    assert [batch.shape[0] for batch, _ in dataset] == [16] * 8  # still the whole run's batches
+
+
 def test_evaluate_keeps_op_determinism_after_compiled_training(tmp_path, monkeypatch):
     """Read back from TensorFlow: compiled (XLA) training turns op determinism off for its own
     process; the evaluate stage of that model runs with it on."""
