@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from step_bench import PREPARED, ROOT, child, report  # noqa: E402
+from step_bench import PREPARED, add_run_arguments, child, report, run_children  # noqa: E402
 
 VARIANTS = [("fused", []), ("default", [])]
 
@@ -51,11 +50,7 @@ def torch_variant(backend, name: str, originals: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frameworks", default="keras,torch")
-    parser.add_argument("--images", type=int, default=12_800, help="training images per epoch")
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--json", help="write the results here as JSON")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    add_run_arguments(parser, rounds=6)
     arguments = parser.parse_args()
     if arguments.child:  # one framework per process
         originals: dict = {}
@@ -66,12 +61,8 @@ def main() -> None:
         return
     if not PREPARED.is_dir():
         raise SystemExit(f"{PREPARED} is missing: run `dvc repro preprocess` on the real MNIST first")
-    table = {}
-    for framework in arguments.frameworks.split(","):
-        command = [sys.executable, __file__, "--child", framework, "--images", str(arguments.images),
-                   "--rounds", str(arguments.rounds)]
-        output = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
-        table[framework] = json.loads(output.strip().splitlines()[-1])
+    table = run_children(__file__, arguments.frameworks.split(","),
+                         ["--images", str(arguments.images), "--rounds", str(arguments.rounds)])
     report(table, VARIANTS, arguments.json, {"images": arguments.images, "rounds": arguments.rounds})
 
 

@@ -100,11 +100,7 @@ def child(framework: str, variants: list[tuple[str, list[str]]], images: int, ro
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", action="append", required=True, help="name=key=value[,key=value...]")
-    parser.add_argument("--frameworks", default="keras,torch")
-    parser.add_argument("--images", type=int, default=12_800, help="training images per epoch")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--json", help="write the results here as JSON")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    add_run_arguments(parser, rounds=5)
     arguments = parser.parse_args()
     variants = [parse_variant(text) for text in arguments.variant]
     if arguments.child:
@@ -114,14 +110,31 @@ def main() -> None:
         raise SystemExit(f"{PREPARED} is missing: run `dvc repro preprocess` on the real MNIST first")
     for _, assignments in variants:
         variant_params(assignments)  # a bad override fails here, before any training
-    table = {}
-    for framework in arguments.frameworks.split(","):
-        command = [sys.executable, __file__, "--child", framework, "--images", str(arguments.images),
-                   "--rounds", str(arguments.rounds), *[f"--variant={text}" for text in arguments.variant]]
-        output = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
-        table[framework] = json.loads(output.strip().splitlines()[-1])
+    table = run_children(__file__, arguments.frameworks.split(","),
+                         ["--images", str(arguments.images), "--rounds", str(arguments.rounds),
+                          *[f"--variant={text}" for text in arguments.variant]])
     report(table, variants, arguments.json, {"variants": arguments.variant, "images": arguments.images,
                                              "rounds": arguments.rounds})
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, rounds: int) -> None:
+    """The options every per-step A/B shares: frameworks, images, rounds, JSON output, child."""
+    parser.add_argument("--frameworks", default="keras,torch")
+    parser.add_argument("--images", type=int, default=12_800, help="training images per epoch")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--json", help="write the results here as JSON")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+
+
+def run_children(script: str, frameworks: list[str], arguments: list[str]) -> dict:
+    """Run ``script --child <framework> *arguments`` per framework, each in its own process (one
+    framework per process); return each child's result, the JSON on its last line of output."""
+    table = {}
+    for framework in frameworks:
+        command = [sys.executable, script, "--child", framework, *arguments]
+        output = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        table[framework] = json.loads(output.strip().splitlines()[-1])
+    return table
 
 
 def report(table: dict, variants: list[tuple[str, list[str]]], json_path: str | None, settings: dict) -> None:
