@@ -1,6 +1,6 @@
 """Benchmark: each framework's training step with the backend's fused optimizer against its default.
 
-Both backends update the weights with one fused kernel: PyTorch with ``fused=True`` (its CPU
+Both backends update the default recipe's weights with one fused kernel: PyTorch with ``fused=True`` (its CPU
 default loops over the parameters, a handful of ops each), Keras with TensorFlow's
 ``ResourceApplyAdam`` (``FusedAdam``/``FusedAdamW`` in ``stages/backends/keras.py``; Keras 3's
 own Adam runs a dozen ops per variable). This A/B trains the default recipe both ways with each
