@@ -174,10 +174,28 @@ class FusedAdamW(FusedAdam, keras.optimizers.AdamW):
     """Keras' ``AdamW`` (its decoupled weight decay unchanged) with ``FusedAdam``'s update."""
 
 
+class FusedSGD(keras.optimizers.SGD):
+    """Keras' ``SGD``, updating each dense variable with TensorFlow's fused kernel, as tf.keras 2
+    did: ``ResourceApplyKerasMomentum`` (Keras' velocity in weight units, Nesterov or not), or
+    ``ResourceApplyGradientDescent`` without momentum. Sparse gradients run Keras' own code."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        if isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        rate, gradient = tf.cast(learning_rate, dtype), tf.cast(gradient, dtype)
+        if self.momentum == 0:
+            tf.raw_ops.ResourceApplyGradientDescent(var=variable.handle, alpha=rate, delta=gradient)
+            return
+        tf.raw_ops.ResourceApplyKerasMomentum(
+            var=variable.handle, accum=self.momentums[self._get_variable_index(variable)].handle, lr=rate,
+            grad=gradient, momentum=tf.cast(self.momentum, dtype), use_nesterov=self.nesterov)
+
+
 def _optimizer(settings: TrainParams, schedule):
     decay = settings.weight_decay or None
     if settings.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=schedule, momentum=settings.momentum, weight_decay=decay)
+        return FusedSGD(learning_rate=schedule, momentum=settings.momentum, weight_decay=decay)
     optimizer_class = FusedAdamW if settings.optimizer == "adamw" else FusedAdam
     return optimizer_class(learning_rate=schedule, epsilon=ADAM_EPSILON, weight_decay=decay or 0.0)
 
