@@ -1,13 +1,14 @@
-"""Stage ``evaluate@<framework>-<seed>``: test-set metrics, predictions and speed of one trained model.
+"""Stage ``evaluate@<framework>-<seed>`` (stock) or ``evaluate-tuned@<framework>-<seed>``: test-set
+metrics, predictions and speed of one trained model, run at the same tuning level as it was trained.
 
-Reads ``models/<framework>/<seed>/`` (model, architecture.json, run.json), ``data/prepared/``
-(test split, meta.json) and ``params.yaml`` (``evaluate``, whose ``execution`` says whether the
-model runs as is or compiled, and the framework's ``threads`` and ``device``). Writes, in ``eval/<framework>/<seed>/``:
+Reads ``models/<arm>/<seed>/`` (model, architecture.json, run.json; ``<arm>`` is ``<framework>``
+or ``<framework>-tuned``), ``data/prepared/`` (test split, meta.json) and ``params.yaml``
+(``evaluate``, and the framework's ``threads`` and ``device``). Writes, in ``eval/<arm>/<seed>/``:
 
 - ``metrics.json`` (``TestMetrics``): test accuracy and loss, macro precision/recall/F1,
   inference throughput at ``evaluate.batch_size`` (median, min and max of
   ``evaluate.throughput_repeats`` timed passes), single-image latency (median, 95th
-  percentile), the execution mode, parameter count, model file size;
+  percentile), the tuning level and its switches, the environment, parameter count, model file size;
 - ``predictions.npy``: float32 class probabilities, one row per test image;
 - ``per_class.json`` (``PerClass``): per-class precision, recall, F1, support, confusion matrix;
 - ``confusion.csv``: one ``actual,predicted`` row (class names) per test image, the input of
@@ -20,7 +21,6 @@ The model is loaded only through the framework's safe loader (Keras ``safe_mode`
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import logging
 import statistics
@@ -36,8 +36,8 @@ from stages.backends.base import Backend, Model
 from stages.common import atomic, cli, metrics, paths, prepared, schemas
 from stages.common.architecture import ArchitectureSpec
 from stages.common.errors import StageError, run_stage
-from stages.common.params import EvaluateParams, effective_train, load_params
-from stages.common.runtime import configure_threads, seed_python_and_numpy
+from stages.common.params import TUNING_LEVELS, EvaluateParams, effective_train, load_params
+from stages.common.runtime import configure_threads, machine_environment, seed_python_and_numpy
 from stages.common.schemas import PerClass, RunInfo, TestMetrics
 
 log = logging.getLogger("evaluate")
@@ -117,27 +117,28 @@ def main(argv: list[str] | None = None) -> None:
     arguments = cli.parser("stages.evaluate", __doc__)
     arguments.add_argument("framework", help=f"one of: {', '.join(backends.names())}")
     arguments.add_argument("seed", type=cli.seed_argument, help="the replicate seed (one of replicates.seeds)")
+    arguments.add_argument("--tuning", choices=TUNING_LEVELS, default="stock",
+                           help="stock (default): the framework as its guide writes it; tuned: plus its docs' switches")
     args = arguments.parse_args(argv)
-    framework, seed = args.framework, args.seed
+    framework, seed, tuning = args.framework, args.seed, args.tuning
     params = load_params()
     settings = params.evaluate
-    train_settings = effective_train(params, framework)
+    train_settings = effective_train(params, framework, tuning)
     configure_threads(train_settings.threads)
     seed_python_and_numpy(seed)
     data = prepared.load_prepared(paths.PREPARED, splits=("test",))
     test = data.splits["test"]
-    backend = backends.load(framework)
-    # Threads and device as trained, in standard mode whatever train.execution was: only compiled
-    # training needs Keras' op determinism off (XLA's max-pool gradient); inference keeps it.
-    backend.configure(dataclasses.replace(train_settings, execution="standard"), seed)
-    folder = paths.model_dir(framework, seed)
-    model, spec, info, model_path = load_trained(backend, folder, f"dvc repro train@{paths.replicate(framework, seed)}")
+    backend = backends.load(framework, tuning)
+    train_settings = effective_train(params, framework, tuning, backend.TUNED)
+    backend.configure(train_settings, seed)  # threads, determinism and device as trained
+    folder = paths.model_dir(framework, seed, tuning)
+    model, spec, info, model_path = load_trained(backend, folder,
+                                                 f"dvc repro {paths.stage('train', framework, seed, tuning)}")
     if spec.input_shape != data.image_shape or spec.num_classes != data.num_classes:
         raise StageError(f"{model_path}: built for {spec.input_shape} images and {spec.num_classes} classes, but "
                          f"{paths.PREPARED} holds {data.image_shape} and {data.num_classes}; retrain it")
 
-    execution = settings.execution[framework]
-    model = backend.for_inference(model, execution)
+    model = backend.for_inference(model, train_settings.switches)
 
     def predict_all() -> np.ndarray:
         return backend.predict(model, test.images, settings.batch_size, info.input_scale)
@@ -153,18 +154,18 @@ def main(argv: list[str] | None = None) -> None:
         throughput_images_per_second_max=round(max(rates), 1),
         latency_ms_median=round(metrics.percentile_ms(latency, 50), 4),
         latency_ms_p95=round(metrics.percentile_ms(latency, 95), 4),
-        execution=execution, parameters=backend.count_parameters(model),
-        model_bytes=model_path.stat().st_size)
-    output = paths.eval_dir(framework, seed)
+        tuning=tuning, switches=list(train_settings.switches),
+        environment={**backend.environment(), **machine_environment(train_settings.threads)},
+        parameters=backend.count_parameters(model), model_bytes=model_path.stat().st_size)
+    output = paths.eval_dir(framework, seed, tuning)
     atomic.write_npy(output / paths.PREDICTIONS_FILE, probabilities)
     schemas.save(per_class, output / paths.PER_CLASS_FILE)
     atomic.write_text(output / paths.CONFUSION_FILE,
                       confusion_csv(test.labels, probabilities.argmax(axis=1), data.class_names))
     schemas.save(summary, output / paths.METRICS_FILE)
-    log.info("%s seed %d: test accuracy %.2f%%, loss %.4f, %.0f images/s at batch %d (median of %d, %s), latency "
-             "median %.2f ms p95 %.2f ms", backends.label(framework), seed, 100 * summary.test_accuracy,
+    log.info("%s (%s) seed %d: test accuracy %.2f%%, loss %.4f, %.0f images/s at batch %d (median of %d), latency "
+             "median %.2f ms p95 %.2f ms", backends.label(framework), tuning, seed, 100 * summary.test_accuracy,
              summary.test_loss, summary.throughput_images_per_second, settings.batch_size, len(rates),
-             summary.execution,
              summary.latency_ms_median, summary.latency_ms_p95)
 
 

@@ -1,13 +1,19 @@
-"""Stage ``train@<framework>-<seed>``: one replicate of the shared architecture, trained by one framework.
+"""Stage ``train@<framework>-<seed>`` (stock) or ``train-tuned@<framework>-<seed>``: one replicate
+of the shared architecture, trained by one framework at one tuning level.
 
 Reads ``data/prepared/`` (train and val splits, meta.json), ``models/init/<seed>.npz`` (when
 ``replicates.init`` is ``shared``) and ``params.yaml`` (``model``, ``train``, the framework's
-override section, ``replicates.init``). Writes:
+override section, ``replicates.init``). Writes, where ``<arm>`` is ``<framework>`` (stock) or
+``<framework>-tuned``:
 
-- ``models/<framework>/<seed>/``: the model file (``model.keras`` / ``model.pt``),
-  ``architecture.json`` and ``run.json`` (framework, seed, device, init, input scale);
-- ``dvclive/<framework>/<seed>/``: per-epoch metrics as dvclive TSVs, written as each epoch
+- ``models/<arm>/<seed>/``: the model file (``model.keras`` / ``model.pt``),
+  ``architecture.json`` and ``run.json`` (framework, seed, device, init, input scale, tuning
+  level, its switches and the environment: framework versions and build, CPU, threads);
+- ``dvclive/<arm>/<seed>/``: per-epoch metrics as dvclive TSVs, written as each epoch
   ends, and the training summary ``metrics.json``.
+
+Tuning levels (docs/fairness.md): ``stock`` runs the framework as its getting-started guide
+writes it; ``tuned`` adds the switches its own documentation recommends (the backend's TUNED).
 
 The seed fixes initialisation (``replicates.init: framework``), batch order, dropout and
 augmentation; every framework visits the same batches for the same seed. Only the named
@@ -23,8 +29,8 @@ from stages import backends
 from stages.common import cli, paths, prepared
 from stages.common.architecture import build_spec, load_initial_weights
 from stages.common.errors import run_stage
-from stages.common.params import effective_train, load_params
-from stages.common.runtime import configure_threads, seed_python_and_numpy
+from stages.common.params import TUNING_LEVELS, effective_train, load_params
+from stages.common.runtime import configure_threads, machine_environment, seed_python_and_numpy
 from stages.common.schemas import RunInfo
 from stages.common.training import (
     EpochLog,
@@ -42,30 +48,37 @@ def main(argv: list[str] | None = None) -> None:
     arguments = cli.parser("stages.train", __doc__)
     arguments.add_argument("framework", help=f"one of: {', '.join(backends.names())}")
     arguments.add_argument("seed", type=cli.seed_argument, help="the replicate seed (one of replicates.seeds)")
+    arguments.add_argument("--tuning", choices=TUNING_LEVELS, default="stock",
+                           help="stock (default): the framework as its guide writes it; tuned: plus its docs' switches")
     args = arguments.parse_args(argv)
     params = load_params()
-    framework, seed = args.framework, args.seed
-    settings = effective_train(params, framework)
+    framework, seed, tuning = args.framework, args.seed, args.tuning
+    settings = effective_train(params, framework, tuning)
     configure_threads(settings.threads)
     seed_python_and_numpy(seed)
     data = prepared.load_prepared(paths.PREPARED, splits=("train", "val"))
     spec = build_spec(params.model, data.image_shape, data.num_classes)
     initial = load_initial_weights(paths.init_weights(seed)) if params.replicates.init == "shared" else None
-    backend = backends.load(framework)
+    backend = backends.load(framework, tuning)
+    settings = effective_train(params, framework, tuning, backend.TUNED)
     device = backend.configure(settings, seed)
     train, val = data.splits["train"], data.splits["val"]
-    name = f"{backends.label(framework)} seed {seed}"
+    name = f"{backends.label(framework)} ({tuning}) seed {seed}"
     log.info("%s: %d training and %d validation images, %d parameters, %d epochs of batch %d (%s, %s schedule, "
-             "%s initial weights, %s, %s execution)", name, train.labels.shape[0], val.labels.shape[0], spec.parameters,
-             settings.epochs, settings.batch_size, settings.optimizer, settings.schedule,
-             params.replicates.init, device, settings.execution)
-    model_folder, logs_folder = paths.model_dir(framework, seed), paths.logs_dir(framework, seed)
+             "%s initial weights, %s, switches: %s)", name, train.labels.shape[0], val.labels.shape[0],
+             spec.parameters, settings.epochs, settings.batch_size, settings.optimizer, settings.schedule,
+             params.replicates.init, device, ", ".join(settings.switches) or "none")
+    model_folder = paths.model_dir(framework, seed, tuning)
+    logs_folder = paths.logs_dir(framework, seed, tuning)
     with EpochLog(name, settings.epochs, train.labels.shape[0], logs_folder) as epoch_log:
         model = train_model(backend, spec, train, val, settings, seed, epoch_log, initial,
                             background_value(data.meta, settings))
         summary = summarize(epoch_log.records, backend.count_parameters(model), train.labels.shape[0])
         info = RunInfo(framework=framework, seed=seed, device=device, init=params.replicates.init,
-                       input_scale=settings.input_scale, execution=settings.execution)
+                       input_scale=settings.input_scale, tuning=tuning,
+                       switches={switch: backend.SWITCHES[switch] for switch in settings.switches},
+                       description=backend.DESCRIPTION, semantics=dict(backend.SEMANTICS),
+                       environment={**backend.environment(), **machine_environment(settings.threads)})
         save_model(backend, model, spec, info, model_folder)
         finish_logs(logs_folder, summary)
     log.info("%s: trained in %.1f s (%.0f images/s), final val accuracy %.2f%%; wrote %s and %s", name,

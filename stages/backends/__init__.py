@@ -10,6 +10,7 @@ package imports no framework.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,20 +22,39 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "torch": ("stages.backends.torch", "PyTorch"),
 }
 
+# Switches that must be in the process environment before a framework is imported, per
+# framework and tuning level (name -> value; None: removed, so the framework's own default
+# holds whatever the caller's shell set). Each is also named in its backend's SWITCHES.
+PROCESS_ENVIRONMENT: dict[str, dict[str, dict[str, str | None]]] = {
+    # TensorFlow's CPU guide recommends its oneDNN kernels; TensorFlow turns them on by itself
+    # only on some x86 CPUs (AVX-512 VNNI and newer), so stock leaves the choice to it.
+    "keras": {"stock": {"TF_ENABLE_ONEDNN_OPTS": None}, "tuned": {"TF_ENABLE_ONEDNN_OPTS": "1"}},
+}
+
 
 def names() -> tuple[str, ...]:
     return tuple(REGISTRY)
 
 
 def label(name: str) -> str:
-    return REGISTRY[name][1] if name in REGISTRY else name
+    """A framework's label (``PyTorch``), or an arm's (``torch-tuned``: ``PyTorch (tuned)``)."""
+    if name in REGISTRY:
+        return REGISTRY[name][1]
+    framework, _, level = name.rpartition("-")
+    return f"{REGISTRY[framework][1]} ({level})" if framework in REGISTRY and level == "tuned" else name
 
 
-def load(name: str) -> Backend:
-    """Import and return the backend module for ``name`` (and with it, its framework)."""
+def load(name: str, tuning: str = "stock") -> Backend:
+    """Import and return the backend module for ``name`` (and with it, its framework), with the
+    process environment of its ``tuning`` level set first."""
     if name not in REGISTRY:
         from stages.common.errors import StageError
 
         raise StageError(f"unknown framework {name!r}; expected one of {', '.join(REGISTRY)}")
+    for variable, value in PROCESS_ENVIRONMENT.get(name, {}).get(tuning, {}).items():
+        if value is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = value
     module: Backend = importlib.import_module(REGISTRY[name][0])
     return module

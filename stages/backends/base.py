@@ -11,7 +11,9 @@ Conventions every backend keeps:
 - ``get_weights``/``set_weights`` use one canonical layout (conv kernels (kh, kw, in, out),
   dense kernels (in, out), then the bias; batch norm gamma, beta, running mean, running
   variance), so weights move between frameworks and ``stages/init.py`` can write them.
-- ``fit`` runs in ``settings.execution`` mode (``standard`` or ``compiled``), visits the
+- ``fit`` runs at ``settings.tuning`` (``stock``: the framework's public API with its defaults,
+  as its getting-started guide writes it; ``tuned``: plus ``settings.switches``, each one of the
+  backend's ``SWITCHES``, which only the framework's own documentation may recommend), visits the
   training images in ``batch_indices``' order for its seed, calls ``on_epoch_end`` once per
   epoch (its ``learning_rate`` read back from the optimizer, not from the table), and raises
   ``NonFiniteLoss`` on divergence.
@@ -66,10 +68,39 @@ class StepRecord:
 StepCallback = Callable[[StepRecord], None]
 
 
+# The recipe points that frameworks express differently, and each convention a backend may have
+# (docs/fairness.md, "Semantic differences"). Every backend's SEMANTICS names one per key.
+SEMANTIC_CHOICES: dict[str, dict[str, str]] = {
+    "moving_variance": {
+        "biased": "batch norm's running variance follows the batch variance divided by n",
+        "unbiased": "batch norm's running variance follows the batch variance divided by n - 1 (Bessel)"},
+    "adam_epsilon": {
+        "corrected": "epsilon added to the square root of the bias-corrected second moment",
+        "uncorrected": "epsilon added to the square root of the raw second moment, bias correction folded "
+                       "into the rate (an effective epsilon of eps / sqrt(1 - beta2^t))"},
+    "sgd_momentum": {
+        "weight_units": "velocity kept in weight units: v = m v - lr g; w += v",
+        "gradient_units": "buffer kept in gradient units: b = m b + g; w -= lr b (differs from weight units "
+                          "whenever the rate changes)"},
+    "sgd_weight_decay": {
+        "decoupled": "decay applied to the weights directly: w -= lr wd w",
+        "coupled": "decay added to the gradient (L2): g += wd w"},
+    "gelu": {"exact": "GELU with the error function", "tanh": "GELU's tanh approximation"},
+}
+
+
 class Backend(Protocol):
     """What a framework backend module provides (all functions; no state across calls)."""
 
     MODEL_FILE: str  # file name of a saved model inside models/<framework>/<seed>/
+    DESCRIPTION: str  # how the backend trains and infers, stock and tuned (printed in the report)
+    SWITCHES: dict[str, str]  # every tuned switch: name -> what it does (the doc that recommends it)
+    TUNED: tuple[str, ...]  # the switches the tuned level turns on
+    SEMANTICS: dict[str, str]  # SEMANTIC_CHOICES key -> this backend's convention (at both levels)
+
+    def environment(self) -> dict[str, str]:
+        """Versions and build of the framework (package versions, kernel libraries, devices)."""
+        ...
 
     def configure(self, settings: TrainParams, seed: int) -> str:
         """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda')."""
@@ -99,9 +130,9 @@ class Backend(Protocol):
         if given, is called after every optimizer step (costs a device sync per step)."""
         ...
 
-    def for_inference(self, model: Model, execution: str) -> Model:
-        """``model`` ready for ``predict``: run as is (``standard``) or compiled (``compiled``,
-        see ``EXECUTION_MODES`` in stages/common/params.py); same weights, same outputs."""
+    def for_inference(self, model: Model, switches: tuple[str, ...]) -> Model:
+        """``model`` ready for ``predict`` as the framework's users run it (stock: no
+        ``switches``), or with the given tuned ``switches``; same weights, same outputs."""
         ...
 
     def logits(self, model: Model, images: np.ndarray) -> np.ndarray:

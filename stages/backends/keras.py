@@ -1,9 +1,10 @@
 """The TensorFlow/Keras backend (implements ``stages.backends.base.Backend``).
 
-Builds the shared architecture as a ``keras.Sequential``, trains it with ``Model.fit`` over an
-in-graph ``tf.data`` pipeline in the shared per-epoch batch order, and saves ``.keras`` archives
-normalised so identical weights give identical bytes. Loads only with Keras' ``safe_mode``.
-Only TensorFlow/Keras is imported here, never PyTorch.
+Builds the shared architecture as a ``keras.Sequential`` of Keras' own layers, trains it with
+``Model.fit`` and a Keras optimizer over a ``tf.data`` pipeline in the shared per-epoch batch
+order, and saves ``.keras`` archives normalised so identical weights give identical bytes.
+Loads only with Keras' ``safe_mode``. Only TensorFlow/Keras is imported here, never PyTorch.
+The tuning level's process switch (oneDNN) is set before the import by ``stages.backends.load``.
 """
 
 from __future__ import annotations
@@ -20,13 +21,8 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before the import: it reads this once
-# TensorFlow turns its oneDNN CPU kernels on by default only on some Intel CPUs (AVX-512 VNNI and
-# newer); elsewhere it runs Eigen kernels. TensorFlow's CPU guide recommends oneDNN, and it is on
-# here on every machine, so one machine's reruns never depend on the caller's environment.
-os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from tensorflow.python.framework import config as tf_config  # noqa: E402 - disable_op_determinism is not public
 
 from stages.backends.base import (
     EpochCallback,
@@ -48,8 +44,43 @@ from stages.common.runtime import configure_threads
 
 MODEL_FILE = "model.keras"
 VALIDATION_BATCH = 1000
-# Adam's epsilon as PyTorch sets it (Keras' own default is 1e-7).
+# Adam's epsilon as PyTorch sets it (Keras' own default is 1e-7): a recipe value, passed through
+# Keras' public `epsilon` argument.
 ADAM_EPSILON = 1e-8
+
+DESCRIPTION = (
+    "Keras 3 on TensorFlow: a `keras.Sequential` of Keras' own layers, trained by `Model.fit` (Keras' "
+    "default traced `tf.function` step; `jit_compile` left at Keras' `auto`, which is off under op "
+    "determinism) with a `keras.optimizers` optimizer, over a `tf.data` pipeline with default options. "
+    "Stock inference is `Model.predict` for many images and a plain `model(x)` call for one batch, as "
+    "Keras' API docs advise; the tuned level adds TensorFlow's oneDNN kernels and a traced inference call.")
+SWITCHES = {
+    "onednn": "TensorFlow's oneDNN CPU kernels (`TF_ENABLE_ONEDNN_OPTS=1`), which TensorFlow turns on by itself "
+              "only on x86 CPUs with AVX-512 VNNI and newer (https://www.tensorflow.org/install/pip; "
+              "https://github.com/tensorflow/tensorflow/releases/tag/v2.9.0)",
+    "traced_inference": "inference through one `tf.function`, as TensorFlow's guide recommends for repeated "
+                        "small calls (https://www.tensorflow.org/guide/function)",
+}
+TUNED: tuple[str, ...] = ("onednn", "traced_inference")
+SEMANTICS = {
+    "moving_variance": "biased",  # keras.layers.BatchNormalization updates with the batch's plain variance
+    "adam_epsilon": "uncorrected",  # Keras adds epsilon to sqrt(v), its bias correction folded into the rate
+    "sgd_momentum": "weight_units",  # keras.optimizers.SGD: v = m v - lr g; w += v
+    "sgd_weight_decay": "decoupled",  # Keras' optimizers decay the weights themselves
+    "gelu": "exact",  # keras.activations.gelu(approximate=False), Keras' default
+}
+
+
+def environment() -> dict[str, str]:
+    """TensorFlow's and Keras' versions and build, the kernels and devices in use."""
+    build = tf.sysconfig.get_build_info()
+    return {
+        "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
+        "tensorflow_build": ", ".join(f"{key}={build[key]}" for key in sorted(build)
+                                      if key in ("is_cuda_build", "is_rocm_build", "cuda_version", "cudnn_version")),
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default for this CPU"),
+        "devices": ", ".join(device.device_type for device in tf.config.list_physical_devices()),
+    }
 
 
 def configure(settings: TrainParams, seed: int) -> str:
@@ -67,38 +98,8 @@ def configure(settings: TrainParams, seed: int) -> str:
     if settings.device == "cpu" and gpus:
         tf.config.set_visible_devices([], "GPU")
     keras.utils.set_random_seed(seed)
-    if settings.execution == "compiled":
-        # XLA has no deterministic max-pool gradient, so TensorFlow refuses to train this model
-        # with XLA under op determinism (and Keras then quietly drops XLA): compiled training
-        # runs without it (README, "Execution modes"). Set both ways: the state is per process.
-        tf_config.disable_op_determinism()
-    else:
-        tf.config.experimental.enable_op_determinism()
+    tf.config.experimental.enable_op_determinism()
     return "cuda" if gpus and settings.device != "cpu" else "cpu"
-
-
-class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """Keras' ``BatchNormalization``, trained with TensorFlow's fused kernel on NHWC maps.
-
-    Keras 3 normalises with separate ops (moments, subtract, scale; each differentiated on its
-    own), where tf.keras 2 ran TensorFlow's fused kernel (``FusedBatchNormV3``, oneDNN on CPU)
-    for 4-D channels-last input: 2.8x faster forward and backward here (BENCHMARKS.md).
-    Same weights and config; in training the moving variance follows the batch variance the
-    kernel returns, which has Bessel's correction (as in tf.keras 2 and PyTorch). Other cases
-    (inference, masks, renorm, other layouts) run Keras' own code. ``save_model`` writes it as a
-    plain ``BatchNormalization``, so archives load without this class.
-    """
-
-    def call(self, inputs, training=None, mask=None):
-        if (not (training and self.trainable) or mask is not None or len(inputs.shape) != 4
-                or self.axis not in (-1, 3) or self.renorm or self.synchronized or not (self.scale and self.center)
-                or inputs.dtype != tf.float32):
-            return super().call(inputs, training=training, mask=mask)
-        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs, self.gamma, self.beta, epsilon=self.epsilon, data_format="NHWC", is_training=True)
-        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        return outputs
 
 
 def build_model(spec: ArchitectureSpec) -> Model:
@@ -111,7 +112,7 @@ def build_model(spec: ArchitectureSpec) -> Model:
             model_layers.append(layers.Conv2D(config["filters"], config["kernel_size"], padding=config["padding"],
                                               use_bias=config["bias"]))
         elif layer.kind == "batch_norm":
-            model_layers.append(FusedBatchNormalization(momentum=BATCH_NORM_DECAY, epsilon=BATCH_NORM_EPSILON))
+            model_layers.append(layers.BatchNormalization(momentum=BATCH_NORM_DECAY, epsilon=BATCH_NORM_EPSILON))
         elif layer.kind == "activation":
             model_layers.append(layers.Activation(config["name"]))
         elif layer.kind == "max_pool":
@@ -130,7 +131,7 @@ def build_model(spec: ArchitectureSpec) -> Model:
 def layer_kinds(model: Model) -> list[str]:
     """The built model's layers in the spec's vocabulary (for parity tests)."""
     names = {keras.layers.Conv2D: "conv", keras.layers.BatchNormalization: "batch_norm",
-             FusedBatchNormalization: "batch_norm", keras.layers.Activation: "activation",
+             keras.layers.Activation: "activation",
              keras.layers.MaxPooling2D: "max_pool", keras.layers.Dropout: "dropout", keras.layers.Flatten: "flatten",
              keras.layers.Dense: "dense"}
     return [names[type(layer)] for layer in model.layers]
@@ -149,55 +150,15 @@ def set_weights(model: Model, weights: Sequence[np.ndarray]) -> None:
     model.set_weights(weights)
 
 
-class FusedAdam(keras.optimizers.Adam):
-    """Keras' ``Adam``, updating each dense variable with TensorFlow's fused kernel (``ResourceApplyAdam``).
-
-    Keras 3 updates each variable with a dozen separate ops; tf.keras 2 ran this one kernel,
-    which computes the same formula (Keras' epsilon outside the square root, its bias
-    correction folded into the rate). Sparse gradients and AMSGrad run Keras' own code.
-    """
-
-    def update_step(self, gradient, variable, learning_rate):
-        if self.amsgrad or isinstance(gradient, tf.IndexedSlices):
-            return super().update_step(gradient, variable, learning_rate)
-        dtype = variable.dtype
-        step = tf.cast(self.iterations + 1, dtype)
-        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-        index = self._get_variable_index(variable)
-        tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
-            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step), lr=tf.cast(learning_rate, dtype),
-            beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
-
-
-class FusedAdamW(FusedAdam, keras.optimizers.AdamW):
-    """Keras' ``AdamW`` (its decoupled weight decay unchanged) with ``FusedAdam``'s update."""
-
-
-class FusedSGD(keras.optimizers.SGD):
-    """Keras' ``SGD``, updating each dense variable with TensorFlow's fused kernel, as tf.keras 2
-    did: ``ResourceApplyKerasMomentum`` (Keras' velocity in weight units, Nesterov or not), or
-    ``ResourceApplyGradientDescent`` without momentum. Sparse gradients run Keras' own code."""
-
-    def update_step(self, gradient, variable, learning_rate):
-        if isinstance(gradient, tf.IndexedSlices):
-            return super().update_step(gradient, variable, learning_rate)
-        dtype = variable.dtype
-        rate, gradient = tf.cast(learning_rate, dtype), tf.cast(gradient, dtype)
-        if self.momentum == 0:
-            tf.raw_ops.ResourceApplyGradientDescent(var=variable.handle, alpha=rate, delta=gradient)
-            return
-        tf.raw_ops.ResourceApplyKerasMomentum(
-            var=variable.handle, accum=self.momentums[self._get_variable_index(variable)].handle, lr=rate,
-            grad=gradient, momentum=tf.cast(self.momentum, dtype), use_nesterov=self.nesterov)
-
-
 def _optimizer(settings: TrainParams, schedule):
+    """Keras' own Adam, AdamW or SGD; the recipe's decay through their public ``weight_decay``
+    (Keras applies it decoupled for every optimizer)."""
     decay = settings.weight_decay or None
     if settings.optimizer == "sgd":
-        return FusedSGD(learning_rate=schedule, momentum=settings.momentum, weight_decay=decay)
-    optimizer_class = FusedAdamW if settings.optimizer == "adamw" else FusedAdam
-    return optimizer_class(learning_rate=schedule, epsilon=ADAM_EPSILON, weight_decay=decay or 0.0)
+        return keras.optimizers.SGD(learning_rate=schedule, momentum=settings.momentum, weight_decay=decay)
+    if settings.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=schedule, epsilon=ADAM_EPSILON, weight_decay=decay or 0.0)
+    return keras.optimizers.Adam(learning_rate=schedule, epsilon=ADAM_EPSILON, weight_decay=decay)
 
 
 class TableSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -229,11 +190,8 @@ def _training_dataset(images, targets, orders: list[np.ndarray], batch_size: int
     """Every epoch's batches, each epoch in its own seeded order, gathered in-graph.
 
     One dataset for the whole run (fit() with steps_per_epoch keeps iterating it across
-    epochs), so batches never pass through Python (a ``keras.utils.PyDataset``'s generator
-    thread competes with TensorFlow's compute threads; BENCHMARKS.md, "Input pipelines").
-    Without tf.data's autotuning: nothing here is tuned (a sequential map, a fixed prefetch),
-    and its model thread, which the iterator joins when fit() drops it, kept the stage waiting
-    up to 40 s after the last epoch (BENCHMARKS.md).
+    epochs), written as TensorFlow's tf.data guide writes an input pipeline (``map``, then
+    ``prefetch(tf.data.AUTOTUNE)``, default options); only the batch order is the recipe's.
     """
 
     def gather(rows):
@@ -244,9 +202,7 @@ def _training_dataset(images, targets, orders: list[np.ndarray], batch_size: int
     dataset = epochs[0]
     for epoch in epochs[1:]:
         dataset = dataset.concatenate(epoch)
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.map(gather).prefetch(2).with_options(options)
+    return dataset.map(gather).prefetch(tf.data.AUTOTUNE)
 
 
 def compile_trainer(model: Model, settings: TrainParams, learning_rates: np.ndarray, seed: int,
@@ -255,8 +211,7 @@ def compile_trainer(model: Model, settings: TrainParams, learning_rates: np.ndar
 
     A wrapper, not ``model`` itself, is compiled: the saved model then carries no optimizer
     state (a PyTorch state_dict carries none either, so file sizes compare like for like).
-    ``settings.execution`` picks Keras' default traced graph or XLA (``jit_compile``); Keras'
-    own default, ``"auto"``, turns XLA off on CPU-only machines, so the choice is made here.
+    ``jit_compile`` stays at Keras' default.
     """
     augmentation = [_augmentation(settings, background, seed)] if settings.augment.enabled else []
     trainer = keras.Sequential([keras.Input(shape=model.input_shape[1:]), *augmentation, model])
@@ -264,7 +219,6 @@ def compile_trainer(model: Model, settings: TrainParams, learning_rates: np.ndar
         optimizer=_optimizer(settings, TableSchedule(learning_rates)),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=settings.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        jit_compile=settings.execution == "compiled",
     )
     return trainer
 
@@ -325,53 +279,40 @@ def logits(model: Model, images: np.ndarray) -> np.ndarray:
     return np.asarray(model(np.asarray(images, dtype=np.float32), training=False))
 
 
-def for_inference(model: Model, execution: str) -> Model:
-    """``model`` with its inference function traced as a graph, with XLA when ``compiled``."""
-    model._comparison_call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True,
-                                         jit_compile=execution == "compiled")
+def for_inference(model: Model, switches: tuple[str, ...]) -> Model:
+    """``model``, with its inference call traced once as a ``tf.function`` (``traced_inference``)."""
+    if "traced_inference" in switches:
+        model._comparison_call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+    elif hasattr(model, "_comparison_call"):
+        del model._comparison_call
     return model
 
 
 def predict(model: Model, images: np.ndarray, batch_size: int, input_scale: float = 1.0) -> np.ndarray:
-    """Class probabilities (float32, N x classes) for NHWC images, batch by batch."""
-    call = _inference_call(model)
+    """Class probabilities (float32, N x classes) for NHWC images, batch by batch.
+
+    Stock: ``Model.predict`` for more images than one batch, and a plain ``model(x)`` call for
+    one batch, as Keras' API docs advise for small inputs; ``traced_inference``: the traced call.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    traced = getattr(model, "_comparison_call", None)
+    if traced is None and images.shape[0] > batch_size:
+        logits = model.predict(images * np.float32(input_scale), batch_size=batch_size, verbose=0)
+        return np.asarray(keras.ops.softmax(logits)).astype(np.float32)
+    call = traced if traced is not None else (lambda batch: model(batch, training=False))
     outputs = []
     for start in range(0, images.shape[0], batch_size):
-        batch = np.asarray(images[start:start + batch_size], dtype=np.float32) * np.float32(input_scale)
+        batch = images[start:start + batch_size] * np.float32(input_scale)
         outputs.append(np.asarray(keras.ops.softmax(call(batch))))
     return np.concatenate(outputs).astype(np.float32)
-
-
-def _inference_call(model):
-    """The traced inference function (per-call eager overhead would dominate batch-1 latency)."""
-    if not hasattr(model, "_comparison_call"):
-        for_inference(model, "standard")
-    return model._comparison_call
 
 
 def save_model(model: Model, path: Path) -> None:
     """Save as ``.keras``, normalised so identical weights give identical bytes (see below)."""
     with tempfile.TemporaryDirectory() as scratch:
         saved = Path(scratch) / MODEL_FILE
-        _with_keras_batch_norm(model).save(saved)
+        model.save(saved)
         atomic.write_bytes(path, _normalised_keras_archive(saved.read_bytes()))
-
-
-def _with_keras_batch_norm(model: Model) -> Model:
-    """``model`` with Keras' own ``BatchNormalization`` in place of the fused one, same weights."""
-    if not any(isinstance(layer, FusedBatchNormalization) for layer in model.layers):
-        return model
-
-    def clone(layer):
-        if not isinstance(layer, FusedBatchNormalization):
-            return type(layer).from_config(layer.get_config())
-        config = layer.get_config()
-        config["name"] = config["name"].removeprefix("fused_")  # the name Keras gives its own layer
-        return keras.layers.BatchNormalization.from_config(config)
-
-    plain = keras.models.clone_model(model, clone_function=clone)
-    plain.set_weights(model.get_weights())
-    return plain
 
 
 def _normalised_keras_archive(data: bytes) -> bytes:

@@ -1,22 +1,20 @@
 """The PyTorch backend (implements ``stages.backends.base.Backend``).
 
-Builds the shared architecture as an ``nn.Sequential`` (NCHW, flattened in Keras' HWC order so
-dense weights are shared), trains it eagerly or through ``torch.compile`` with a plain loop over
-batches gathered on the device from the training split, copied there once (no DataLoader
-workers, no per-batch host-to-device copies), in the shared per-epoch order, and saves a
-``state_dict``. Loads only with ``weights_only=True``.
+Builds the shared architecture as an ``nn.Sequential`` of PyTorch's own modules (NCHW; the
+canonical layout's dense weights, in Keras' HWC flatten order, are permuted to PyTorch's CHW
+order in ``set_weights``/``get_weights``), trains it eagerly with a ``torch.optim`` optimizer in a
+plain loop over batches gathered on the device from the training split, copied there once (no
+DataLoader workers, no per-batch host-to-device copies), in the shared per-epoch order, and saves
+a ``state_dict``. Loads only with ``weights_only=True``.
 Only PyTorch is imported here, never TensorFlow.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import io
 import math
 import os
 import pickle
-import platform
 import re
 import sys
 import time
@@ -47,16 +45,50 @@ from stages.common.runtime import configure_threads
 
 MODEL_FILE = "model.pt"
 VALIDATION_BATCH = 1000
-ADAM_EPSILON = 1e-8
-# glibc's mallopt parameters, and how large a freed block may be and still be kept for reuse.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-KEEP_FREED_BYTES = 1 << 30
+ADAM_EPSILON = 1e-8  # PyTorch's default, passed explicitly: the recipe's value
+
+DESCRIPTION = (
+    "PyTorch eager: an `nn.Sequential` of `torch.nn` modules in PyTorch's default (contiguous NCHW) memory "
+    "format, trained by a plain loop with a `torch.optim` optimizer at its default implementation, and "
+    "inference in eager mode under `torch.inference_mode`. The tuned level adds the fused optimizer, the "
+    "channels-last memory format and `torch.compile` for inference.")
+SWITCHES = {
+    "fused_optimizer": "`fused=True`: one kernel updates every parameter; PyTorch's optimizer docs: foreach and "
+                       "fused are typically faster than the for-loop default, fused theoretically fastest "
+                       "(https://pytorch.org/docs/stable/optim.html)",
+    "channels_last": "channels-last memory format for the model and its inputs, which PyTorch's performance "
+                     "tuning guide recommends for convolutional networks on the CPU "
+                     "(https://pytorch.org/tutorials/recipes/recipes/tuning_guide.html)",
+    "compiled_inference": "`torch.compile` (Inductor) for the trained model's inference "
+                          "(https://pytorch.org/tutorials/intermediate/torch_compile_tutorial.html)",
+}
+TUNED: tuple[str, ...] = ("fused_optimizer", "channels_last", "compiled_inference")
+SEMANTICS = {
+    "moving_variance": "unbiased",  # nn.BatchNorm2d's running_var uses the unbiased batch variance
+    "adam_epsilon": "corrected",  # torch.optim.Adam(W): eps added to sqrt of the bias-corrected moment
+    "sgd_momentum": "gradient_units",  # torch.optim.SGD: b = m b + g; w -= lr b
+    "sgd_weight_decay": "coupled",  # torch.optim.SGD's weight_decay is added to the gradient (L2)
+    "gelu": "exact",  # nn.GELU(approximate="none"), PyTorch's default
+}
+
+
+def environment() -> dict[str, str]:
+    """PyTorch's version and build (``torch.__config__``), the kernels and devices in use."""
+    config = torch.__config__.show()
+    blas = re.search(r"BLAS_INFO=([^,\s]+)", config)
+    return {
+        "torch": torch.__version__, "numpy": np.__version__,
+        "torch_build": f"BLAS={blas.group(1) if blas else 'unknown'}, "
+                       f"oneDNN={torch.backends.mkldnn.is_available()}, "
+                       f"CUDA={torch.version.cuda or 'none'}",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "devices": "cpu" + (f", cuda x{torch.cuda.device_count()}" if torch.cuda.is_available() else ""),
+    }
 
 
 def configure(settings: TrainParams, seed: int) -> str:
     """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda')."""
     configure_threads(settings.threads)
-    reuse_freed_memory()
     # Required by deterministic cuBLAS; harmless on the CPU. Must be set before CUDA starts.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(settings.threads)
@@ -76,23 +108,6 @@ def configure(settings: TrainParams, seed: int) -> str:
     return "cuda" if available and settings.device != "cpu" else "cpu"
 
 
-def reuse_freed_memory() -> bool:
-    """Keep freed blocks of up to ``KEEP_FREED_BYTES`` in the process for reuse; True if set.
-
-    PyTorch's CPU tensors come from the C library's malloc. glibc hands blocks above its mmap
-    threshold (32 MB at most) back to the system when freed, so a batch of 1000 images, whose
-    first activation map is 37 MB, was mapped and page-faulted in afresh by every layer of every
-    batch: faults took most of the first convolution's time. PyTorch's performance tuning guide
-    recommends an allocator that reuses memory (jemalloc, tcmalloc); raising glibc's own mmap
-    and trim thresholds does that in-process. Elsewhere (macOS, musl) nothing changes.
-    """
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP_FREED_BYTES)) and bool(
-        libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
-
-
 def _device(model) -> str:
     return next(model.parameters()).device.type
 
@@ -104,6 +119,7 @@ def build_model(spec: ArchitectureSpec) -> Model:
     modules = []
     channels = spec.input_shape[2]
     previous_shape: tuple[int, ...] = spec.input_shape
+    flattened_height: int | None = None
     for layer in spec.layers:
         config = layer.config
         if layer.kind == "conv":
@@ -119,44 +135,61 @@ def build_model(spec: ArchitectureSpec) -> Model:
         elif layer.kind == "dropout":
             modules.append(nn.Dropout(config["rate"]))
         elif layer.kind == "flatten":
-            modules.append(ChannelsLastFlatten())
+            modules.append(nn.Flatten())  # (C, H, W) order; set_weights permutes the next dense layer
+            flattened_height = previous_shape[0]
         elif layer.kind == "dense":
             modules.append(nn.Linear(int(np.prod(previous_shape)), config["units"]))
         else:
             raise ValueError(f"unknown layer kind {layer.kind!r}")
         previous_shape = layer.output_shape
     model = nn.Sequential(*modules)
-    # Keras' defaults, so both frameworks start from the same distribution of weights.
+    if flattened_height is not None:
+        model.map_height = flattened_height  # a plain attribute: not part of the state_dict
+    # Keras' defaults (Glorot-uniform kernels, zero biases: PyTorch's xavier_uniform_ counts the
+    # fans as Keras does), so both frameworks start from the same distribution of weights.
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
-            _glorot_uniform(module.weight)
+            nn.init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
     return model
 
 
-def _glorot_uniform(weight) -> None:
-    """Keras' glorot_uniform: fans counted as Keras does (receptive field x channels)."""
-    receptive = int(np.prod(weight.shape[2:])) if weight.dim() > 2 else 1
-    fan_out, fan_in = weight.shape[0] * receptive, weight.shape[1] * receptive
-    limit = float(np.sqrt(6.0 / (fan_in + fan_out)))
-    with torch.no_grad():
-        weight.uniform_(-limit, limit)
+def _flattened_shapes(model) -> dict[int, tuple[int, int, int]]:
+    """For each dense layer right after ``nn.Flatten``: the (C, H, W) shape it flattens."""
+    shapes, channels = {}, None
+    modules = list(model)
+    for index, module in enumerate(modules):
+        if isinstance(module, nn.Conv2d):
+            channels = module.out_channels
+        elif isinstance(module, nn.Flatten) and index + 1 < len(modules) and channels:
+            dense = modules[index + 1]
+            while not isinstance(dense, nn.Linear):
+                index += 1
+                dense = modules[index + 1]
+            area = dense.in_features // channels
+            side = math.isqrt(area)
+            height = getattr(model, "map_height", side)
+            shapes[id(dense)] = (channels, height, area // height)
+    return shapes
 
 
-class ChannelsLastFlatten(nn.Module):
-    """Flatten NCHW maps in (H, W, C) order, as Keras does, so dense weights are shared."""
-
-    def forward(self, inputs):
-        return inputs.permute(0, 2, 3, 1).flatten(1)
+def _dense_layout(module, shapes, to_canonical: bool):
+    """The permutation between a dense kernel's canonical (H, W, C) input order and PyTorch's (C, H, W)."""
+    if id(module) not in shapes:
+        return None
+    channels, height, width = shapes[id(module)]
+    chw = np.arange(channels * height * width).reshape(channels, height, width)
+    hwc_to_chw = chw.transpose(1, 2, 0).reshape(-1)  # canonical row i holds PyTorch input hwc_to_chw[i]
+    return hwc_to_chw if to_canonical else np.argsort(hwc_to_chw)
 
 
 def layer_kinds(model: Model) -> list[str]:
     """The built model's layers in the spec's vocabulary (for parity tests)."""
     names = {nn.Conv2d: "conv", nn.BatchNorm2d: "batch_norm", nn.MaxPool2d: "max_pool", nn.Dropout: "dropout",
              nn.Linear: "dense", nn.ReLU: "activation", nn.GELU: "activation", nn.Tanh: "activation",
-             nn.Sigmoid: "activation"}
-    return [names.get(type(module), "flatten") for module in model]
+             nn.Sigmoid: "activation", nn.Flatten: "flatten"}
+    return [names[type(module)] for module in model]
 
 
 def count_parameters(model: Model) -> int:
@@ -167,11 +200,14 @@ def get_weights(model: Model) -> list[np.ndarray]:
     """All weights in the canonical layout: conv (kh, kw, in, out), dense (in, out), then biases;
     batch norm gamma, beta, running mean, running variance (Keras' order)."""
     weights: list[np.ndarray] = []
+    shapes = _flattened_shapes(model)
     for module in model:
         if isinstance(module, nn.Conv2d):
             weights.append(module.weight.detach().cpu().numpy().transpose(2, 3, 1, 0))
         elif isinstance(module, nn.Linear):
-            weights.append(module.weight.detach().cpu().numpy().T)
+            kernel = module.weight.detach().cpu().numpy().T
+            order = _dense_layout(module, shapes, to_canonical=True)
+            weights.append(kernel[order] if order is not None else kernel)
         elif isinstance(module, nn.BatchNorm2d):
             weights += [tensor.detach().cpu().numpy() for tensor in
                         (module.weight, module.bias, module.running_mean, module.running_var)]
@@ -186,9 +222,12 @@ def get_weights(model: Model) -> list[np.ndarray]:
 def set_weights(model: Model, weights: Sequence[np.ndarray]) -> None:
     nn = torch.nn
     remaining = list(weights)
+    shapes = _flattened_shapes(model)
 
-    def take(target, layout=None) -> None:
+    def take(target, layout=None, rows=None) -> None:
         array = remaining.pop(0)
+        if rows is not None and array.shape[0] == rows.shape[0]:
+            array = array[rows]
         array = array.transpose(layout) if layout is not None else array
         if tuple(array.shape) != tuple(target.shape):
             raise ValueError(f"weight of shape {array.shape} does not fit {tuple(target.shape)}")
@@ -199,7 +238,7 @@ def set_weights(model: Model, weights: Sequence[np.ndarray]) -> None:
         if isinstance(module, nn.Conv2d):
             take(module.weight, (3, 2, 0, 1))
         elif isinstance(module, nn.Linear):
-            take(module.weight, (1, 0))
+            take(module.weight, (1, 0), _dense_layout(module, shapes, to_canonical=False))
         elif isinstance(module, nn.BatchNorm2d):
             for target in (module.weight, module.bias, module.running_mean, module.running_var):
                 take(target)
@@ -213,30 +252,21 @@ def set_weights(model: Model, weights: Sequence[np.ndarray]) -> None:
 
 
 def _optimizer(model, settings: TrainParams):
-    """Adam, AdamW or SGD; weight decay is decoupled for all three, as Keras applies it (``fit``).
+    """``torch.optim``'s own optimizer for the recipe, at its default implementation unless the
+    ``fused_optimizer`` switch is on.
 
-    Fused: one kernel updates every parameter, where PyTorch's CPU default loops over them
-    with a handful of ops each (its docs: fused is typically the fastest implementation).
+    The recipe's weight decay is decoupled (Keras' meaning); for Adam that is exactly
+    ``torch.optim.AdamW``, so ``adam`` with a decay runs AdamW. SGD's ``weight_decay`` is
+    PyTorch's coupled L2 and its momentum buffer is in gradient units (``SEMANTICS``): those
+    differences are PyTorch's, listed in the report, not corrected here.
     """
+    fused = {"fused": True} if "fused_optimizer" in settings.switches else {}
+    parameters, rate, decay = model.parameters(), settings.learning_rate, settings.weight_decay
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=settings.learning_rate, momentum=settings.momentum, fused=True)
-    return torch.optim.Adam(model.parameters(), lr=settings.learning_rate, eps=ADAM_EPSILON, fused=True)
-
-
-def _rescale_momentum(optimizer, ratio: float) -> None:
-    """Give SGD with momentum Keras' meaning under a changing learning rate.
-
-    Keras keeps the velocity in weight units (``v = momentum * v - rate * grad; w += v``),
-    PyTorch in gradient units (``b = momentum * b + grad; w -= rate * b``): the two agree only
-    while the rate is constant. Scaling PyTorch's buffer by ``old rate / new rate`` before a
-    step with a new rate gives exactly Keras' update, so both frameworks get the same recipe
-    under every schedule (a constant schedule never calls this).
-    """
-    with torch.no_grad():
-        for state in optimizer.state.values():
-            buffer = state.get("momentum_buffer")
-            if buffer is not None:
-                buffer.mul_(ratio)
+        return torch.optim.SGD(parameters, lr=rate, momentum=settings.momentum, weight_decay=decay, **fused)
+    if settings.optimizer == "adamw" or decay:
+        return torch.optim.AdamW(parameters, lr=rate, eps=ADAM_EPSILON, weight_decay=decay, **fused)
+    return torch.optim.Adam(parameters, lr=rate, eps=ADAM_EPSILON, **fused)
 
 
 def _augmenter(settings: TrainParams, background: float):
@@ -263,11 +293,13 @@ def _augmenter(settings: TrainParams, background: float):
         # Zero padding around (images - background) is background padding around the images.
         moved = nn.functional.grid_sample(batch - background, grid, mode="bilinear", padding_mode="zeros",
                                           align_corners=False) + background
-        # In the batch's own strides (channels-last): a 1-channel NCHW result has NCHW strides,
-        # which oneDNN runs 1.45x slower (BENCHMARKS.md).
-        return torch.empty_like(batch).copy_(moved)
+        return moved.contiguous(memory_format=_memory_format(batch))
 
     return apply
+
+
+def _memory_format(batch):
+    return torch.channels_last if batch.dim() == 4 and not batch.is_contiguous() else torch.contiguous_format
 
 
 def _to_nhwc(images: np.ndarray, device: str, scale: float):
@@ -279,15 +311,26 @@ def _to_nhwc(images: np.ndarray, device: str, scale: float):
     return tensor.to(device, non_blocking=True)
 
 
-def _channels_last(nhwc):
-    """An NCHW view of NHWC memory: PyTorch's channels-last format, which its oneDNN convolutions
-    on the CPU run faster than contiguous NCHW (PyTorch's CPU performance guide; BENCHMARKS.md)."""
-    return nhwc.permute(0, 3, 1, 2)
+def _as_nchw(nhwc, channels_last: bool):
+    """NCHW images from NHWC memory: PyTorch's default contiguous NCHW (stock), or an NCHW view of
+    the NHWC memory, which is PyTorch's channels-last format (the ``channels_last`` switch)."""
+    view = nhwc.permute(0, 3, 1, 2)
+    return view if channels_last else view.contiguous()
 
 
-def _to_input(images: np.ndarray, device: str, scale: float):
-    """NHWC numpy images -> NCHW channels-last float32 tensor on ``device``."""
-    return _channels_last(_to_nhwc(images, device, scale))
+def _to_input(images: np.ndarray, device: str, scale: float, channels_last: bool):
+    """NHWC numpy images -> NCHW float32 tensor on ``device`` in the model's memory format."""
+    return _as_nchw(_to_nhwc(images, device, scale), channels_last)
+
+
+def _uses_channels_last(model) -> bool:
+    return bool(getattr(model, "channels_last", False))
+
+
+def _set_memory_format(model, channels_last: bool) -> None:
+    """The model's weights in the channels-last format (PyTorch's tuning guide) or the default."""
+    model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    model.channels_last = channels_last  # a plain attribute: how this model's inputs are laid out
 
 
 def _evaluate_split(model, split: Split, device: str, settings: TrainParams) -> tuple[float, float]:
@@ -295,7 +338,8 @@ def _evaluate_split(model, split: Split, device: str, settings: TrainParams) -> 
     loss_sum, correct = 0.0, 0
     with torch.inference_mode():
         for start in range(0, split.labels.shape[0], VALIDATION_BATCH):
-            images = _to_input(split.images[start:start + VALIDATION_BATCH], device, settings.input_scale)
+            images = _to_input(split.images[start:start + VALIDATION_BATCH], device, settings.input_scale,
+                               _uses_channels_last(model))
             labels = torch.from_numpy(split.labels[start:start + VALIDATION_BATCH].astype(np.int64)).to(device)
             outputs = model(images)
             loss_sum += float(torch.nn.functional.cross_entropy(
@@ -312,9 +356,9 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
     functional = torch.nn.functional
     device = "cuda" if settings.device != "cpu" and torch.cuda.is_available() else "cpu"
     model.to(device)
-    forward = compile_model(model, settings.execution)
+    channels_last = "channels_last" in settings.switches
+    _set_memory_format(model, channels_last)
     optimizer = _optimizer(model, settings)
-    parameters = list(model.parameters())
     augment = _augmenter(settings, background) if settings.augment.enabled else None
     generator = np.random.default_rng(seed)
     # The whole split on the device once; each epoch's order goes there once, and batches are
@@ -335,22 +379,17 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
         for batch_number, rows in enumerate(batches, start=1):
             index = order[start:start + rows.shape[0]]
             start += rows.shape[0]
-            images = _channels_last(images_all.index_select(0, index))
+            images = _as_nchw(images_all.index_select(0, index), channels_last)
             labels = labels_all.index_select(0, index)
             if augment is not None:
                 images = augment(images)
             rate = float(learning_rates[step])
-            if step > 0 and settings.optimizer == "sgd" and rate != learning_rates[step - 1]:
-                _rescale_momentum(optimizer, float(learning_rates[step - 1]) / rate)
             for group in optimizer.param_groups:
                 group["lr"] = rate
-            outputs = forward(images)
+            outputs = model(images)
             loss = functional.cross_entropy(outputs, labels, label_smoothing=settings.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if settings.weight_decay:
-                with torch.no_grad():
-                    torch._foreach_mul_(parameters, 1.0 - rate * settings.weight_decay)
             optimizer.step()
             step += 1
             loss_value = loss.detach()
@@ -381,12 +420,6 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
     model.to("cpu")
 
 
-def compile_model(model: Model, execution: str) -> Model:
-    """``model`` itself (``standard``: eager) or wrapped by ``torch.compile`` (``compiled``);
-    the wrapper shares the parameters, so training it trains ``model``."""
-    return torch.compile(model) if execution == "compiled" else model
-
-
 def _progress(total: int, description: str):
     from tqdm import tqdm
 
@@ -398,13 +431,20 @@ def logits(model: Model, images: np.ndarray) -> np.ndarray:
     """Raw outputs for NHWC images, in inference mode."""
     model.eval()
     with torch.inference_mode():
-        return model(_to_input(images, _device(model), 1.0)).cpu().numpy()
+        return model(_to_input(images, _device(model), 1.0, _uses_channels_last(model))).cpu().numpy()
 
 
-def for_inference(model: Model, execution: str) -> Model:
-    """``model`` in evaluation mode, eager or compiled (``torch.compile``; same weights)."""
+def for_inference(model: Model, switches: tuple[str, ...]) -> Model:
+    """``model`` in evaluation mode: eager in PyTorch's default memory format (stock), in the
+    channels-last format (``channels_last``), compiled by ``torch.compile`` (``compiled_inference``;
+    the wrapper shares the weights)."""
     model.eval()
-    return compile_model(model, execution)
+    _set_memory_format(model, "channels_last" in switches)
+    if "compiled_inference" in switches:
+        compiled = torch.compile(model)
+        compiled.channels_last = model.channels_last
+        return compiled
+    return model
 
 
 def predict(model: Model, images: np.ndarray, batch_size: int, input_scale: float = 1.0) -> np.ndarray:
@@ -414,7 +454,7 @@ def predict(model: Model, images: np.ndarray, batch_size: int, input_scale: floa
     outputs = []
     with torch.inference_mode():
         for start in range(0, images.shape[0], batch_size):
-            batch = _to_input(images[start:start + batch_size], device, input_scale)
+            batch = _to_input(images[start:start + batch_size], device, input_scale, _uses_channels_last(model))
             outputs.append(torch.softmax(model(batch), dim=1).cpu().numpy())
     return np.concatenate(outputs).astype(np.float32)
 

@@ -125,14 +125,12 @@ class AugmentParams:
     max_rotation_deg: float = checked(minimum=0, maximum=180)
 
 
-ExecutionMode = Literal["standard", "compiled"]
-
-# What each execution mode means per framework (README "Execution modes"); a backend receives
-# the mode as `settings.execution` (training) and through `for_inference` (evaluation).
-EXECUTION_MODES = {
-    "standard": "PyTorch eager; Keras' traced tf.function graph (its default on a CPU)",
-    "compiled": "torch.compile (Inductor); Keras with XLA (jit_compile=True)",
-}
+# How a framework runs (docs/fairness.md): `stock` is its public API with its defaults, as its own
+# getting-started guide writes it; `tuned` adds the switches its own documentation recommends
+# (each backend's SWITCHES and TUNED). Set per arm by the train and evaluate stages, never in
+# params.yaml: the `train` and `train-tuned` stages of dvc.yaml run the two levels.
+Tuning = Literal["stock", "tuned"]
+TUNING_LEVELS: tuple[str, ...] = ("stock", "tuned")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,12 +148,16 @@ class TrainParams:
     augment: AugmentParams
     threads: int = checked(minimum=1, maximum=256)
     device: Literal["auto", "cpu", "cuda"]
-    execution: ExecutionMode  # how training runs (see EXECUTION_MODES)
+    # Set by the stage for its arm (not read from params.yaml): the level, and the backend's
+    # switches that level turns on (empty for stock).
+    tuning: Tuning = "stock"
+    switches: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
 class ReplicateParams:
     seeds: tuple[int, ...] = checked(min_items=1)
+    tuned_seeds: tuple[int, ...] = checked(min_items=0)  # the seeds (of `seeds`) that also run the tuned level
     init: Literal["shared", "framework"]
 
 
@@ -165,7 +167,6 @@ class EvaluateParams:
     throughput_repeats: int = checked(minimum=1, maximum=1000)
     latency_samples: int = checked(minimum=1, maximum=100000)
     latency_warmup: int = checked(minimum=0, maximum=10000)
-    execution: dict[str, ExecutionMode]  # framework -> how `evaluate` runs its trained model
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,6 +192,8 @@ class Params:
 
 # Fields whose value may be left out of params.yaml (all others are required).
 _OPTIONAL_KEYS = {("DataParams", "custom"), ("Params", "overrides")}
+# Fields of a section that params.yaml must not set (the stage sets them).
+_STAGE_KEYS = {("TrainParams", "tuning"), ("TrainParams", "switches")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,6 +308,10 @@ def _build(cls: type, raw: Any, key: str, problems: list[str], *, partial: bool 
         return None
     hints = typing.get_type_hints(cls)
     fields = {item.name: item for item in dataclasses.fields(cls)}
+    for name in sorted(set(raw) & {field_name for owner, field_name in _STAGE_KEYS if owner == cls.__name__}):
+        problems.append(f"{prefix}{name}: set by the stage for each arm, not in params.yaml (the tuning level is "
+                        "dvc.yaml's `train` (stock) or `train-tuned` stage; replicates.tuned_seeds picks its seeds)")
+    raw = {name: value for name, value in raw.items() if (cls.__name__, name) not in _STAGE_KEYS}
     for unknown in sorted(set(raw) - set(fields), key=str):
         close = [name for name in fields if _similar(str(unknown), name)]
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -312,7 +319,7 @@ def _build(cls: type, raw: Any, key: str, problems: list[str], *, partial: bool 
     values = {}
     for name, item in fields.items():
         if name not in raw:
-            if not partial and (cls.__name__, name) not in _OPTIONAL_KEYS:
+            if not partial and (cls.__name__, name) not in _OPTIONAL_KEYS | _STAGE_KEYS:
                 problems.append(f"{prefix}{name}: missing (expected {_type_name(hints[name])})")
             continue
         values[name] = _convert(raw[name], hints[name], f"{prefix}{name}", problems, item.metadata)
@@ -352,12 +359,6 @@ def _replicate_checks(params: Params, present: set[str], problems: list[str]) ->
         elif name not in present:
             problems.append(f"{name}: missing (expected a mapping of train: overrides, {{}} for none)")
     names = [name for name in params.frameworks if isinstance(name, str)]
-    if params.evaluate is not None:
-        modes = params.evaluate.execution
-        problems += [f"evaluate.execution.{name}: unknown framework; expected one of {', '.join(known)}"
-                     for name in modes if name not in known]
-        problems += [f"evaluate.execution.{name}: missing (expected {_type_name(ExecutionMode)})"
-                     for name in names if name in known and name not in modes]
     if len(set(names)) != len(names):
         problems.append(f"frameworks: each framework once, got {list(params.frameworks)}")
     if params.replicates is None:
@@ -368,6 +369,13 @@ def _replicate_checks(params: Params, present: set[str], problems: list[str]) ->
             problems.append(f"replicates.seeds[{index}]: expected a value from 0 to {2**31 - 1}, got {seed}")
     if len(set(seeds)) != len(seeds):
         problems.append(f"replicates.seeds: each seed once, got {list(params.replicates.seeds)}")
+    tuned = list(params.replicates.tuned_seeds)
+    for index, seed in enumerate(tuned):
+        if seed not in seeds:
+            problems.append(f"replicates.tuned_seeds[{index}]: {seed} is not one of replicates.seeds {seeds}; the "
+                            "tuned level is compared with the stock level on the same seeds")
+    if len(set(tuned)) != len(tuned):
+        problems.append(f"replicates.tuned_seeds: each seed once, got {tuned}")
 
 
 def validate(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
@@ -433,13 +441,18 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return text
 
 
-def effective_train(params: Params, framework: str) -> TrainParams:
-    """The shared ``train`` recipe with the framework's own overrides applied."""
+def effective_train(params: Params, framework: str, tuning: str = "stock",
+                    switches: tuple[str, ...] = ()) -> TrainParams:
+    """The shared ``train`` recipe with the framework's own overrides applied, at a tuning level
+    (``switches``: the backend's switches that level turns on)."""
     if framework not in params.frameworks:
         raise StageError(f"framework {framework!r} is not in params.yaml's frameworks: "
                          f"{', '.join(params.frameworks)}")
+    if tuning not in TUNING_LEVELS:
+        raise StageError(f"unknown tuning level {tuning!r}; expected one of {', '.join(TUNING_LEVELS)}")
     overrides = dict(params.overrides.get(framework, {}))
-    return dataclasses.replace(params.train, **overrides)
+    return dataclasses.replace(params.train, **overrides, tuning=tuning,  # type: ignore[arg-type]
+                               switches=tuple(switches) if tuning == "tuned" else ())
 
 
 def as_dict(value: Any) -> Any:

@@ -1,7 +1,8 @@
 """Where every stage reads and writes: the one place that names the pipeline's files.
 
 ``dvc.yaml`` lists the same paths (it must: DVC tracks them); ``tests/test_dvc_yaml.py`` checks
-that the two agree. Per-replicate outputs live in ``<framework>/<seed>/`` folders.
+that the two agree. Per-replicate outputs live in ``<arm>/<seed>/`` folders, where an arm is a
+framework at a tuning level: ``keras`` (stock) or ``keras-tuned``.
 """
 
 from __future__ import annotations
@@ -34,18 +35,28 @@ def init_weights(seed: int) -> Path:
     return INIT / f"{seed}.npz"
 
 
-def model_dir(framework: str, seed: int) -> Path:
-    return MODELS / framework / str(seed)
+def arm(framework: str, tuning: str = "stock") -> str:
+    """The folder name of a framework at a tuning level: ``keras`` (stock), ``keras-tuned``."""
+    return framework if tuning == "stock" else f"{framework}-{tuning}"
 
 
-def logs_dir(framework: str, seed: int) -> Path:
-    return LOGS / framework / str(seed)
+def model_dir(framework: str, seed: int, tuning: str = "stock") -> Path:
+    return MODELS / arm(framework, tuning) / str(seed)
 
 
-def eval_dir(framework: str, seed: int) -> Path:
-    return EVAL / framework / str(seed)
+def logs_dir(framework: str, seed: int, tuning: str = "stock") -> Path:
+    return LOGS / arm(framework, tuning) / str(seed)
+
+
+def eval_dir(framework: str, seed: int, tuning: str = "stock") -> Path:
+    return EVAL / arm(framework, tuning) / str(seed)
 
 
 def replicate(framework: str, seed: int) -> str:
     """The DVC matrix suffix of a (framework, seed) stage, e.g. ``keras-1``."""
     return f"{framework}-{seed}"
+
+
+def stage(kind: str, framework: str, seed: int, tuning: str = "stock") -> str:
+    """The DVC stage that writes a replicate: ``train@keras-1`` (stock), ``train-tuned@keras-1``."""
+    return f"{kind}{'' if tuning == 'stock' else '-' + tuning}@{replicate(framework, seed)}"

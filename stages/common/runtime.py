@@ -36,3 +36,17 @@ def derive_seed(seed: int, purpose: str) -> int:
 
     digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
+
+
+def machine_environment(threads: int) -> dict[str, str]:
+    """The machine a replicate ran on: CPU model, cores, the thread count it used, Python."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass  # not Linux: platform's answer stands
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "threads": str(threads),
+            "python": platform.python_version(), "os": f"{platform.system()} {platform.release()}"}

@@ -48,7 +48,11 @@ class RunInfo:
     device: str  # cpu | cuda
     init: str  # shared | framework (replicates.init)
     input_scale: float  # evaluation multiplies inputs by this, as training did
-    execution: str  # standard | compiled: how training ran (train.execution)
+    tuning: str  # stock | tuned: how the framework ran (docs/fairness.md)
+    switches: dict[str, str]  # the backend's tuned switches that were on -> what each does (empty for stock)
+    description: str  # the backend's DESCRIPTION: how it trains and infers
+    semantics: dict[str, str]  # the backend's SEMANTICS: its convention per recipe point
+    environment: dict[str, str]  # framework versions and build, CPU, threads (stages/common/runtime.py)
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,9 @@ class TestMetrics:
     throughput_images_per_second_max: float
     latency_ms_median: float  # one image per call
     latency_ms_p95: float
-    execution: str  # standard | compiled: how inference ran (evaluate.execution)
+    tuning: str  # stock | tuned: how inference ran
+    switches: list[str]  # the backend's tuned switches that were on (empty for stock)
+    environment: dict[str, str]  # framework versions and build, CPU, threads, as evaluated
     parameters: int
     model_bytes: int
 
@@ -113,6 +119,10 @@ def _matches(value: Any, annotation: Any) -> bool:
     if origin is list:
         (item,) = typing.get_args(annotation)
         return isinstance(value, list) and all(_matches(element, item) for element in value)
+    if origin is dict:
+        key_type, item = typing.get_args(annotation)
+        return isinstance(value, dict) and all(_matches(key, key_type) and _matches(element, item)
+                                               for key, element in value.items())
     raise TypeError(f"unsupported field type {annotation!r}")
 
 

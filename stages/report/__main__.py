@@ -2,9 +2,10 @@
 
 Reads ``params.yaml`` (``frameworks``, ``replicates``, ``report``, and the sections quoted in the
 report), ``data/prepared/`` (test images and labels, meta.json) and, for every framework and
-seed: ``models/<framework>/<seed>/run.json``, ``dvclive/<framework>/<seed>/`` (training summary
-and per-epoch curves) and ``eval/<framework>/<seed>/`` (metrics, per-class scores,
-predictions). Writes ``reports/`` as a whole (the previous folder survives a failed run):
+seed of each arm (``<framework>`` stock, ``<framework>-tuned`` on ``replicates.tuned_seeds``):
+``models/<arm>/<seed>/run.json``, ``dvclive/<arm>/<seed>/`` (training summary and per-epoch
+curves) and ``eval/<arm>/<seed>/`` (metrics, per-class scores, predictions). Writes ``reports/``
+as a whole (the previous folder survives a failed run):
 
 - ``report.md``: conclusions per pair of frameworks, the table of every metric (mean, sd, 95% CI
   over seeds), paired differences and ratios with CIs and p-values, per-seed McNemar tests and
@@ -30,7 +31,7 @@ from stages import backends
 from stages.common import atomic, cli, paths, prepared
 from stages.common.errors import run_stage
 from stages.common.params import load_params
-from stages.report import compare, figures, inputs, markdown
+from stages.report import compare, figures, inputs, markdown, tuning
 
 log = logging.getLogger("report")
 
@@ -58,11 +59,14 @@ def main(argv: list[str] | None = None) -> None:
     test = data.splits["test"]
     labels = np.asarray(test.labels, dtype=np.int64)
     results = inputs.load_all(params.frameworks, params.replicates.seeds, labels, data.class_names)
+    tuned = (inputs.load_all(params.frameworks, params.replicates.tuned_seeds, labels, data.class_names, "tuned")
+             if params.replicates.tuned_seeds else {})
     comparison = compare.compare(results, labels)
     context = figures.Context(results, comparison, np.asarray(test.images), labels, data.meta, params.report)
     drawn = {spec.file: spec.draw(context) for spec in figures.FIGURES}
-    report = markdown.render(comparison, results, params, data.meta)
-    summary = compare.summary_metrics(comparison)
+    report = markdown.render(comparison, results, params, data.meta, tuned)
+    summary = {**compare.summary_metrics(comparison),
+               **tuning.summary_metrics(tuning.tuning_effects(results, tuned))}
     with atomic.atomic_directory(paths.REPORTS) as temporary:
         for name, figure in drawn.items():
             figures.save_figure(figure, temporary / name)

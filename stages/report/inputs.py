@@ -32,7 +32,7 @@ class Replicate:
 
     framework: str
     seed: int
-    run: RunInfo
+    run: RunInfo  # run.tuning: stock | tuned
     training: TrainingSummary
     evaluation: TestMetrics
     per_class: PerClass
@@ -74,13 +74,14 @@ def read_probabilities(path: Path, count: int, num_classes: int, rerun: str) -> 
     return probabilities
 
 
-def load_replicate(framework: str, seed: int, labels: np.ndarray, class_names: Sequence[str]) -> Replicate:
-    replicate = paths.replicate(framework, seed)
-    rerun_train, rerun_eval = f"dvc repro train@{replicate}", f"dvc repro evaluate@{replicate}"
-    logs, evaluation = paths.logs_dir(framework, seed), paths.eval_dir(framework, seed)
+def load_replicate(framework: str, seed: int, labels: np.ndarray, class_names: Sequence[str],
+                   tuning: str = "stock") -> Replicate:
+    rerun_train = f"dvc repro {paths.stage('train', framework, seed, tuning)}"
+    rerun_eval = f"dvc repro {paths.stage('evaluate', framework, seed, tuning)}"
+    logs, evaluation = paths.logs_dir(framework, seed, tuning), paths.eval_dir(framework, seed, tuning)
     result = Replicate(
         framework=framework, seed=seed,
-        run=schemas.load(RunInfo, paths.model_dir(framework, seed) / paths.RUN_FILE, rerun_train),
+        run=schemas.load(RunInfo, paths.model_dir(framework, seed, tuning) / paths.RUN_FILE, rerun_train),
         training=schemas.load(TrainingSummary, logs / paths.METRICS_FILE, rerun_train),
         evaluation=schemas.load(TestMetrics, evaluation / paths.METRICS_FILE, rerun_eval),
         per_class=schemas.load(PerClass, evaluation / paths.PER_CLASS_FILE, rerun_eval),
@@ -88,6 +89,10 @@ def load_replicate(framework: str, seed: int, labels: np.ndarray, class_names: S
         probabilities=read_probabilities(evaluation / paths.PREDICTIONS_FILE, labels.shape[0], len(class_names),
                                          rerun_eval))
     check_consistency(result, labels, class_names, evaluation, rerun_eval)
+    if result.run.tuning != tuning or result.evaluation.tuning != tuning:
+        raise StageError(f"{paths.model_dir(framework, seed, tuning) / paths.RUN_FILE}: trained {result.run.tuning}, "
+                         f"evaluated {result.evaluation.tuning}, expected {tuning}; run `{rerun_train}` and "
+                         f"`{rerun_eval}`")
     return result
 
 
@@ -110,7 +115,7 @@ def check_consistency(result: Replicate, labels: np.ndarray, class_names: Sequen
 
 
 def load_all(frameworks: Sequence[str], seeds: Sequence[int], labels: np.ndarray,
-             class_names: Sequence[str]) -> dict[str, list[Replicate]]:
-    """Every replicate, by framework, in ``seeds`` order."""
-    return {framework: [load_replicate(framework, seed, labels, class_names) for seed in seeds]
-            for framework in frameworks}
+             class_names: Sequence[str], tuning: str = "stock") -> dict[str, list[Replicate]]:
+    """Every replicate of one tuning level, by arm (``paths.arm``), in ``seeds`` order."""
+    return {paths.arm(framework, tuning): [load_replicate(framework, seed, labels, class_names, tuning)
+                                           for seed in seeds] for framework in frameworks}

@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from stages import backends
-from stages.common.params import EXECUTION_MODES, Params, as_dict
-from stages.report import stats
+from stages.common.params import Params, as_dict
+from stages.report import stats, tuning
 from stages.report.compare import METRICS, Comparison, per_seed_rows, percent, sentences
 from stages.report.figures import FIGURES
 from stages.report.inputs import Replicate
@@ -50,14 +50,16 @@ def params_used(params: Params) -> dict[str, Any]:
 
 
 def render(comparison: Comparison, results: dict[str, list[Replicate]], params: Params,
-           meta: dict[str, Any]) -> str:
+           meta: dict[str, Any], tuned: dict[str, list[Replicate]] | None = None) -> str:
+    """The report: the stock comparison, then what tuning buys (``tuned``: the tuned arms), then
+    the environment and semantic differences, per-seed detail, figures and params."""
     frameworks = comparison.frameworks
     names = [backends.label(framework) for framework in frameworks]
     dataset = DATASET_NAMES.get(meta.get("dataset", ""), meta.get("dataset") or "custom data")
     first = {framework: results[framework][0] for framework in frameworks}
     devices = ", ".join(f"{backends.label(f)} `{first[f].run.device}`" for f in frameworks)
-    execution = "; ".join(f"{backends.label(f)}: training {modes(r.run.execution for r in results[f])}, inference "
-                          f"{modes(r.evaluation.execution for r in results[f])}" for f in frameworks)
+    execution = "; ".join(f"{backends.label(f)}: {modes(r.run.tuning for r in results[f])} ("
+                          f"{', '.join(first[f].run.switches) or 'no switches'})" for f in frameworks)
     init = params.replicates.init
     init_text = ("identical initial weights for every framework (one framework-neutral draw per seed), so each "
                  "seed is a matched pair" if init == "shared" else
@@ -70,8 +72,7 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
         f"fixed data split (seed {params.seed}). Replicates: **{n} seed(s)** ({', '.join(map(str, comparison.seeds))})"
         f" per framework; per seed, {init_text}, and the same batch order. Device: {devices}.",
         "",
-        f"Execution modes ({', '.join(f'`{mode}`: {text}' for mode, text in EXECUTION_MODES.items())}): "
-        f"{execution}.",
+        f"Tuning levels: {execution}.",
         "",
     ]
     if n < 2:
@@ -106,6 +107,10 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
     ]
     for pair in comparison.pairs:
         lines += pair_section(comparison, pair)
+    tuned = tuned or {}
+    lines += tuning.section(tuning.tuning_effects(results, tuned), table)
+    lines += tuning.environment_section({**results, **tuned}, table)
+    lines += tuning.semantics_section(results, table)
     lines += per_seed_section(comparison, results)
     lines += per_class_section(results, list(meta["class_names"]))
     for figure in FIGURES:
