@@ -21,7 +21,8 @@ def expanded_stages() -> dict[str, dict]:
     """dvc.yaml's stages with foreach and matrix expanded from params.yaml, as DVC names them."""
     raw = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
     params = project_params()
-    lists = {"${replicates.seeds}": params["replicates"]["seeds"], "${frameworks}": params["frameworks"]}
+    lists = {"${replicates.seeds}": params["replicates"]["seeds"], "${frameworks}": params["frameworks"],
+             "${replicates.tuned_seeds}": params["replicates"]["tuned_seeds"]}
     stages = {}
     for name, stage in raw["stages"].items():
         if "foreach" in stage:
@@ -137,6 +138,24 @@ def test_every_framework_and_seed_has_its_train_and_evaluate_stage():
     for framework in params["frameworks"]:
         for seed in params["replicates"]["seeds"]:
             assert {f"train@{framework}-{seed}", f"evaluate@{framework}-{seed}", f"init@{seed}"} <= names
+        for seed in params["replicates"]["tuned_seeds"]:
+            assert {f"train-tuned@{framework}-{seed}", f"evaluate-tuned@{framework}-{seed}"} <= names
+
+
+def test_each_tuned_stage_runs_its_level_into_the_tuned_arms_folders():
+    from stages.common import paths
+
+    stages = expanded_stages()
+    for name, stage in stages.items():
+        kind, _, replicate = name.partition("@")
+        if kind not in ("train-tuned", "evaluate-tuned"):
+            continue
+        framework, seed = replicate.rsplit("-", 1)
+        assert stage["cmd"].endswith(" --tuning tuned"), name
+        assert paths.stage(kind.removesuffix("-tuned"), framework, int(seed), "tuned") == name
+        outs = {next(iter(out)) if isinstance(out, dict) else out for out in stage["outs"]}
+        folder = paths.model_dir if kind == "train-tuned" else paths.eval_dir
+        assert any(out.startswith(str(folder(framework, int(seed), "tuned"))) for out in outs), name
 
 
 def test_the_paths_module_and_dvc_yaml_name_the_same_outputs():

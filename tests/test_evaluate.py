@@ -103,8 +103,7 @@ def test_throughput_refuses_inference_that_is_not_deterministic():
 def test_latency_times_one_image_per_call_after_warm_up():
     images = np.arange(3 * 4, dtype=np.float32).reshape(3, 2, 2, 1)
     seen = []
-    settings = EvaluateParams(batch_size=10, throughput_repeats=1, latency_samples=5, latency_warmup=2,
-                              execution={"keras": "standard"})
+    settings = EvaluateParams(batch_size=10, throughput_repeats=1, latency_samples=5, latency_warmup=2)
 
     seconds = evaluate.measure_latency(lambda image: seen.append(image.copy()), images, settings)
 
@@ -127,7 +126,8 @@ def model_folder(tmp_path, architecture: str | None = "{}", run: dict | None = N
 # A backend that must never be reached: these folders fail before any model is loaded.
 UNREACHED = SimpleNamespace(MODEL_FILE="model.keras", load_model=lambda path, spec: pytest.fail("loaded"))
 SPEC = json.dumps({"input_shape": [28, 28, 1], "num_classes": 10, "layers": []})
-RUN = {"framework": "keras", "seed": 1, "device": "cpu", "init": "shared", "input_scale": 1.0, "execution": "standard"}
+RUN = {"framework": "keras", "seed": 1, "device": "cpu", "init": "shared", "input_scale": 1.0, "tuning": "stock",
+       "switches": {}, "description": "Keras", "semantics": {}, "environment": {}}
 
 
 def test_missing_architecture_names_the_file_and_the_command(tmp_path):
@@ -168,8 +168,7 @@ def test_throughput_is_images_per_second_of_each_timed_pass(monkeypatch):
 
 def test_latency_is_the_seconds_of_each_timed_call(monkeypatch):
     monkeypatch.setattr(evaluate, "time", FakeClock([0.001, 0.003, 0.002]))
-    settings = EvaluateParams(batch_size=10, throughput_repeats=1, latency_samples=3, latency_warmup=1,
-                              execution={"keras": "standard"})
+    settings = EvaluateParams(batch_size=10, throughput_repeats=1, latency_samples=3, latency_warmup=1)
 
     seconds = evaluate.measure_latency(lambda image: None, np.zeros((2, 2, 2, 1), np.float32), settings)
 
@@ -184,4 +183,5 @@ def test_command_line_help_names_the_stage_and_its_arguments(capsys):
     text = capsys.readouterr().out
     assert "stages.evaluate" in text and "framework" in text and "seed" in text
     assert f"one of: {', '.join(backends.names())}" in text and "the replicate seed (one of replicates.seeds)" in text
-    assert "test-set metrics, predictions and speed of one trained model" in text
+    assert "test-set\nmetrics, predictions and speed of one trained model" in text
+    assert "--tuning {stock,tuned}" in text

@@ -35,6 +35,7 @@ from stages.common.architecture import ArchitectureSpec
 from stages.common.errors import StageError
 from stages.common.params import TrainParams
 from stages.common.prepared import Split
+from stages.common.semantics import SEMANTIC_CHOICES as SEMANTIC_CHOICES  # re-exported for backends
 
 Model = Any  # a framework's own model object; only its backend looks inside
 
@@ -66,27 +67,6 @@ class StepRecord:
 
 
 StepCallback = Callable[[StepRecord], None]
-
-
-# The recipe points that frameworks express differently, and each convention a backend may have
-# (docs/fairness.md, "Semantic differences"). Every backend's SEMANTICS names one per key.
-SEMANTIC_CHOICES: dict[str, dict[str, str]] = {
-    "moving_variance": {
-        "biased": "batch norm's running variance follows the batch variance divided by n",
-        "unbiased": "batch norm's running variance follows the batch variance divided by n - 1 (Bessel)"},
-    "adam_epsilon": {
-        "corrected": "epsilon added to the square root of the bias-corrected second moment",
-        "uncorrected": "epsilon added to the square root of the raw second moment, bias correction folded "
-                       "into the rate (an effective epsilon of eps / sqrt(1 - beta2^t))"},
-    "sgd_momentum": {
-        "weight_units": "velocity kept in weight units: v = m v - lr g; w += v",
-        "gradient_units": "buffer kept in gradient units: b = m b + g; w -= lr b (differs from weight units "
-                          "whenever the rate changes)"},
-    "sgd_weight_decay": {
-        "decoupled": "decay applied to the weights directly: w -= lr wd w",
-        "coupled": "decay added to the gradient (L2): g += wd w"},
-    "gelu": {"exact": "GELU with the error function", "tanh": "GELU's tanh approximation"},
-}
 
 
 class Backend(Protocol):

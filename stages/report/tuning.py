@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from stages import backends
-from stages.backends.base import SEMANTIC_CHOICES
 from stages.common import paths
+from stages.common.semantics import SEMANTIC_CHOICES
 from stages.report import stats
 from stages.report.inputs import Replicate
 

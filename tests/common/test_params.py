@@ -331,7 +331,7 @@ def test_several_problems_are_reported_together(raw):
         "model.padding: missing (expected one of 'same', 'valid')",
         "train.optimiser: unknown key (did you mean 'optimizer'?); allowed: epochs, batch_size, optimizer, "
         "learning_rate, momentum, weight_decay, schedule, warmup_fraction, label_smoothing, input_scale, "
-        "augment, threads, device, execution",
+        "augment, threads, device, tuning, switches",
         "train.epochs: expected an integer, got 'many'",
         "evaluate.batch_size: expected a value of at least 1, got 0",
     ]
@@ -442,26 +442,43 @@ def test_unknown_framework(raw):
         effective_train(validate(raw), "jax")
 
 
-def test_execution_mode_must_be_known(raw):
-    raw["train"]["execution"] = "jit"
-    raw["evaluate"]["execution"]["torch"] = "eager"
+def test_the_tuning_level_is_not_a_param(raw):
+    raw["train"]["tuning"] = "tuned"
+    raw["torch"] = {"switches": ["fused_optimizer"]}
 
-    assert problems_of(raw) == ["train.execution: expected one of 'standard', 'compiled', got 'jit'",
-                                "evaluate.execution.torch: expected one of 'standard', 'compiled', got 'eager'"]
+    problems = problems_of(raw)
 
-
-def test_inference_execution_is_needed_for_every_framework_and_only_known_ones(raw):
-    del raw["evaluate"]["execution"]["keras"]
-    raw["evaluate"]["execution"]["jax"] = "compiled"
-
-    assert problems_of(raw) == ["evaluate.execution.jax: unknown framework; expected one of keras, torch",
-                                "evaluate.execution.keras: missing (expected one of 'standard', 'compiled')"]
+    assert problems == [
+        "torch.switches: set by the stage for each arm, not in params.yaml (the tuning level is dvc.yaml's `train` "
+        "(stock) or `train-tuned` stage; replicates.tuned_seeds picks its seeds)",
+        "train.tuning: set by the stage for each arm, not in params.yaml (the tuning level is dvc.yaml's `train` "
+        "(stock) or `train-tuned` stage; replicates.tuned_seeds picks its seeds)"]
 
 
-def test_execution_mode_can_be_overridden_per_framework(raw):
-    raw["torch"] = {"execution": "compiled"}
+def test_tuned_seeds_must_be_stock_seeds_each_once(raw):
+    raw["replicates"].update(seeds=[1, 2], tuned_seeds=[2, 3, 2])
 
+    assert problems_of(raw) == [
+        "replicates.tuned_seeds[1]: 3 is not one of replicates.seeds [1, 2]; the tuned level is compared with the "
+        "stock level on the same seeds",
+        "replicates.tuned_seeds: each seed once, got [2, 3, 2]"]
+
+
+def test_no_tuned_seeds_is_allowed(raw):
+    raw["replicates"]["tuned_seeds"] = []
+
+    assert validate(raw).replicates.tuned_seeds == ()
+
+
+def test_the_level_and_its_switches_reach_the_recipe_only_when_tuned(raw):
     params = validate(raw)
 
-    assert effective_train(params, "torch").execution == "compiled"
-    assert effective_train(params, "keras").execution == raw["train"]["execution"]
+    tuned = effective_train(params, "torch", "tuned", ("fused_optimizer", "channels_last"))
+    stock = effective_train(params, "torch", "stock", ("fused_optimizer",))
+
+    assert (tuned.tuning, tuned.switches) == ("tuned", ("fused_optimizer", "channels_last"))
+    assert (stock.tuning, stock.switches) == ("stock", ())
+    with pytest.raises(StageError, match="unknown tuning level 'fast'; expected one of stock, tuned"):
+        effective_train(params, "torch", "fast")
+
+

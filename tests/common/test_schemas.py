@@ -24,8 +24,9 @@ def test_save_then_load_gives_the_same_record(tmp_path):
 
 def test_whole_numbers_read_as_floats_where_the_field_is_a_float(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"framework": "torch", "seed": 1, "device": "cpu",
-                                                   "init": "shared", "input_scale": 1,
-                                                   "execution": "standard"}))
+                                                   "init": "shared", "input_scale": 1, "tuning": "stock",
+                                                   "switches": {}, "description": "d", "semantics": {},
+                                                   "environment": {"torch": "2"}}))
     info = schemas.load(RunInfo, tmp_path / "run.json", "x")
     assert isinstance(info.input_scale, float)
 

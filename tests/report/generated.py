@@ -38,18 +38,28 @@ def probabilities(framework: str, seed: int) -> np.ndarray:
     return rows.astype(np.float32)
 
 
-def write_replicate(root: Path, framework: str, seed: int, train_seconds: float, throughput: float) -> None:
+SEMANTICS = {"keras": {"moving_variance": "biased", "adam_epsilon": "uncorrected", "sgd_momentum": "weight_units",
+                       "sgd_weight_decay": "decoupled", "gelu": "exact"},
+             "torch": {"moving_variance": "unbiased", "adam_epsilon": "corrected", "sgd_momentum": "gradient_units",
+                       "sgd_weight_decay": "coupled", "gelu": "exact"}}
+
+
+def write_replicate(root: Path, framework: str, seed: int, train_seconds: float, throughput: float,
+                    tuning: str = "stock") -> None:
     probs = probabilities(framework, seed)
     truth = labels()
     predicted = probs.argmax(axis=1)
     confusion = metrics.confusion_matrix(truth, predicted, 10)
     scores = metrics.per_class_scores(confusion)
-    model = root / paths.model_dir(framework, seed)
+    model = root / paths.model_dir(framework, seed, tuning)
     model.mkdir(parents=True, exist_ok=True)
+    switches = {"switch_a": "what it does (https://example.org/guide)"} if tuning == "tuned" else {}
+    environment = {f"{framework}_version": "1.0", "cpu": "test CPU", "threads": "2"}
     schemas.save(RunInfo(framework=framework, seed=seed, device="cpu", init="shared", input_scale=1.0,
-                         execution="standard"),
+                         tuning=tuning, switches=switches, description=f"{framework} as its guide writes it",
+                         semantics=SEMANTICS.get(framework, SEMANTICS["torch"]), environment=environment),
                  model / paths.RUN_FILE)
-    logs = root / paths.logs_dir(framework, seed)
+    logs = root / paths.logs_dir(framework, seed, tuning)
     epochs = 3
     for name in ("train/loss", "val/loss", "train/accuracy", "val/accuracy"):
         path = logs / "plots" / "metrics" / f"{name}.tsv"
@@ -63,7 +73,7 @@ def write_replicate(root: Path, framework: str, seed: int, train_seconds: float,
                                  images_per_second=54_000 * epochs / train_seconds, parameters=1000,
                                  seconds_to_val_accuracy_98=None, seconds_to_val_accuracy_99=None),
                  logs / paths.METRICS_FILE)
-    evaluation = root / paths.eval_dir(framework, seed)
+    evaluation = root / paths.eval_dir(framework, seed, tuning)
     evaluation.mkdir(parents=True, exist_ok=True)
     np.save(evaluation / paths.PREDICTIONS_FILE, probs)
     schemas.save(PerClass(class_names=[f"class {i}" for i in range(10)], precision=scores["precision"].tolist(),
@@ -77,11 +87,13 @@ def write_replicate(root: Path, framework: str, seed: int, train_seconds: float,
                              throughput_images_per_second=throughput,
                              throughput_images_per_second_min=throughput * 0.95,
                              throughput_images_per_second_max=throughput * 1.05, latency_ms_median=0.5,
-                             latency_ms_p95=0.9, execution="compiled", parameters=1000, model_bytes=4000),
+                             latency_ms_p95=0.9, tuning=tuning, switches=sorted(switches),
+                             environment=environment, parameters=1000, model_bytes=4000),
                  evaluation / paths.METRICS_FILE)
 
 
-def write_workspace(root: Path, frameworks=("keras", "torch"), seeds=(1, 2, 3)) -> Path:
+def write_workspace(root: Path, frameworks=("keras", "torch"), seeds=(1, 2, 3), tuned_seeds=None) -> Path:
+    tuned_seeds = tuple(seeds[:2]) if tuned_seeds is None else tuned_seeds
     """Everything the report stage reads, under ``root``; returns ``root``."""
     rng = np.random.default_rng(0)
     truth = labels()
@@ -95,12 +107,15 @@ def write_workspace(root: Path, frameworks=("keras", "torch"), seeds=(1, 2, 3)) 
         for seed in seeds:
             write_replicate(root, framework, seed, train_seconds=20.0 + 5 * index + 0.1 * seed,
                             throughput=10_000.0 * (index + 1) + 10 * seed)
+        for seed in tuned_seeds:  # tuned: 0.8x the time, 1.5x the throughput
+            write_replicate(root, framework, seed, train_seconds=0.8 * (20.0 + 5 * index + 0.1 * seed),
+                            throughput=1.5 * (10_000.0 * (index + 1) + 10 * seed), tuning="tuned")
     raw = project_params()
     raw["frameworks"] = list(frameworks)
     raw["replicates"]["seeds"] = list(seeds)
+    raw["replicates"]["tuned_seeds"] = list(tuned_seeds)
     for framework in frameworks:
         raw.setdefault(framework, {})
-        raw["evaluate"]["execution"].setdefault(framework, "standard")
     raw["report"].update(misclassified=4, disagreements=4, dpi=50)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return root

@@ -58,13 +58,28 @@ def test_the_same_inputs_give_the_same_bytes(workspace):
     assert {path.name: path.read_bytes() for path in (workspace / "reports").iterdir()} == first
 
 
-def test_the_report_names_each_frameworks_execution_modes(workspace):
-    run = workspace / paths.model_dir("torch", 2) / paths.RUN_FILE
-    info = json.loads(run.read_text())
-    run.write_text(json.dumps({**info, "execution": "compiled"}))
-
+def test_the_report_gives_the_stock_comparison_then_what_tuning_buys_then_the_environment(workspace):
     report.main([])
 
     text = (workspace / "reports/report.md").read_text()
-    assert "Keras: training `standard`, inference `compiled`" in text
-    assert "PyTorch: training `compiled` and `standard`, inference `compiled`" in text
+    sections = [text.index(heading) for heading in ("## Conclusions", "## What tuning buys", "## Environment",
+                                                     "## Semantic differences")]
+    assert sections == sorted(sections)
+    tuning_rows = [line for line in text[sections[1]:sections[2]].splitlines() if line.startswith("| Keras")]
+    # generated.py: tuned trains in 0.8x the time at 1.5x the inference throughput, same predictions
+    assert tuning_rows and "| 0.80x" in tuning_rows[0] and "| 1.50x" in tuning_rows[0]
+    assert "+0.00 pp" in tuning_rows[0] and "within the noise" in tuning_rows[0]
+    assert "| Keras (tuned) | tuned | switch_a |" in text
+    assert "| moving variance | biased | unbiased | differs |" in text
+    summary = json.loads((workspace / "reports/metrics.json").read_text())
+    assert summary["tuning.torch.train_seconds_ratio"] == pytest.approx(0.8)
+
+
+def test_a_replicate_trained_at_another_level_is_refused(workspace):
+    run = workspace / paths.model_dir("torch", 2, "tuned") / paths.RUN_FILE
+    run.write_text(json.dumps({**json.loads(run.read_text()), "tuning": "stock"}))
+
+    with pytest.raises(StageError, match=r"torch-tuned/2/run.json: trained stock, evaluated tuned, expected tuned; "
+                                         r"run `dvc repro train-tuned@torch-2`"):
+        report.main([])
+
