@@ -178,8 +178,21 @@ def test_same_seed_gives_identical_weights(backend):
         assert left.tobytes() == right.tobytes()
 
 
-def test_compiled_training_is_reproducible_and_learns(backend):
-    settings = small_settings(epochs=2, execution="compiled")
+def test_the_backend_describes_its_levels_switches_semantics_and_environment(backend):
+    from stages.common.semantics import SEMANTIC_CHOICES
+
+    assert len(backend.DESCRIPTION) > 80 and "tuned" in backend.DESCRIPTION
+    assert set(backend.TUNED) <= set(backend.SWITCHES) and backend.TUNED
+    assert all("https://" in text for text in backend.SWITCHES.values())  # each names the doc that recommends it
+    assert set(backend.SEMANTICS) == set(SEMANTIC_CHOICES)
+    assert all(value in SEMANTIC_CHOICES[key] for key, value in backend.SEMANTICS.items())
+    environment = backend.environment()
+    assert environment and all(isinstance(key, str) and isinstance(value, str) for key, value in environment.items())
+    assert "numpy" in environment
+
+
+def test_tuned_training_is_reproducible_and_learns(backend):
+    settings = small_settings(epochs=2, tuning="tuned", switches=backend.TUNED)
     first, records = fit_small(backend, settings, train=make_split(96, 1), val=make_split(20, 2))
     second, _ = fit_small(backend, settings, train=make_split(96, 1), val=make_split(20, 2))
     assert records[-1].train_loss < records[0].train_loss
@@ -187,11 +200,11 @@ def test_compiled_training_is_reproducible_and_learns(backend):
         assert left.tobytes() == right.tobytes()
 
 
-def test_compiled_inference_gives_the_standard_predictions(backend):
+def test_tuned_inference_gives_the_stock_predictions(backend):
     model, _ = fit_small(backend, small_settings(epochs=1), train=make_split(64, 1), val=make_split(20, 2))
     images = make_split(30, 5).images
-    standard = backend.predict(backend.for_inference(model, "standard"), images, batch_size=10)
-    compiled = backend.predict(backend.for_inference(model, "compiled"), images, batch_size=10)
+    standard = backend.predict(backend.for_inference(model, ()), images, batch_size=10)
+    compiled = backend.predict(backend.for_inference(model, backend.TUNED), images, batch_size=10)
     np.testing.assert_allclose(compiled, standard, atol=1e-5)
     np.testing.assert_array_equal(compiled.argmax(1), standard.argmax(1))
 
@@ -275,7 +288,7 @@ def stage_project(folder, framework: str, init: str = "shared", model: dict | No
     raw = project_params()
     raw["model"] = model or STAGE_MODEL
     raw["train"].update(epochs=2, batch_size=16, learning_rate=0.01, threads=1, device="cpu")
-    raw["replicates"] = {"seeds": [1, 2], "init": init}
+    raw["replicates"] = {"seeds": [1, 2], "tuned_seeds": [1], "init": init}
     raw["evaluate"].update(batch_size=16, throughput_repeats=1, latency_samples=2, latency_warmup=0)
     raw[framework] = dict(overrides)
     write_params(folder, raw)
@@ -498,10 +511,28 @@ def test_evaluate_stage_writes_the_measured_metrics_and_the_per_image_files(back
     assert rows[0] == "actual,predicted" and len(rows) == 41
     assert rows[1:] == [f"c{actual},c{guess}" for actual, guess in zip(test.labels, predicted)]
     assert [record.getMessage() for record in caplog.records if record.name == "evaluate"] == [
-        f"{backends.label(framework)} seed 1: test accuracy {100 * result.test_accuracy:.2f}%, loss "
-        f"{result.test_loss:.4f}, 114 images/s at batch 16 (median of 3, {result.execution}), latency median 2.56 ms "
-        "p95 3.87 ms"]
-    assert result.execution == raw["evaluate"]["execution"][framework]
+        f"{backends.label(framework)} (stock) seed 1: test accuracy {100 * result.test_accuracy:.2f}%, loss "
+        f"{result.test_loss:.4f}, 114 images/s at batch 16 (median of 3), latency median 2.56 ms p95 3.87 ms"]
+    assert (result.tuning, result.switches) == ("stock", [])
+    assert result.environment["threads"] == "1" and result.environment["numpy"] == np.__version__
+
+
+def test_the_tuned_level_trains_and_evaluates_into_its_own_arm_and_records_its_switches(backend, tmp_path,
+                                                                                        monkeypatch):
+    framework = backend.__name__.rsplit(".", 1)[-1]
+    monkeypatch.chdir(tmp_path)
+    stage_project(tmp_path, framework, epochs=1)
+
+    train_stage.main([framework, "1", "--tuning", "tuned"])
+    evaluate_stage.main([framework, "1", "--tuning", "tuned"])
+
+    run = schemas.load(schemas.RunInfo, paths.model_dir(framework, 1, "tuned") / paths.RUN_FILE, "rerun")
+    assert (run.tuning, run.switches) == ("tuned", {name: backend.SWITCHES[name] for name in backend.TUNED})
+    assert (run.description, run.semantics) == (backend.DESCRIPTION, backend.SEMANTICS)
+    assert run.environment["cores"] and run.environment["threads"] == "1"
+    result = schemas.load(schemas.TestMetrics, paths.eval_dir(framework, 1, "tuned") / paths.METRICS_FILE, "rerun")
+    assert (result.tuning, result.switches) == ("tuned", list(backend.TUNED))
+    assert not paths.model_dir(framework, 1).exists() and not paths.eval_dir(framework, 1).exists()
 
 
 def test_evaluate_without_a_trained_model_names_the_stage_to_run(backend, tmp_path, monkeypatch):

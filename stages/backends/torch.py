@@ -315,7 +315,9 @@ def _as_nchw(nhwc, channels_last: bool):
     """NCHW images from NHWC memory: PyTorch's default contiguous NCHW (stock), or an NCHW view of
     the NHWC memory, which is PyTorch's channels-last format (the ``channels_last`` switch)."""
     view = nhwc.permute(0, 3, 1, 2)
-    return view if channels_last else view.contiguous()
+    # clone, not contiguous(): a one-channel view already counts as contiguous, and its strides
+    # would make PyTorch pick channels-last for every layer after it
+    return view if channels_last else view.clone(memory_format=torch.contiguous_format)
 
 
 def _to_input(images: np.ndarray, device: str, scale: float, channels_last: bool):

@@ -43,155 +43,106 @@ def test_keras_archive_with_a_lambda_layer_is_refused_and_never_runs(tmp_path):
     assert marker.read_text() == "ran"
 
 
-@pytest.mark.parametrize("execution", ["standard", "compiled"])
-def test_compiled_execution_runs_with_xla(execution):
-    """Read back from Keras and TensorFlow: the trainer's resolved jit_compile, and XLA's
-    must-compile mark on the traced inference function."""
-    import tensorflow as tf
-    from tensorflow.python.framework import config as tf_config
+@pytest.mark.parametrize(("optimizer", "weight_decay", "expected"), [
+    ("adamw", 1e-4, "AdamW"), ("adam", 1e-4, "Adam"), ("adam", 0.0, "Adam"), ("sgd", 1e-4, "SGD")])
+def test_a_stock_replicate_trains_with_keras_own_classes_and_loads_without_the_project(
+        backend, tmp_path, monkeypatch, optimizer, weight_decay, expected):
+    """The stock level is Keras as its users write it: read back from Keras itself, every layer of
+    the model that Model.fit trained and its optimizer are Keras' own classes with the recipe's
+    values, XLA stays at Keras' default (off under op determinism); and the saved archive loads
+    with Keras' safe mode in an interpreter that never imports the project, giving the project's
+    predictions."""
+    import json
+    import os
+    import subprocess
+    import sys
 
-    from stages.backends import keras as backend
-    from stages.common.schedules import learning_rates
-    from tests.trainer_contract import small_settings
+    import keras
 
-    settings = small_settings(execution=execution)
-    backend.configure(settings, seed=1)  # as the train stage does: XLA training needs op determinism off
-    assert tf_config.is_op_determinism_enabled() is (execution == "standard")
-    model = backend.build_model(build_spec(make_params(SMALL).model, (28, 28, 1), 10))
-    trainer = backend.compile_trainer(model, settings, learning_rates(settings, 4), seed=1)
-    assert trainer.jit_compile is (execution == "compiled")
-    call = backend.for_inference(model, execution)._comparison_call
-    graph = call.get_concrete_function(tf.TensorSpec((None, 28, 28, 1), tf.float32)).function_def
-    assert graph.attr["_XlaMustCompile"].b is (execution == "compiled")
+    from tests.trainer_contract import fit_small, make_split, small_settings
+
+    trained = []
+    fit = keras.Model.fit
+
+    def recording_fit(self, *args, **kwargs):  # the real fit, remembering what it trained
+        trained.append(self)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording_fit)
+    settings = small_settings(epochs=1, optimizer=optimizer, weight_decay=weight_decay)
+    model, _ = fit_small(backend, settings, train=make_split(64, 1), val=make_split(10, 2))
+    (trainer,) = trained
+    layers, pending = [], list(trainer.layers)
+    while pending:  # every layer, inside nested models too
+        layer = pending.pop()
+        layers.append(layer)
+        pending += getattr(layer, "layers", [])
+    assert model in layers and len(layers) > len(model.layers)
+    assert all(type(layer).__module__.startswith("keras.") for layer in layers)
+    assert type(trainer.optimizer) is getattr(keras.optimizers, expected)
+    if expected != "SGD":
+        assert trainer.optimizer.epsilon == backend.ADAM_EPSILON
+    assert (trainer.optimizer.weight_decay or 0.0) == pytest.approx(weight_decay)
+    assert trainer.jit_compile is False
+    assert "LD_PRELOAD" not in os.environ
+
+    backend.save_model(model, tmp_path / "model.keras")
+    images = make_split(8, 3).images
+    np.save(tmp_path / "images.npy", images)
+    plain = """
+import json, sys
+import keras, numpy as np
+model = keras.saving.load_model("model.keras", compile=False, safe_mode=True)
+np.save("plain.npy", np.asarray(keras.ops.softmax(model(np.load("images.npy"), training=False))))
+print(json.dumps([sorted({type(layer).__module__.split(".")[0] for layer in model.layers}),
+                  sorted(name for name in sys.modules if name.split(".")[0] == "stages")]))
+"""
+    result = subprocess.run([sys.executable, "-c", plain], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == [["keras"], []]
+    np.testing.assert_allclose(np.load(tmp_path / "plain.npy"), backend.predict(model, images, batch_size=8),
+                               atol=1e-6)
 
 
-def test_onednn_kernels_are_on_whatever_the_environment():
-    """Read back from TensorFlow in a fresh process whose environment turns oneDNN off."""
+def test_the_tuned_level_turns_onednn_on_before_tensorflow_starts_whatever_the_shell_says():
+    """Read back from TensorFlow's own start-up log: with the caller's TF_ENABLE_ONEDNN_OPTS=0,
+    loading the backend at the tuned level still starts TensorFlow with its oneDNN kernels."""
     import os
     import subprocess
     import sys
 
     from tests.support import PROJECT_ROOT
 
-    probe = ("import stages.backends.keras\n"
-             "from tensorflow.python.util import _pywrap_util_port\n"
-             "print('oneDNN', _pywrap_util_port.IsMklEnabled())")
+    probe = "from stages import backends; backends.load('keras', 'tuned')"
+    environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "0"}
     result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}, check=True, timeout=120)
-    assert "oneDNN True" in result.stdout.splitlines()
+                            timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr
+    assert "oneDNN custom operations are on" in result.stderr
 
 
-def test_batch_norm_trains_with_tensorflows_fused_kernel_and_saves_as_keras_own_layer(tmp_path):
-    """Read back from TensorFlow: the training graph's batch-norm ops; and from a plain Keras load
-    (no project code registered) of the saved archive: Keras' own layer, the same weights."""
+@pytest.mark.parametrize("switches", [(), ("traced_inference",)], ids=["stock", "traced"])
+def test_inference_is_keras_own_call_or_one_traced_function(backend, switches, monkeypatch):
+    """Stock: Model.predict for many images and a plain model(x) call for one batch, as Keras' API
+    docs advise; ``traced_inference``: every batch through one tf.function (read back: its
+    concrete graphs); same probabilities either way."""
     import keras
-    import tensorflow as tf
 
-    from stages.backends import keras as backend
+    from tests.trainer_contract import fit_small, make_split, small_settings
 
-    model = backend.build_model(build_spec(make_params(SMALL).model, (28, 28, 1), 10))
-    images = np.random.default_rng(0).normal(size=(4, 28, 28, 1)).astype(np.float32)
-
-    @tf.function
-    def training_step(batch):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(model(batch, training=True) ** 2)
-        return tape.gradient(loss, model.trainable_variables)
-
-    graph = training_step.get_concrete_function(tf.TensorSpec((None, 28, 28, 1), tf.float32)).graph
-    operations = {operation.type for operation in graph.get_operations()}
-    assert {"FusedBatchNormV3", "FusedBatchNormGradV3"} <= operations
-    assert not {"Rsqrt", "SquaredDifference"} & operations  # Keras' own layer's separate ops
-
-    training_step(images)  # moves the moving statistics away from their initial values
-    path = tmp_path / backend.MODEL_FILE
-    backend.save_model(model, path)
-    loaded = keras.saving.load_model(path, compile=False, safe_mode=True)
-    norms = [layer for layer in loaded.layers if "batch_norm" in layer.name]
-    assert [type(layer) for layer in norms] == [keras.layers.BatchNormalization]
-    assert [layer.name for layer in norms] == [layer.name.removeprefix("fused_") for layer in model.layers
-                                               if isinstance(layer, backend.FusedBatchNormalization)]
-    for saved, trained in zip(loaded.get_weights(), model.get_weights(), strict=True):
-        np.testing.assert_array_equal(saved, trained)
-    np.testing.assert_allclose(loaded(images, training=False), model(images, training=False), rtol=0, atol=1e-6)
-
-
-def _applier(optimizer, variables):
-    def apply(gradients):
-        optimizer.apply_gradients(zip(gradients, variables))
-
-    return apply
-
-
-@pytest.mark.parametrize(("optimizer", "momentum", "kernel"), [
-    ("adamw", 0.9, "ResourceApplyAdam"), ("adam", 0.9, "ResourceApplyAdam"),
-    ("sgd", 0.9, "ResourceApplyKerasMomentum"), ("sgd", 0.0, "ResourceApplyGradientDescent")])
-def test_optimizer_updates_with_tensorflows_fused_kernel_as_keras_own_does(optimizer, momentum, kernel):
-    """Read back from TensorFlow: the optimizer fit() compiles updates every variable with one
-    fused kernel (Keras' own optimizer runs none); over steps of a changing rate and weight
-    decay its weights follow Keras' own optimizer of the same settings."""
-    import keras
-    import tensorflow as tf
-
-    from stages.backends import keras as backend
-    from stages.common.schedules import learning_rates
-    from tests.trainer_contract import small_settings
-
-    settings = small_settings(optimizer=optimizer, momentum=momentum, weight_decay=0.01)
-    table = learning_rates(settings, 4)
-    rng = np.random.default_rng(0)
-    start = [rng.normal(size=shape).astype(np.float32) for shape in [(3, 3, 1, 8), (8,), (16, 10)]]
-    gradients = [[rng.normal(size=array.shape).astype(np.float32) for array in start] for _ in range(12)]
-    rate = backend.TableSchedule(table)
-    reference = {"adamw": lambda: keras.optimizers.AdamW(rate, epsilon=backend.ADAM_EPSILON, weight_decay=0.01),
-                 "adam": lambda: keras.optimizers.Adam(rate, epsilon=backend.ADAM_EPSILON, weight_decay=0.01),
-                 "sgd": lambda: keras.optimizers.SGD(rate, momentum=momentum, weight_decay=0.01)}[optimizer]
-    model = backend.build_model(build_spec(make_params(SMALL).model, (28, 28, 1), 10))
-    results = {}
-    for name, built in [("backend", backend.compile_trainer(model, settings, table, 1).optimizer),
-                        ("keras", reference())]:
-        variables = [keras.Variable(array) for array in start]
-        apply = tf.function(_applier(built, variables))
-        graph = apply.get_concrete_function([tf.TensorSpec(array.shape) for array in start]).graph
-        for step in gradients:
-            apply(step)
-        results[name] = ([operation.type for operation in graph.get_operations()],
-                         [np.asarray(variable) for variable in variables])
-
-    assert results["backend"][0].count(kernel) == len(start)
-    assert kernel not in results["keras"][0]
-    for fused, own, initial in zip(results["backend"][1], results["keras"][1], start, strict=True):
-        assert np.abs(fused - initial).max() > 1e-3  # the steps moved the weights
-        np.testing.assert_allclose(fused, own, rtol=1e-5, atol=1e-6)
-
-
-def test_training_dataset_runs_without_tf_data_autotuning():
-    """Read back from tf.data: the options the training pipeline's iterator runs with (merged over
-    the whole pipeline) have autotuning off, so fit() never waits for autotuning's model thread
-    when it drops the iterator. (The wait itself, up to 40 s per stage and only some runs, is
-    a timing: BENCHMARKS.md, not a test.)"""
-    import tensorflow as tf
-
-    from stages.backends import keras as backend
-
-    dataset = backend._training_dataset(tf.zeros((64, 28, 28, 1)), tf.zeros((64, 10)),
-                                        [np.arange(64), np.arange(64)[::-1]], 16, 1.0)
-    assert dataset.options().autotune.enabled is False
-    assert [batch.shape[0] for batch, _ in dataset] == [16] * 8  # still the whole run's batches
-
-
-def test_evaluate_keeps_op_determinism_after_compiled_training(tmp_path, monkeypatch):
-    """Read back from TensorFlow: compiled (XLA) training turns op determinism off for its own
-    process; the evaluate stage of that model runs with it on."""
-    from tensorflow.python.framework import config as tf_config
-
-    from stages import evaluate as evaluate_stage
-    from stages import train as train_stage
-    from tests.trainer_contract import stage_project
-
-    monkeypatch.chdir(tmp_path)
-    stage_project(tmp_path, "keras", execution="compiled", epochs=1)
-    train_stage.main(["keras", "1"])
-    assert not tf_config.is_op_determinism_enabled()
-    evaluate_stage.main(["keras", "1"])
-    assert tf_config.is_op_determinism_enabled()
+    model, _ = fit_small(backend, small_settings(epochs=1), train=make_split(64, 1), val=make_split(10, 2))
+    predicted = []
+    real = keras.Model.predict
+    monkeypatch.setattr(keras.Model, "predict",
+                        lambda self, *args, **kwargs: (predicted.append(len(args[0])), real(self, *args, **kwargs))[1])
+    ready = backend.for_inference(model, switches)
+    images = make_split(30, 5).images
+    many, one = backend.predict(ready, images, batch_size=10), backend.predict(ready, images[:1], batch_size=1)
+    if switches:
+        assert predicted == [] and ready._comparison_call.experimental_get_tracing_count() >= 1
+    else:
+        assert predicted == [30] and not hasattr(ready, "_comparison_call")
+    plain = backend.predict(backend.for_inference(model, ()), images, batch_size=10)
+    np.testing.assert_allclose(many, plain, atol=1e-6)
+    np.testing.assert_allclose(one, plain[:1], atol=1e-6)

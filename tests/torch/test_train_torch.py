@@ -79,26 +79,27 @@ def test_state_dict_with_missing_or_unexpected_entries_is_refused(tmp_path, chan
         backend.load_model(path, spec)
 
 
-def test_compiled_execution_runs_through_torch_compile():
-    """Read back from TorchDynamo: graphs captured only in compiled mode, in training and inference."""
+def test_only_the_tuned_inference_runs_through_torch_compile():
+    """Read back from TorchDynamo: no graph captured in training at either level, nor in stock
+    inference; the tuned level's inference (``compiled_inference``) is captured."""
     import torch
     from torch._dynamo.utils import counters
 
     from stages.backends import torch as backend
     from tests.trainer_contract import fit_small, make_split, small_settings
 
-    def captured(execution):
+    def captured(tuning, switches):
         torch._dynamo.reset()
         counters.clear()
-        model, _ = fit_small(backend, small_settings(epochs=1, execution=execution), train=make_split(32, 1),
-                             val=make_split(10, 2))
+        model, _ = fit_small(backend, small_settings(epochs=1, tuning=tuning, switches=switches),
+                             train=make_split(32, 1), val=make_split(10, 2))
         during_training = counters["stats"]["calls_captured"]
-        backend.predict(backend.for_inference(model, execution), make_split(10, 3).images, batch_size=10)
+        backend.predict(backend.for_inference(model, switches), make_split(10, 3).images, batch_size=10)
         return during_training, counters["stats"]["calls_captured"] - during_training
 
-    assert captured("standard") == (0, 0)
-    training, inference = captured("compiled")
-    assert training > 0 and inference > 0
+    assert captured("stock", ()) == (0, 0)
+    training, inference = captured("tuned", backend.TUNED)
+    assert training == 0 and inference > 0
 
 
 @pytest.mark.parametrize("model_params", [None, SMALL], ids=["default", "small"])
@@ -118,9 +119,11 @@ def test_forward_flops_match_torchs_flop_counter(model_params):
 
 
 @pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
-def test_training_batches_reach_the_first_convolution_channels_last(backend, augment):
-    """PyTorch's oneDNN convolutions run channels-last input faster than NCHW (BENCHMARKS.md):
-    read back the strides of every training batch the first convolution receives."""
+@pytest.mark.parametrize("tuning", ["stock", "tuned"])
+def test_training_batches_reach_the_first_convolution_in_the_levels_memory_format(backend, augment, tuning):
+    """Stock: PyTorch's default contiguous NCHW; tuned (``channels_last``): the channels-last format
+    PyTorch's tuning guide recommends. Read back the layout of every training batch the last
+    convolution receives (the first one's single-channel input is both at once), and of its weights."""
     import dataclasses
 
     import torch
@@ -128,64 +131,115 @@ def test_training_batches_reach_the_first_convolution_channels_last(backend, aug
     from stages.common.schedules import learning_rates
     from tests.trainer_contract import make_split, small_settings
 
-    settings = small_settings(epochs=1)
+    settings = small_settings(epochs=1, tuning=tuning, switches=backend.TUNED if tuning == "tuned" else ())
     settings = dataclasses.replace(settings, augment=dataclasses.replace(settings.augment, enabled=augment))
     backend.configure(settings, 1)
-    model = backend.build_model(build_spec(make_params(SMALL).model, (28, 28, 1), 10))
+    model = backend.build_model(build_spec(make_params(None).model, (28, 28, 1), 10))  # two conv blocks
     seen = []
-    first = next(module for module in model.modules() if isinstance(module, torch.nn.Conv2d))
-    first.register_forward_pre_hook(lambda module, inputs: seen.append((module.training, inputs[0].stride())))
+    convolutions = [module for module in model.modules() if isinstance(module, torch.nn.Conv2d)]
+    convolutions[-1].register_forward_pre_hook(lambda module, inputs: seen.append((module.training, inputs[0])))
 
     backend.fit(model, make_split(64, 1), make_split(20, 2), settings, learning_rates(settings, 2), 1,
                 lambda record: None)
 
-    training = [strides for is_training, strides in seen if is_training]
-    assert len(training) == 2 and all(strides == (28 * 28, 1, 28, 1) for strides in training)
+    training = [batch for is_training, batch in seen if is_training]
+    layout = torch.channels_last if tuning == "tuned" else torch.contiguous_format
+    other = torch.contiguous_format if tuning == "tuned" else torch.channels_last
+    assert len(training) == 2 and all(batch.size(1) > 1 and batch.is_contiguous(memory_format=layout)
+                                      and not batch.is_contiguous(memory_format=other) for batch in training)
+    last = convolutions[-1].weight
+    assert last.is_contiguous(memory_format=torch.channels_last) is (tuning == "tuned")
+    assert last.is_contiguous() is (tuning == "stock")
 
 
-@pytest.mark.parametrize(("optimizer", "kernel"), [("adamw", "aten::_fused_adam_"), ("adam", "aten::_fused_adam_"),
-                                                   ("sgd", "aten::_fused_sgd_")])
-def test_optimizer_updates_all_weights_with_one_fused_kernel_per_step(backend, optimizer, kernel):
-    """Read back from PyTorch's profiler: one fused update per optimizer step, none of the
-    per-parameter ops of PyTorch's default (looped) Adam."""
+@pytest.mark.parametrize(("optimizer", "kernel"), [("adamw", "aten::_fused_adamw_"), ("adam", "aten::_fused_adamw_"),
+                                                   ("sgd", "aten::_fused_sgd_")])  # adam with decay: AdamW
+@pytest.mark.parametrize("tuning", ["stock", "tuned"])
+def test_only_the_tuned_optimizer_updates_with_one_fused_kernel_per_step(backend, optimizer, kernel, tuning):
+    """Read back from PyTorch's profiler: tuned (``fused_optimizer``), one fused update per step;
+    stock, PyTorch's default implementation and no fused kernel."""
     from torch.profiler import ProfilerActivity, profile
 
     from tests.trainer_contract import fit_small, make_split, small_settings
 
-    settings = small_settings(epochs=1, batch_size=16, optimizer=optimizer)
+    settings = small_settings(epochs=1, batch_size=16, optimizer=optimizer, tuning=tuning,
+                              switches=backend.TUNED if tuning == "tuned" else ())
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
         fit_small(backend, settings, train=make_split(64, 1), val=make_split(10, 2))
     names = [event.name for event in profiler.events()]
-    assert names.count(kernel) == 64 // 16
-    assert not {"aten::addcdiv_", "aten::lerp_"} & set(names)
+    assert names.count(kernel) == (64 // 16 if tuning == "tuned" else 0)
+    assert tuning == "tuned" or not any("_fused_" in name for name in names)
 
 
-@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's allocator only")
-def test_configure_makes_freed_large_tensors_reusable_without_page_faults():
-    """Read the effect back from the kernel: after configure(), 64 MB tensors allocated, touched
-    and freed in turn are served from memory the process kept (no page faults once the heap
-    has grown to hold them), not mapped afresh (one fault per page every time, as with
-    glibc's defaults)."""
-    import resource
+@pytest.mark.parametrize(("optimizer", "weight_decay", "expected"), [
+    ("adamw", 1e-4, "AdamW"), ("adam", 1e-4, "AdamW"), ("adam", 0.0, "Adam"), ("sgd", 1e-4, "SGD")])
+def test_a_stock_replicate_trains_with_torchs_own_classes_and_loads_without_the_project(
+        backend, tmp_path, optimizer, weight_decay, expected):
+    """The stock level is PyTorch as its users write it: read back from PyTorch itself, every
+    module of the trained model and the optimizer that stepped are torch's own classes, at their
+    default implementation, with the recipe's values; no allocator is preloaded; and the saved
+    state_dict loads into a model built with torch alone, in an interpreter that never imports
+    the project, giving the project's predictions."""
+    import json
+    import os
     import subprocess
     import sys
 
-    from tests.support import PROJECT_ROOT
+    import torch
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-    probe = ("import resource, torch\n"
-             "from stages.backends import torch as backend\n"
-             "from tests.trainer_contract import small_settings\n"
-             "backend.configure(small_settings(epochs=1), 1)\n"
-             "faults = []\n"
-             "for _ in range(8):\n"
-             "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-             "    torch.empty(16 << 20).fill_(1.0)\n"  # 64 MB, touched, freed
-             "    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
-             "print('faults', *faults)")
-    result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            check=True, timeout=120)
-    faults = [int(count) for count in result.stdout.split("faults")[-1].split()]
-    pages = (64 << 20) // resource.getpagesize()
-    assert len(faults) == 8 and faults[0] >= pages // 2  # the first one really touched fresh memory
-    # The heap needs a block or two to settle (alignment); after that, no fresh pages.
-    assert sum(count < pages // 10 for count in faults) >= 4, f"page faults per 64 MB allocation: {faults}"
+    from tests.trainer_contract import fit_small, make_split, small_settings
+
+    stepped = []
+    handle = register_optimizer_step_pre_hook(
+        lambda optimizer, args, kwargs: stepped.append(optimizer))
+    try:
+        settings = small_settings(epochs=1, optimizer=optimizer, weight_decay=weight_decay)
+        model, _ = fit_small(backend, settings, train=make_split(64, 1), val=make_split(10, 2))
+    finally:
+        handle.remove()
+    assert all(type(module).__module__.startswith("torch.nn.") for module in model.modules())
+    assert {type(optimizer).__name__ for optimizer in stepped} == {expected}
+    used = stepped[0]
+    assert type(used).__module__.startswith("torch.optim.") and not used.defaults.get("fused")
+    assert not used.defaults.get("foreach")  # the default on the CPU: PyTorch's for-loop implementation
+    assert used.defaults["weight_decay"] == weight_decay
+    assert "LD_PRELOAD" not in os.environ
+
+    backend.save_model(model, tmp_path / "model.pt")
+    images = make_split(8, 3).images
+    np.save(tmp_path / "images.npy", images)
+    spec = build_spec(make_params(SMALL).model, (28, 28, 1), 10)
+    (tmp_path / "spec.json").write_text(spec.to_json())
+    plain = """
+import json, sys
+import numpy as np, torch
+from torch import nn
+spec = json.load(open("spec.json"))
+modules, channels, shape = [], spec["input_shape"][2], spec["input_shape"]
+for layer in spec["layers"]:
+    kind, config = layer["kind"], layer["config"]
+    if kind == "conv":
+        modules.append(nn.Conv2d(channels, config["filters"], config["kernel_size"], padding=config["padding"],
+                                 bias=config["bias"])); channels = config["filters"]
+    elif kind == "batch_norm": modules.append(nn.BatchNorm2d(channels))
+    elif kind == "activation": modules.append({"relu": nn.ReLU, "gelu": nn.GELU}[config["name"]]())
+    elif kind == "max_pool": modules.append(nn.MaxPool2d(config["pool"]))
+    elif kind == "dropout": modules.append(nn.Dropout(config["rate"]))
+    elif kind == "flatten": modules.append(nn.Flatten())
+    elif kind == "dense": modules.append(nn.Linear(int(np.prod(shape)), config["units"]))
+    shape = layer["output_shape"]
+model = nn.Sequential(*modules)
+model.load_state_dict(torch.load("model.pt", weights_only=True))
+model.eval()
+with torch.inference_mode():
+    logits = model(torch.from_numpy(np.load("images.npy")).permute(0, 3, 1, 2).contiguous())
+np.save("plain.npy", torch.softmax(logits, 1).numpy())
+print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] == "stages")))
+"""
+    result = subprocess.run([sys.executable, "-c", plain], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == []
+    np.testing.assert_allclose(np.load(tmp_path / "plain.npy"), backend.predict(model, images, batch_size=8),
+                               atol=1e-6)
