@@ -109,6 +109,7 @@ def main(argv: list[str]) -> None:
     if mode == "fit":
         request = json.loads(Path(argv[2]).read_text())
         fit_cases(backend, request["cases"], Path(argv[3]))
+        (Path(argv[3]) / "semantics.json").write_text(json.dumps(backend.SEMANTICS))
         return
     model_json = argv[2]
     spec = _spec(model_json)

@@ -32,7 +32,17 @@ from stages.common.params import TrainParams
 from stages.common.prepared import Split
 
 MODEL_FILE = "model.npz"
+DESCRIPTION = ("NumPy: the tutorial architecture family trained by plain mini-batch gradient descent; the tuned "
+               "level changes nothing (numpy has no switches), so it measures the project's own overhead.")
+SWITCHES = {"float32_matmul": "numpy's float32 matrix products (https://numpy.org/doc/stable/reference/routines.linalg.html)"}
+TUNED: tuple[str, ...] = ("float32_matmul",)
+SEMANTICS = {"moving_variance": "unbiased", "adam_epsilon": "corrected", "sgd_momentum": "weight_units",
+             "sgd_weight_decay": "decoupled", "gelu": "exact"}
 SUPPORTED = ["conv", "activation", "max_pool", "flatten", "dense"]
+
+
+def environment() -> dict[str, str]:
+    return {"numpy": np.__version__}
 _state: dict[str, Any] = {"seed": 0}
 
 
@@ -153,8 +163,8 @@ def logits(model: Model, images: np.ndarray) -> np.ndarray:
     return _forward(model, np.asarray(images, dtype=np.float32))[0]
 
 
-def for_inference(model: Model, execution: str) -> Model:
-    return model  # numpy has no compiler: both execution modes run the same code
+def for_inference(model: Model, switches: tuple[str, ...]) -> Model:
+    return model  # numpy has no compiler: both levels run the same code
 
 
 def predict(model: Model, images: np.ndarray, batch_size: int, input_scale: float = 1.0) -> np.ndarray:

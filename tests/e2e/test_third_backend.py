@@ -50,8 +50,7 @@ def test_a_third_backend_runs_through_train_evaluate_and_report(two_framework_ru
 
     monkeypatch.setitem(backends.REGISTRY, "numpy", ("tests.numpy_backend", "NumPy"))  # the registry entry
     monkeypatch.chdir(two_framework_run.path)
-    two_framework_run.set_params(lambda raw: (raw.update(frameworks=["keras", "torch", "numpy"], numpy={}),
-                                              raw["evaluate"]["execution"].update(numpy="standard")))
+    two_framework_run.set_params(lambda raw: raw.update(frameworks=["keras", "torch", "numpy"], numpy={}))
     for seed in SEEDS:
         train.main(["numpy", str(seed)])
         evaluate.main(["numpy", str(seed)])

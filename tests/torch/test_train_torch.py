@@ -185,7 +185,6 @@ def test_a_stock_replicate_trains_with_torchs_own_classes_and_loads_without_the_
     import subprocess
     import sys
 
-    import torch
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 
     from tests.trainer_contract import fit_small, make_split, small_settings
