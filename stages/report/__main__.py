@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     test = data.splits["test"]
     labels = np.asarray(test.labels, dtype=np.int64)
     results = inputs.load_all(params.frameworks, params.replicates.seeds, labels, data.class_names)
-    comparison = compare.compare(results, labels)
+    comparison = compare.compare(results, labels, params.report)
     context = figures.Context(results, comparison, np.asarray(test.images), labels, data.meta, params.report)
     drawn = {spec.file: spec.draw(context) for spec in figures.FIGURES}
     report = markdown.render(comparison, results, params, data.meta)
