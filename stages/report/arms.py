@@ -114,6 +114,8 @@ def _metric(metric: Metric, a: list[float], b: list[float], settings: ReportPara
     limit = margin(metric, settings)
     n = len(a)
     sd = float(np.std(tested, ddof=1)) if n >= 2 else None
+    if sd is not None and sd <= 1e-12 * max(1.0, abs(float(np.mean(tested)))):
+        sd = 0.0  # identical to rounding, as stats.paired_difference treats them
     resampled = sign_flip = floor = None
     if images is not None and metric.key in RESAMPLED:
         resampled = resampling.two_level_bootstrap(metric.key, *images, labels)

@@ -276,12 +276,12 @@ def plot_misclassified(context: Context) -> Figure:
 
 
 def answers_across_seeds(predicted: np.ndarray, names: list[str]) -> str:
-    """One framework's answers on one image, seed by seed, e.g. "7 7 1" (counted beyond 6 seeds: "7 x5, 1 x4")."""
+    """One framework's answers on one image, seed by seed, e.g. "7, 7, 1" (counted beyond 6 seeds: "7 x5; 1 x4")."""
     if len(predicted) <= 6:
-        return " ".join(names[int(answer)] for answer in predicted)
+        return ", ".join(names[int(answer)] for answer in predicted)
     values, counts = np.unique(predicted, return_counts=True)
     order = np.argsort(-counts, kind="stable")
-    return ", ".join(f"{names[int(values[i])]} x{counts[i]}" for i in order)
+    return "; ".join(f"{names[int(values[i])]} x{counts[i]}" for i in order)
 
 
 def plot_disagreements(context: Context) -> Figure:

@@ -34,7 +34,11 @@ def power(delta: float, sd: float, n: int, alpha: float = ALPHA) -> float:
     df = n - 1
     noncentrality = abs(delta) * math.sqrt(n) / sd
     critical = stats.t.ppf(1 - alpha / 2, df)
-    return float(stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality))
+    upper = float(stats.nct.sf(critical, df, noncentrality))
+    lower = float(stats.nct.cdf(-critical, df, noncentrality))  # the wrong-sign rejections: negligible far out
+    if not math.isfinite(upper):  # deep in a tail, where nct's numerics give NaN
+        upper = 1.0 if noncentrality > critical else 0.0
+    return upper + (lower if math.isfinite(lower) else 0.0)
 
 
 def minimum_detectable(sd: float, n: int, target: float = TARGET_POWER) -> float:

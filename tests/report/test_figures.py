@@ -70,3 +70,13 @@ def test_ranking_puts_images_wrong_in_more_seeds_first():
     counts = np.array([0, 2, 1, 2, 0])
     confidence = np.array([0.9, 0.5, 0.99, 0.8, 0.1])
     assert figures._ranked(counts, confidence, 10).tolist() == [3, 1, 2]
+
+
+def test_disagreements_show_each_frameworks_answer_in_every_seed(tmp_path, monkeypatch):
+    generated.write_workspace(tmp_path, ("keras", "torch"), (1, 2, 3))
+    figure = figures.plot_disagreements(context(tmp_path, ["keras", "torch"], [1, 2, 3], monkeypatch, disagreements=3))
+    titles = [axes.get_title() for axes in figure.axes if axes.get_title()]
+    # image 1 (true class 1): keras answers class 2 in every seed, torch class 1 (generated.WRONG).
+    assert "true class 1 (3/3 differ)\nKeras: class 2, class 2, class 2\nPyTorch: class 1, class 1, class 1" in titles
+    caption = figure.subfigs[0]._suptitle.get_text()
+    assert "each framework's answer in seed 1, 2, 3, in that order" in caption
