@@ -170,10 +170,22 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EquivalenceParams:
+    """Margins within which two arms count as equivalent (TOST), per compared quantity."""
+
+    accuracy_pp: float = checked(minimum=0, maximum=100, exclusive_min=True)  # test accuracy, percentage points
+    test_loss: float = checked(minimum=0, exclusive_min=True)  # cross-entropy
+    macro_f1: float = checked(minimum=0, maximum=1, exclusive_min=True)
+    speed_ratio: float = checked(minimum=1, maximum=100, exclusive_min=True)  # times, throughputs: 1/r to r
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReportParams:
     misclassified: int = checked(minimum=0, maximum=100)
     disagreements: int = checked(minimum=0, maximum=100)
     dpi: int = checked(minimum=50, maximum=600)
+    target_val_accuracy: float = checked(minimum=0, maximum=1, exclusive_min=True)  # time to accuracy
+    equivalence: EquivalenceParams
 
 
 @dataclass(frozen=True, kw_only=True)

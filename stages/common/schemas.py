@@ -37,6 +37,11 @@ class TrainingSummary:
     parameters: int
     seconds_to_val_accuracy_98: float | None  # None: never reached
     seconds_to_val_accuracy_99: float | None
+    # How busy the machine was while timing (optional: files without them still read; None: not
+    # recorded). load_per_core_1m: os.getloadavg()[0] / os.cpu_count() at the end of training (above 1:
+    # more runnable processes than cores); timing_spread: (max - min) / median of the epochs' seconds.
+    load_per_core_1m: float | None = None
+    timing_spread: float | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,10 @@ class TestMetrics:
     environment: dict[str, str]  # framework versions and build, CPU, threads, as evaluated
     parameters: int
     model_bytes: int
+    # As TrainingSummary's: load_per_core_1m at the end of the timed passes, and timing_spread:
+    # (max - min) / median of the timed throughput passes.
+    load_per_core_1m: float | None = None
+    timing_spread: float | None = None
 
 
 @dataclass(frozen=True)
@@ -132,16 +141,19 @@ def from_dict(cls: type[Record], raw: Any, source: str) -> Record:
         raise ValueError(f"{source}: expected a JSON object")
     hints = typing.get_type_hints(cls)
     fields = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    missing = [name for name in fields if name not in raw]
+    optional = {field.name for field in dataclasses.fields(cls)  # type: ignore[arg-type]
+                if field.default is not dataclasses.MISSING}  # a field with a default may be left out
+    present = [name for name in fields if name in raw]
+    missing = [name for name in fields if name not in raw and name not in optional]
     extra = sorted(set(raw) - set(fields))
     if missing or extra:
         problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
             [f"unexpected {', '.join(extra)}"] if extra else [])
         raise ValueError(f"{source}: " + "; ".join(problems))
-    for name in fields:
+    for name in present:
         if not _matches(raw[name], hints[name]):
             raise ValueError(f"{source}: {name} should be {hints[name]}, got {raw[name]!r}")
-    return cls(**{name: float(raw[name]) if hints[name] is float else raw[name] for name in fields})
+    return cls(**{name: float(raw[name]) if hints[name] is float else raw[name] for name in present})
 
 
 def load(cls: type[Record], path: str | Path, rerun: str) -> Record:

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     results = inputs.load_all(params.frameworks, params.replicates.seeds, labels, data.class_names)
     tuned = (inputs.load_all(params.frameworks, params.replicates.tuned_seeds, labels, data.class_names, "tuned")
              if params.replicates.tuned_seeds else {})
-    comparison = compare.compare(results, labels)
+    comparison = compare.compare(results, labels, params.report)
     context = figures.Context(results, comparison, np.asarray(test.images), labels, data.meta, params.report)
     drawn = {spec.file: spec.draw(context) for spec in figures.FIGURES}
     report = markdown.render(comparison, results, params, data.meta, tuned)

@@ -76,7 +76,8 @@ def accuracy_axis_floor(percentages: np.ndarray) -> float:
 
 # --------------------------------------------------------------------------------------------
 def plot_metrics_over_seeds(context: Context) -> Figure:
-    """Each compared metric: every seed as a point, the mean with its 95% CI as an error bar."""
+    """Each compared metric: every seed as a point, the mean with its 95% CI as an error bar (for
+    times, throughputs and latencies the geometric mean and the log-scale interval: never below 0)."""
     frameworks = list(context.results)
     columns = 4
     rows = math.ceil(len(METRICS) / columns)
@@ -101,7 +102,8 @@ def plot_metrics_over_seeds(context: Context) -> Figure:
         axes.grid(True, axis="y", alpha=0.3)
     for axes in grid[len(METRICS):]:
         axes.set_axis_off()
-    interval = "mean and 95% CI over seeds (black)" if context.comparison.n > 1 else "one seed: no interval"
+    interval = ("mean and 95% CI over seeds (black; speeds: geometric mean, log-scale CI)" if context.comparison.n > 1
+                else "one seed: no interval")
     figure.suptitle(f"Every metric, {context.comparison.n} seed(s) per framework: one point per seed; {interval}")
     return figure
 
@@ -273,37 +275,52 @@ def plot_misclassified(context: Context) -> Figure:
     return figure
 
 
+def answers_across_seeds(predicted: np.ndarray, names: list[str]) -> str:
+    """One framework's answers on one image, seed by seed, e.g. "7, 7, 1" (counted beyond 6 seeds: "7 x5; 1 x4")."""
+    if len(predicted) <= 6:
+        return ", ".join(names[int(answer)] for answer in predicted)
+    values, counts = np.unique(predicted, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return "; ".join(f"{names[int(values[i])]} x{counts[i]}" for i in order)
+
+
 def plot_disagreements(context: Context) -> Figure:
-    """For every pair of frameworks, the test images on which they disagree in the most seeds."""
+    """For every pair of frameworks, the test images on which they disagree in the most seeds, each
+    labelled with both frameworks' answers in every seed (in the seeds' order), not a mean over seeds."""
     limit, names, n = context.settings.disagreements, context.class_names, context.comparison.n
     pixels = raw_pixels(context.images, context.meta["normalize"])
     colourmap = stroke_colourmap(pixels)
     columns = max(1, min(8, limit))
     panels_data = []
     for pair in context.comparison.pairs:
-        first, second = context.results[pair.first], context.results[pair.second]
+        first = [context.results[pair.first][context.comparison.seeds.index(seed)] for seed in pair.seeds]
+        second = [context.results[pair.second][context.comparison.seeds.index(seed)] for seed in pair.seeds]
         differ = np.sum([a.predicted != b.predicted for a, b in zip(first, second)], axis=0)
-        mean_first = np.mean([r.probabilities for r in first], axis=0)
-        mean_second = np.mean([r.probabilities for r in second], axis=0)
-        guess_first, guess_second = mean_first.argmax(axis=1), mean_second.argmax(axis=1)
-        rows = np.arange(len(guess_first))
-        chosen = _ranked(differ, mean_first[rows, guess_first] + mean_second[rows, guess_second], limit)
-        panels_data.append((pair, differ, guess_first, guess_second, chosen))
-    heights = [_grid_height(len(chosen), columns, 1.75, 0.6) for *_, chosen in panels_data] or [0.9]
+        answers_first = np.array([r.predicted for r in first])  # (seeds, images)
+        answers_second = np.array([r.predicted for r in second])
+        rows = np.arange(answers_first.shape[1])
+        confidence = (np.mean([r.probabilities[rows, r.predicted] for r in first], axis=0)
+                      + np.mean([r.probabilities[rows, r.predicted] for r in second], axis=0))
+        chosen = _ranked(differ, confidence, limit)
+        panels_data.append((pair, differ, answers_first, answers_second, chosen))
+    heights = [_grid_height(len(chosen), columns, 1.75, 0.8) for *_, chosen in panels_data] or [0.9]
     figure = new_figure(max(7.0, columns * 1.45), sum(heights), context.settings.dpi)
     panels = np.atleast_1d(figure.subfigures(len(heights), 1, height_ratios=heights))  # type: ignore[arg-type]
     if not panels_data:
         draw_image_grid(panels[0], pixels[:0], [], 1, "only one framework: nothing to compare", colourmap)
-    for panel, (pair, differ, guess_first, guess_second, chosen) in zip(panels, panels_data):
-        label_first, label_second = backends.label(pair.first), backends.label(pair.second)
-        titles = [f"true {names[context.labels[i]]} ({differ[i]}/{n} seeds)\n{label_first}: {names[guess_first[i]]}"
-                  f"\n{label_second}: {names[guess_second[i]]}" for i in chosen]
+    for panel, (pair, differ, answers_first, answers_second, chosen) in zip(panels, panels_data):
+        label_first, label_second = pair.first_label, pair.second_label
+        titles = [f"true {names[context.labels[i]]} ({differ[i]}/{n} differ)\n"
+                  f"{label_first}: {answers_across_seeds(answers_first[:, i], names)}\n"
+                  f"{label_second}: {answers_across_seeds(answers_second[:, i], names)}" for i in chosen]
         total = int(np.sum(differ > 0))
         message = (f"{label_first} and {label_second} agree on every test image in every seed" if total == 0
                    else "none shown (report.disagreements is 0)")
         draw_image_grid(panel, pixels[chosen], titles, columns, message, colourmap)
+        seeds = ", ".join(str(seed) for seed in pair.seeds)
         panel.suptitle(f"{label_first} vs {label_second}: {total:,} test images with different answers in at "
-                       f"least one seed (most frequent first)", fontsize=10)
+                       f"least one seed (most frequent first)\nunder each image: each framework's answer in "
+                       f"seed {seeds}, in that order", fontsize=9)
     return figure
 
 
@@ -320,7 +337,8 @@ FIGURES = (
     FigureSpec("confusion_matrices.png", plot_confusion_matrices, "Confusion matrices, pooled over seeds"),
     FigureSpec("per_class_accuracy.png", plot_per_class_accuracy, "Per-class accuracy"),
     FigureSpec("misclassified.png", plot_misclassified, "Test images misclassified in the most seeds"),
-    FigureSpec("disagreements.png", plot_disagreements, "Test images on which frameworks disagree"),
+    FigureSpec("disagreements.png", plot_disagreements,
+               "Test images on which frameworks disagree, with each framework's answer in every seed"),
 )
 
 

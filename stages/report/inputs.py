@@ -15,7 +15,8 @@ from stages.common import paths, schemas
 from stages.common.errors import StageError
 from stages.common.schemas import PerClass, RunInfo, TestMetrics, TrainingSummary
 
-CURVES = ("train/loss", "val/loss", "train/accuracy", "val/accuracy")  # dvclive's plots/metrics/<name>.tsv
+# dvclive's plots/metrics/<name>.tsv; epoch_seconds: each epoch's training seconds, validation included
+CURVES = ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "epoch_seconds")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ labelled with the variation it covers."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -10,8 +11,10 @@ import yaml
 
 from stages import backends
 from stages.common.params import Params, as_dict
-from stages.report import stats, tuning
-from stages.report.compare import METRICS, Comparison, per_seed_rows, percent, sentences
+from stages.report import power, resampling, stats, time_to_accuracy, tuning
+from stages.report.arms import PairResult
+from stages.report.compare import METRICS, Comparison, per_seed_rows, percent
+from stages.report.conclusions import difference_text, margin_text, sentences
 from stages.report.figures import FIGURES
 from stages.report.inputs import Replicate
 
@@ -31,6 +34,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[
 def spread_cell(spread: stats.Spread, text: Any) -> str:
     if spread.ci is None:
         return text(spread.mean)
+    if spread.log_scale:  # geometric mean, times/divided by the geometric sd
+        return f"{text(spread.mean)} ×/÷ {spread.sd:.3f} [{text(spread.ci.low)}, {text(spread.ci.high)}]"
     return f"{text(spread.mean)} ± {text(spread.sd)} [{text(spread.ci.low)}, {text(spread.ci.high)}]"
 
 
@@ -79,12 +84,17 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
         lines += ["**One seed only**: intervals over training randomness need at least two seeds "
                   "(`replicates.seeds`). The Wilson intervals and McNemar tests below cover only the sampling of "
                   "the test set.", ""]
+    margins = params.report.equivalence
     lines += ["## Conclusions", "",
-              "Each sentence rests on its own test at the 5% level, with no correction for the several comparisons "
-              "made per pair: among many comparisons without a real difference, about one in twenty would still "
-              "read as significant.", ""]
+              "Each sentence says *different* (the paired test across seeds at the 5% level, its p-value "
+              "Holm-adjusted over the pair's family of compared metrics, time to accuracy included), *equivalent* "
+              "(two one-sided tests, TOST, reject a difference as large as the margin of `report.equivalence`: "
+              f"±{margins.accuracy_pp:g} pp accuracy, ±{margins.test_loss:g} loss, ±{margins.macro_f1:g} macro F1, "
+              f"{1 / margins.speed_ratio:.3f}-{margins.speed_ratio:g}x for speeds) or *inconclusive* (neither, with "
+              "what would settle it). Speed intervals cover one sitting on this machine: the spread between "
+              "sittings is larger (`bench/sittings_bench.py` measures it; see BENCHMARKS.md).", ""]
     for pair in comparison.pairs:
-        lines += [f"**{backends.label(pair.first)} vs {backends.label(pair.second)}**", ""]
+        lines += [f"**{pair.first_label} vs {pair.second_label}**", ""]
         lines += [f"- {sentence}" for sentence in sentences(comparison, pair)]
         lines.append("")
     if not comparison.pairs:
@@ -92,8 +102,10 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
     lines += [
         "## Every framework",
         "",
-        f"Mean ± standard deviation [95% confidence interval of the mean] over {n} seed(s): the interval covers "
-        "training randomness across seeds (initialisation, batch order, dropout), not the sampling of the test set."
+        f"Quality: mean ± standard deviation [95% confidence interval of the mean] over {n} seed(s). Times, "
+        "throughputs and latencies are positive, so their interval is built on the log scale: geometric mean ×/÷ "
+        "geometric standard deviation [95% CI]. The intervals cover training randomness across seeds "
+        "(initialisation, batch order, dropout), not the sampling of the test set, and timings one sitting."
         if n > 1 else "One seed: the value of that run.",
         "",
         table(["", *names], [[metric.label, *(spread_cell(comparison.spreads[f][metric.key], metric.text)
@@ -125,36 +137,79 @@ def modes(found: Iterable[str]) -> str:
     return " and ".join(f"`{mode}`" for mode in sorted(set(found)))
 
 
-def pair_section(comparison: Comparison, pair: Any) -> list[str]:
-    first, second = backends.label(pair.first), backends.label(pair.second)
+def pair_section(comparison: Comparison, pair: PairResult) -> list[str]:
+    first, second = pair.first_label, pair.second_label
     rows = []
     for metric in METRICS:
-        result = pair.paired[metric.key]
+        item = pair.metrics[metric.key]
+        result = item.paired
         if metric.compare == "difference":
-            scale, unit, digits = (100.0, " pp", 2) if metric.text is percent else (1.0, "", 4)
-            estimate = f"{scale * result.estimate:+.{digits}f}{unit}"
+            estimate = difference_text(metric, result.estimate)
             interval = "" if result.ci is None else \
-                f"{scale * result.ci.low:+.{digits}f} to {scale * result.ci.high:+.{digits}f}{unit}"
+                f"{difference_text(metric, result.ci.low)} to {difference_text(metric, result.ci.high)}"
+            both = "" if item.resampled is None else \
+                f"{difference_text(metric, item.resampled.low)} to {difference_text(metric, item.resampled.high)}"
+            detectable = "" if item.detectable is None else difference_text(metric, item.detectable, signed=False)
             kind = f"{first} - {second}"
         else:
             estimate = f"{result.estimate:.3f}x"
             interval = "" if result.ci is None else f"{result.ci.low:.3f}x to {result.ci.high:.3f}x"
+            both = ""
+            detectable = "" if item.detectable is None else f"{math.exp(item.detectable):.3f}x"
             kind = f"{first} / {second}"
-        p_value = "" if result.p_value is None else f"{result.p_value:.2g}"
-        rows.append([metric.label, kind, estimate, interval or "needs 2+ seeds", p_value or "-"])
+        rows.append([metric.label, kind, estimate, interval or "needs 2+ seeds", both or "-", _p(result.p_value),
+                     _p(item.holm_p), _p(item.sign_flip_p),
+                     f"{_p(None if item.tost is None else item.tost.p_value)} ({margin_text(metric, item)})",
+                     detectable or "-", "-" if item.seeds_for_margin is None else str(item.seeds_for_margin)])
+    ttt = pair.time_to_target
+    target = f"Time to {100 * ttt.target:g}% val. accuracy (s)"
+    if ttt.seconds is None:
+        rows.append([target, f"{first} / {second}", f"not estimable ({ttt.censored} censored)", "-", "-", "-", "-",
+                     "-", "-", "-", "-"])
+    else:
+        ci = "needs 2+ seeds" if ttt.seconds.ci is None else f"{ttt.seconds.ci.low:.3f}x to {ttt.seconds.ci.high:.3f}x"
+        rows.append([target, f"{first} / {second}", f"{ttt.seconds.estimate:.3f}x", ci, "-", _p(ttt.seconds.p_value),
+                     _p(pair.time_to_target_holm_p), "-", "-", "-", "-"])
+    n = len(pair.seeds)
     lines = [f"## {first} vs {second}", "",
-             "Paired over seeds (the primary comparison): each seed trains both frameworks from the same starting "
-             "point, so the per-seed differences cancel what the seeds share. 95% CI and paired t-test over "
-             "training randomness across seeds; ratios are geometric means (t interval on log ratios).", "",
-             table(["Metric", "Compared as", "Estimate", "95% CI", "p"], rows, ["left", "left", "right", "right",
-                                                                                "right"]), "",
-             "Per seed, on the same test images (exact McNemar test; the interval of each accuracy is Wilson's, "
-             "covering the sampling of the test set). The seeds share one test set, so their counts are not "
-             "pooled into one test.", ""]
+             f"Paired over {n} seed(s) (the primary comparison): each seed trains both arms from the same starting "
+             "point, so the per-seed differences cancel what the seeds share. *95% CI (seeds)*: t interval over "
+             "training randomness across seeds; ratios are geometric means (t interval on log ratios). *95% CI "
+             "(seeds + test)*: paired two-level bootstrap, resampling seeds and, with them, the test images within "
+             f"each class (percentile interval of {resampling.RESAMPLES:,} resamples): it covers training randomness "
+             "and the sampling of the test images. *p*: paired t-test across seeds; *Holm p*: adjusted over this "
+             "table's rows; *sign-flip p*: one test over all seeds and test images together (per-image differences "
+             "averaged over seeds, signs flipped at random); *TOST p*: equivalence within the margin in brackets; "
+             f"*detectable*: the smallest true difference the paired t-test over these seeds finds with "
+             f"{100 * power.TARGET_POWER:.0f}% power; *seeds for margin*: the seeds that would detect a difference "
+             "the size of the margin with that power.", "",
+             table(["Metric", "Compared as", "Estimate", "95% CI (seeds)", "95% CI (seeds + test)", "p", "Holm p",
+                    "Sign-flip p", "TOST p (margin)", "Detectable", "Seeds for margin"], rows,
+                   ["left", "left"] + ["right"] * 9), ""]
+    accuracy = pair.metrics["test_accuracy"]
+    if accuracy.floor is not None:
+        metric = METRICS[0]
+        error = difference_text(metric, accuracy.floor.standard_error, False)
+        lines += [f"The test set's floor: the sampling standard error of the seed-averaged accuracy difference over "
+                  f"{comparison.test_images:,} test images is {error}; however many seeds are run, differences below "
+                  f"{difference_text(metric, accuracy.floor.detectable, False)} are not detected with "
+                  f"{100 * power.TARGET_POWER:.0f}% power on this test set.", ""]
+    lines += [f"Time to {100 * ttt.target:g}% validation accuracy (`report.target_val_accuracy`), per seed: "
+              "training seconds (validation included) and epochs until validation accuracy first reached it; "
+              "a replicate that never did is censored at its whole run.", "",
+              table(["Seed", first, second, f"{first} / {second} (s)"],
+                    [[str(seed), a.text(), b.text(), bound] for seed, a, b, bound
+                     in zip(pair.seeds, ttt.first, ttt.second, ttt.bounds)], ["left", "right", "right", "right"]),
+              "",
+              "Per seed, on the same test images: the exact McNemar test counts the discordant pairs, the images "
+              "exactly one of the two models gets right (the two *only ... right* columns); *predictions differ* "
+              "also counts images both get wrong with different answers. The interval of each accuracy is "
+              "Wilson's, covering the sampling of the test set. The seeds share one test set, so their counts are "
+              "not pooled into one McNemar test (the sign-flip test above is the test over all seeds).", ""]
     seed_rows = []
-    for index, (seed, test) in enumerate(zip(comparison.seeds, pair.mcnemar)):
-        wilson_first = comparison.wilson[pair.first][index]
-        wilson_second = comparison.wilson[pair.second][index]
+    for index, (seed, test) in enumerate(zip(pair.seeds, pair.mcnemar)):
+        wilson_first = comparison.wilson[pair.first][comparison.seeds.index(seed)]
+        wilson_second = comparison.wilson[pair.second][comparison.seeds.index(seed)]
         seed_rows.append([str(seed), f"{pair.disagreements[index]:,}", f"{test.only_first_right:,}",
                           f"{test.only_second_right:,}", f"{test.p_value:.2g}",
                           f"{percent(wilson_first.low)}-{percent(wilson_first.high)}",
@@ -165,15 +220,19 @@ def pair_section(comparison: Comparison, pair: Any) -> list[str]:
     return lines
 
 
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2g}"
+
+
 def per_seed_section(comparison: Comparison, results: dict[str, list[Replicate]]) -> list[str]:
     keys = [metric.key for metric in METRICS]
     rows = per_seed_rows(comparison, results, keys)
-    extra = [[*row, "not reached" if r.training.seconds_to_val_accuracy_99 is None
-              else f"{r.training.seconds_to_val_accuracy_99:.1f}", f"{r.evaluation.parameters:,}",
-              f"{r.evaluation.model_bytes / 1e6:.2f}"]
+    target = comparison.settings.target_val_accuracy
+    extra = [[*row, time_to_accuracy.reached(r.curves["val/accuracy"], r.curves["epoch_seconds"], target).text(),
+              f"{r.evaluation.parameters:,}", f"{r.evaluation.model_bytes / 1e6:.2f}"]
              for row, r in zip(rows, [r for items in results.values() for r in items])]
-    header = ["Framework", "Seed", *(metric.label for metric in METRICS), "Time to 99% val. accuracy (s)",
-              "Parameters", "Model file (MB)"]
+    header = ["Framework", "Seed", *(metric.label for metric in METRICS),
+              f"Time to {100 * target:g}% val. accuracy", "Parameters", "Model file (MB)"]
     return ["## Every replicate", "", table(header, extra, ["left"] + ["right"] * (len(header) - 1)), ""]
 
 

@@ -59,3 +59,18 @@ def test_missing_and_unreadable_files_name_the_file(tmp_path):
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(StageError, match="list.json: expected a JSON object"):
         schemas.load(RunInfo, tmp_path / "list.json", "fix")
+
+
+def test_the_load_fields_are_optional_and_checked_when_present(tmp_path):
+    raw = dataclasses.asdict(SUMMARY)
+    for name in ("load_per_core_1m", "timing_spread"):
+        raw.pop(name)
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(raw))
+    assert schemas.load(TrainingSummary, path, "x").load_per_core_1m is None  # files from before still read
+    path.write_text(json.dumps({**raw, "load_per_core_1m": 1.7, "timing_spread": 0.05}))
+    loaded = schemas.load(TrainingSummary, path, "x")
+    assert (loaded.load_per_core_1m, loaded.timing_spread) == (1.7, 0.05)
+    path.write_text(json.dumps({**raw, "load_per_core_1m": "busy"}))
+    with pytest.raises(StageError, match="load_per_core_1m should be"):
+        schemas.load(TrainingSummary, path, "x")

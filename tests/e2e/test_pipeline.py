@@ -64,7 +64,8 @@ def test_metrics_show_is_one_numeric_summary_with_intervals(pipeline_repo):
     data = files["reports/metrics.json"]["data"]
     assert data["seeds"] == len(SEEDS)
     for framework in FRAMEWORKS:
-        assert {"test_accuracy", "test_accuracy_ci95", "train_seconds", "train_seconds_ci95"} <= set(data[framework])
+        assert {"test_accuracy", "test_accuracy_ci95", "train_seconds", "train_seconds_ci_low",
+                "train_seconds_ci_high"} <= set(data[framework])
     assert {"accuracy_diff_pp", "accuracy_diff_pp_ci95", "accuracy_diff_p", "train_time_ratio"} <= set(
         data["keras_vs_torch"])
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 
 from stages import backends
-from stages.report import compare, inputs, stats
+from stages.common import paths
+from stages.common.params import load_params
+from stages.report import compare, conclusions, inputs, power, stats
 from tests.report import generated
+
+
+def settings(root):
+    return load_params(root / "params.yaml").report
 
 
 @pytest.fixture
@@ -23,7 +32,7 @@ def load(root, frameworks, seeds, monkeypatch):
 
 def test_every_pair_is_compared_with_known_mcnemar_counts(workspace, monkeypatch):
     results = load(workspace, ["keras", "torch", "numpy"], [1, 2, 3], monkeypatch)
-    comparison = compare.compare(results, generated.labels().astype(np.int64))
+    comparison = compare.compare(results, generated.labels().astype(np.int64), settings(workspace))
     assert [(pair.first, pair.second) for pair in comparison.pairs] == [("keras", "torch"), ("keras", "numpy"),
                                                                          ("torch", "numpy")]
     keras_torch = comparison.pairs[0]
@@ -38,70 +47,148 @@ def test_every_pair_is_compared_with_known_mcnemar_counts(workspace, monkeypatch
 
 def test_training_time_is_compared_as_a_ratio(workspace, monkeypatch):
     results = load(workspace, ["keras", "torch"], [1, 2, 3], monkeypatch)
-    comparison = compare.compare(results, generated.labels().astype(np.int64))
+    comparison = compare.compare(results, generated.labels().astype(np.int64), settings(workspace))
     ratio = comparison.pairs[0].paired["train_seconds"]
     expected = [(20.0 + 0.1 * seed) / (25.0 + 0.1 * seed) for seed in (1, 2, 3)]
     assert ratio.per_seed == pytest.approx(expected)
-    sentence = compare.ratio_sentence(compare.METRIC["train_seconds"], comparison.pairs[0], 3)
-    assert sentence.startswith("Keras is 1.2") and "as fast as PyTorch in training time" in sentence
+    sentence = conclusions.ratio_sentence(compare.METRIC["train_seconds"], comparison.pairs[0], 3)
+    assert sentence.startswith("Different: Keras is 1.2") and "as fast as PyTorch in training time" in sentence
     assert "95% CI" in sentence and "on this machine" in sentence
 
 
-def paired_result(estimate, low, high, p_value, first="keras", second="torch", key="test_accuracy"):
-    paired = stats.Paired((estimate,), estimate, None if low is None else stats.Interval(low, high, "x"), p_value)
-    return compare.PairResult(first, second, {key: paired}, [], [])
+def pair_with(workspace, monkeypatch, key, **changes):
+    """The generated keras-vs-torch pair, with ``changes`` applied to one metric's comparison."""
+    results = load(workspace, ["keras", "torch"], [1, 2, 3], monkeypatch)
+    pair = compare.compare(results, generated.labels().astype(np.int64), settings(workspace)).pairs[0]
+    metrics = dict(pair.metrics)
+    metrics[key] = dataclasses.replace(metrics[key], **changes)
+    return dataclasses.replace(pair, metrics=metrics)
 
 
-def test_a_difference_whose_interval_covers_zero_is_reported_as_no_difference():
-    text = compare.difference_sentence(compare.METRIC["test_accuracy"], paired_result(0.0005, -0.001, 0.002, 0.4), 3)
-    assert text.startswith("No significant difference in test accuracy between Keras and PyTorch: +0.05 pp")
-    assert "95% CI -0.10 to +0.20 pp across 3 seeds" in text and "p = 0.4" in text
+def paired(estimate, low, high, p_value):
+    return stats.Paired((estimate,) * 3, estimate, stats.Interval(low, high, stats.ACROSS_SEEDS), p_value)
 
 
-def test_a_significant_difference_names_the_better_framework_by_direction():
-    accuracy = compare.difference_sentence(compare.METRIC["test_accuracy"],
-                                           paired_result(-0.003, -0.005, -0.001, 0.01), 3)
-    assert accuracy.startswith("PyTorch has the better test accuracy than Keras")
-    loss = compare.difference_sentence(compare.METRIC["test_loss"],
-                                       paired_result(-0.003, -0.005, -0.001, 0.01, key="test_loss"), 3)
-    assert loss.startswith("Keras has the better test loss")  # lower loss is better
+def test_an_equivalent_difference_says_so_with_the_margin(workspace, monkeypatch):
+    pair = pair_with(workspace, monkeypatch, "test_accuracy", paired=paired(0.0002, -0.0003, 0.0007, 0.4),
+                     holm_p=0.9, tost=stats.Tost(0.001, 0.01))
+    text = conclusions.difference_sentence(compare.METRIC["test_accuracy"], pair, 3, 10_000)
+    assert text.startswith("Equivalent: Keras and PyTorch do not differ in test accuracy by more than ±0.10 pp "
+                           "(TOST p = 0.01;")
+    assert "paired t-test p = 0.4 (Holm-adjusted 0.9)" in text
 
 
-def test_one_seed_says_intervals_need_two():
-    text = compare.difference_sentence(compare.METRIC["test_accuracy"], paired_result(0.001, None, None, None), 1)
+def test_a_different_metric_names_the_better_arm_by_direction_using_the_adjusted_p(workspace, monkeypatch):
+    pair = pair_with(workspace, monkeypatch, "test_loss", paired=paired(-0.003, -0.005, -0.001, 0.01), holm_p=0.03,
+                     tost=stats.Tost(0.005, 0.6))
+    loss = conclusions.difference_sentence(compare.METRIC["test_loss"], pair, 3)
+    assert loss.startswith("Different: Keras has the better test loss than PyTorch")  # lower loss is better
+    adjusted_away = pair_with(workspace, monkeypatch, "test_loss", paired=paired(-0.003, -0.005, -0.001, 0.01),
+                              holm_p=0.07, tost=stats.Tost(0.005, 0.6))
+    assert conclusions.difference_sentence(compare.METRIC["test_loss"], adjusted_away, 3).startswith("Inconclusive")
+
+
+def test_an_inconclusive_difference_says_what_would_settle_it(workspace, monkeypatch):
+    pair = pair_with(workspace, monkeypatch, "test_accuracy", paired=paired(-0.0002, -0.001, 0.0006, 0.4),
+                     holm_p=0.9, tost=stats.Tost(0.001, 0.13), detectable=0.001, seeds_for_margin=6,
+                     floor=power.Floor(0.00035, 0.00098))
+    text = conclusions.difference_sentence(compare.METRIC["test_accuracy"], pair, 3, 10_000)
+    assert text.startswith("Inconclusive for test accuracy: not shown different, nor equivalent within ±0.10 pp")
+    assert "only a difference of 0.10 pp or more is detected at 80% power" in text
+    assert "about 6 seeds would detect a difference the size of the margin" in text
+    assert "test set's floor" not in text  # the floor (0.098 pp) is below the margin (0.10 pp)
+    floored = pair_with(workspace, monkeypatch, "test_accuracy", paired=paired(-0.0002, -0.001, 0.0006, 0.4),
+                        holm_p=0.9, tost=stats.Tost(0.0005, 0.5), margin=0.0005, floor=power.Floor(0.00035, 0.00098))
+    assert "no number of seeds detects less than 0.10 pp (the test set's floor)" in conclusions.difference_sentence(
+        compare.METRIC["test_accuracy"], floored, 3, 10_000)
+
+
+def test_one_seed_says_intervals_need_two(workspace, monkeypatch):
+    pair = pair_with(workspace, monkeypatch, "test_accuracy",
+                     paired=stats.Paired((0.001,), 0.001, None, None), holm_p=None, tost=None)
+    text = conclusions.difference_sentence(compare.METRIC["test_accuracy"], pair, 1)
     assert "from one seed" in text and "at least two seeds" in text
 
 
-def test_a_speed_difference_within_the_timing_noise_names_no_winner():
-    pair = paired_result(1.08, 1.05, 1.11, 0.001, key="inference_images_per_second")
-    noisy = compare.ratio_sentence(compare.METRIC["inference_images_per_second"], pair, 3, noise=0.10)
+def test_a_speed_difference_within_the_timing_noise_names_no_winner(workspace, monkeypatch):
+    pair = pair_with(workspace, monkeypatch, "inference_images_per_second", paired=paired(1.08, 1.05, 1.11, 0.001),
+                     holm_p=0.004)
+    metric = compare.METRIC["inference_images_per_second"]
+    noisy = conclusions.ratio_sentence(metric, pair, 3, noise=0.10)
     assert "within the 10% spread between repeated timings: no winner" in noisy
-    quiet = compare.ratio_sentence(compare.METRIC["inference_images_per_second"], pair, 3, noise=0.02)
-    assert quiet.startswith("Keras is 1.08x as fast as PyTorch in inference throughput")
+    quiet = conclusions.ratio_sentence(metric, pair, 3, noise=0.02)
+    assert quiet.startswith("Different: Keras is 1.08x as fast as PyTorch in inference throughput")
+    assert "one sitting on this machine" in quiet
+
+
+def test_a_busy_machine_is_flagged_next_to_the_speed_verdict(workspace, monkeypatch):
+    path = workspace / paths.logs_dir("keras", 2) / paths.METRICS_FILE
+    path.write_text(json.dumps({**json.loads(path.read_text()), "load_per_core_1m": 2.5, "timing_spread": 0.1}))
+    results = load(workspace, ["keras", "torch"], [1, 2, 3], monkeypatch)
+    comparison = compare.compare(results, generated.labels().astype(np.int64), settings(workspace))
+    pair = comparison.pairs[0]
+    assert (pair.training_load.busy, pair.training_load.recorded, pair.training_load.total) == (1, 1, 6)
+    assert pair.evaluation_load.busy == 0
+    training = conclusions.ratio_sentence(compare.METRIC["train_seconds"], pair, 3)
+    assert ("Warning: 1 of 6 replicates were timed on a busy machine (1-minute load up to 2.5 per core; timed "
+            "repeats spread up to 10%)") in training
+    assert "Warning" not in conclusions.ratio_sentence(compare.METRIC["latency_ms"], pair, 3)
+
+
+def test_every_metric_of_a_pair_is_in_one_holm_family(workspace, monkeypatch):
+    results = load(workspace, ["keras", "torch"], [1, 2, 3], monkeypatch)
+    pair = compare.compare(results, generated.labels().astype(np.int64), settings(workspace)).pairs[0]
+    raw = [item.paired.p_value for item in pair.metrics.values()] + [pair.time_to_target.seconds.p_value]
+    adjusted = [item.holm_p for item in pair.metrics.values()] + [pair.time_to_target_holm_p]
+    assert adjusted == pytest.approx(stats.holm(raw))
+    assert len(raw) == len(compare.METRICS) + 1
+
+
+def test_time_to_target_is_compared_and_censoring_is_shown(workspace, monkeypatch):
+    results = load(workspace, ["keras", "torch"], [1, 2, 3], monkeypatch)
+    pair = compare.compare(results, generated.labels().astype(np.int64), settings(workspace)).pairs[0]
+    ttt = pair.time_to_target  # target 0.93: reached at epoch 2 of 3 (20 + 0.1 s and 25 + 0.1 s per 3 epochs)
+    assert [item.epochs for item in ttt.first] == [2, 2, 2]
+    assert ttt.seconds.per_seed == pytest.approx([(20 + 0.1 * s) / (25 + 0.1 * s) for s in (1, 2, 3)])
+    strict = dataclasses.replace(settings(workspace), target_val_accuracy=0.95)  # epoch 3 reaches 0.96 ...
+    curve = workspace / paths.logs_dir("torch", 2) / "plots/metrics/val/accuracy.tsv"
+    curve.write_text("step\taccuracy\n1\t0.90\n2\t0.92\n3\t0.94\n")  # ... except torch seed 2
+    results = load(workspace, ["keras", "torch"], [1, 2, 3], monkeypatch)
+    pair = compare.compare(results, generated.labels().astype(np.int64), strict).pairs[0]
+    assert pair.time_to_target.seconds is None and pair.time_to_target_holm_p is None
+    assert pair.time_to_target.second[1].text() == "not reached in 3 epochs (> 25.2 s)"
+    assert pair.time_to_target.bounds[1] == f"< {20.2 / 25.2:.2f}"
 
 
 def test_summary_metrics_are_few_and_numeric(workspace, monkeypatch):
     results = load(workspace, ["keras", "torch"], [1, 2, 3], monkeypatch)
-    summary = compare.summary_metrics(compare.compare(results, generated.labels().astype(np.int64)))
+    comparison = compare.compare(results, generated.labels().astype(np.int64), settings(workspace))
+    summary = compare.summary_metrics(comparison)
     assert set(summary) == {"seeds", "keras", "torch", "keras_vs_torch"}
-    assert set(summary["keras"]) == {"test_accuracy", "test_accuracy_ci95", "train_seconds", "train_seconds_ci95"}
+    assert set(summary["keras"]) == {"test_accuracy", "test_accuracy_ci95", "train_seconds", "train_seconds_ci_low",
+                                     "train_seconds_ci_high"}
+    assert 0 < summary["keras"]["train_seconds_ci_low"] < summary["keras"]["train_seconds_ci_high"]
     assert set(summary["keras_vs_torch"]) == {"accuracy_diff_pp", "accuracy_diff_pp_ci95", "accuracy_diff_p",
-                                              "train_time_ratio", "train_time_ratio_ci_low",
-                                              "train_time_ratio_ci_high"}
+                                              "accuracy_diff_p_holm", "accuracy_tost_p", "train_time_ratio",
+                                              "train_time_ratio_ci_low", "train_time_ratio_ci_high"}
     assert summary["keras_vs_torch"]["accuracy_diff_pp"] == pytest.approx(-2.5)
 
 
 def test_summary_metrics_of_one_seed_carry_no_intervals(workspace, monkeypatch):
     results = load(workspace, ["keras", "torch"], [1], monkeypatch)
-    summary = compare.summary_metrics(compare.compare(results, generated.labels().astype(np.int64)))
+    comparison = compare.compare(results, generated.labels().astype(np.int64), settings(workspace))
+    summary = compare.summary_metrics(comparison)
     assert set(summary["keras"]) == {"test_accuracy", "train_seconds"}
     assert set(summary["keras_vs_torch"]) == {"accuracy_diff_pp", "train_time_ratio"}
 
 
-def test_a_quality_difference_the_test_set_cannot_tell_says_so():
-    pair = paired_result(0.0001, 0.00005, 0.00015, 0.02, key="macro_f1")
-    pair.mcnemar.extend([stats.McNemar(2, 1, 1.0), stats.McNemar(1, 0, 1.0)])
-    text = compare.test_set_caveat(pair)
-    assert "in no seed does the exact McNemar test" in text and "at most 3 discordant" in text
-    pair.mcnemar.append(stats.McNemar(30, 5, 0.0001))
-    assert compare.test_set_caveat(pair) == ""
+def test_a_quality_difference_the_test_set_cannot_tell_says_so(workspace, monkeypatch):
+    pair = pair_with(workspace, monkeypatch, "macro_f1", paired=paired(0.0001, 0.00005, 0.00015, 0.02), holm_p=0.04,
+                     resampled=stats.Interval(-0.002, 0.003, "seeds and test"))
+    text = conclusions.difference_sentence(compare.METRIC["macro_f1"], pair, 3)
+    assert text.startswith("Different: Keras has the better macro F1")
+    assert "over seeds and test images together -0.0020 to +0.0030" in text
+    assert "the interval includes 0: the test set cannot tell the difference from chance" in text
+    clear = pair_with(workspace, monkeypatch, "macro_f1", paired=paired(0.0001, 0.00005, 0.00015, 0.02), holm_p=0.04,
+                      resampled=stats.Interval(0.00001, 0.0003, "seeds and test"))
+    assert "cannot tell" not in conclusions.difference_sentence(compare.METRIC["macro_f1"], clear, 3)

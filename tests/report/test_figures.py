@@ -20,8 +20,8 @@ def context(root, frameworks, seeds, monkeypatch, **report):
     labels = data.splits["test"].labels.astype(np.int64)
     results = inputs.load_all(frameworks, seeds, labels, data.class_names)
     settings = params.report if not report else type(params.report)(**{**vars(params.report), **report})
-    return figures.Context(results, compare.compare(results, labels), np.asarray(data.splits["test"].images), labels,
-                           data.meta, settings)
+    return figures.Context(results, compare.compare(results, labels, settings),
+                           np.asarray(data.splits["test"].images), labels, data.meta, settings)
 
 
 @pytest.mark.parametrize(("frameworks", "seeds"), [(("keras",), (1,)), (("keras", "torch"), (1, 2, 3)),
@@ -51,7 +51,7 @@ def test_image_figures_are_as_tall_as_the_rows_they_show(tmp_path, monkeypatch):
     # keras and torch disagree on 3 test images: one row of tiles however many the limit allows.
     few = figures.plot_disagreements(context(tmp_path, ["keras", "torch"], [1], monkeypatch, disagreements=2))
     many = figures.plot_disagreements(context(tmp_path, ["keras", "torch"], [1], monkeypatch, disagreements=24))
-    assert few.get_figheight() == many.get_figheight() == pytest.approx(1.75 + 0.6)  # no empty band
+    assert few.get_figheight() == many.get_figheight() == pytest.approx(1.75 + 0.8)  # no empty band
     none = figures.plot_misclassified(context(tmp_path, ["keras", "torch"], [1], monkeypatch, misclassified=0))
     assert none.get_figheight() == pytest.approx(2 * 0.9)  # a message line per framework
     # keras is wrong on 4 images, torch on 3: with 9 allowed (3 columns), 2 rows and 1 row.
@@ -70,3 +70,13 @@ def test_ranking_puts_images_wrong_in_more_seeds_first():
     counts = np.array([0, 2, 1, 2, 0])
     confidence = np.array([0.9, 0.5, 0.99, 0.8, 0.1])
     assert figures._ranked(counts, confidence, 10).tolist() == [3, 1, 2]
+
+
+def test_disagreements_show_each_frameworks_answer_in_every_seed(tmp_path, monkeypatch):
+    generated.write_workspace(tmp_path, ("keras", "torch"), (1, 2, 3))
+    figure = figures.plot_disagreements(context(tmp_path, ["keras", "torch"], [1, 2, 3], monkeypatch, disagreements=3))
+    titles = [axes.get_title() for axes in figure.axes if axes.get_title()]
+    # image 1 (true class 1): keras answers class 2 in every seed, torch class 1 (generated.WRONG).
+    assert "true class 1 (3/3 differ)\nKeras: class 2, class 2, class 2\nPyTorch: class 1, class 1, class 1" in titles
+    caption = figure.subfigs[0]._suptitle.get_text()
+    assert "each framework's answer in seed 1, 2, 3, in that order" in caption

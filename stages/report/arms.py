@@ -1,0 +1,161 @@
+"""The comparison of two labelled arms, whatever they are (two frameworks, or one framework's
+tuned and stock runs): each arm maps seed -> replicate, and the comparison pairs them on the
+seeds both have.
+
+Per compared metric (``compare.METRICS``): the paired difference or ratio across seeds, its
+Holm-adjusted p-value within the pair's family (every metric plus time to accuracy), TOST
+against the metric's equivalence margin, the minimum detectable difference at 80% power with
+the seeds run and the seeds that would detect the margin; for the quality metrics also the
+interval over seeds and test images (two-level bootstrap), the sign-flip test over all seeds
+together and the floor that the test set's size sets. Per seed: McNemar and the number of
+images whose predicted classes differ. Plus time to the target validation accuracy, and how
+busy the machine was while timing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from stages.common.params import ReportParams
+from stages.report import power, resampling, stats, time_to_accuracy
+from stages.report.inputs import Replicate
+
+if TYPE_CHECKING:
+    from stages.report.compare import Metric
+
+CONTENDED_SPREAD = 0.25  # timed repeats spreading by more than this share of their median: a busy machine
+PER_IMAGE = ("test_accuracy", "test_loss")  # metrics that are a mean over test images
+RESAMPLED = ("test_accuracy", "test_loss", "macro_f1")
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str  # key in outputs, e.g. "keras"
+    label: str  # in sentences and tables, e.g. "Keras"
+    replicates: Mapping[int, Replicate]  # seed -> replicate
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    paired: stats.Paired
+    holm_p: float | None  # the paired test's p, Holm-adjusted within the pair's family
+    margin: float  # equivalence margin on the tested scale (log ratio for ratios)
+    tost: stats.Tost | None
+    detectable: float | None  # minimum detectable difference at 80% power, tested scale
+    seeds_for_margin: int | None  # seeds with 80% power to detect a difference of the margin
+    resampled: stats.Interval | None  # over seeds and test images (quality metrics)
+    sign_flip_p: float | None  # over all seeds and test images together (per-image metrics)
+    floor: power.Floor | None  # what the test set's size lets any number of seeds detect
+
+
+@dataclass(frozen=True)
+class Contention:
+    """How busy the machine was while one kind of timing (training or evaluation) ran."""
+
+    busy: int  # replicates timed with 1-min load per core > 1, or timed repeats spread > CONTENDED_SPREAD
+    recorded: int  # replicates that recorded load or spread at all
+    total: int
+    worst_load: float | None  # highest 1-minute load per core
+    worst_spread: float | None
+
+
+@dataclass(frozen=True)
+class PairResult:
+    first: str
+    second: str
+    first_label: str
+    second_label: str
+    seeds: tuple[int, ...]
+    metrics: dict[str, MetricComparison]  # by metric key
+    mcnemar: list[stats.McNemar]  # one per seed
+    disagreements: list[int]  # test images with different predicted classes, per seed
+    time_to_target: time_to_accuracy.TimeToTarget
+    time_to_target_holm_p: float | None
+    training_load: Contention
+    evaluation_load: Contention
+
+    @property
+    def paired(self) -> dict[str, stats.Paired]:
+        return {key: item.paired for key, item in self.metrics.items()}
+
+
+def margin(metric: Metric, settings: ReportParams) -> float:
+    """The equivalence margin of ``metric`` on its tested scale."""
+    margins = settings.equivalence
+    if metric.compare == "ratio":
+        return math.log(margins.speed_ratio)
+    return {"test_accuracy": margins.accuracy_pp / 100, "test_loss": margins.test_loss,
+            "macro_f1": margins.macro_f1}[metric.key]
+
+
+def contention(records: Sequence[object]) -> Contention:
+    """``records``: TrainingSummary or TestMetrics objects, which may carry the load fields."""
+    loads = [value for record in records if (value := getattr(record, "load_per_core_1m", None)) is not None]
+    spreads = [value for record in records if (value := getattr(record, "timing_spread", None)) is not None]
+    busy = sum(1 for record in records if (getattr(record, "load_per_core_1m", None) or 0.0) > 1.0
+               or (getattr(record, "timing_spread", None) or 0.0) > CONTENDED_SPREAD)
+    recorded = sum(1 for record in records if getattr(record, "load_per_core_1m", None) is not None
+                   or getattr(record, "timing_spread", None) is not None)
+    return Contention(busy, recorded, len(records), max(loads) if loads else None,
+                      max(spreads) if spreads else None)
+
+
+def _metric(metric: Metric, a: list[float], b: list[float], settings: ReportParams,
+            images: tuple[resampling.ArmImages, resampling.ArmImages] | None,
+            labels: np.ndarray) -> MetricComparison:
+    paired = stats.paired_difference(a, b) if metric.compare == "difference" else stats.paired_ratio(a, b)
+    tested = np.asarray(a, np.float64) - np.asarray(b, np.float64) if metric.compare == "difference" \
+        else np.log(a) - np.log(b)
+    limit = margin(metric, settings)
+    n = len(a)
+    sd = float(np.std(tested, ddof=1)) if n >= 2 else None
+    if sd is not None and sd <= 1e-12 * max(1.0, abs(float(np.mean(tested)))):
+        sd = 0.0  # identical to rounding, as stats.paired_difference treats them
+    resampled = sign_flip = floor = None
+    if images is not None and metric.key in RESAMPLED:
+        resampled = resampling.two_level_bootstrap(metric.key, *images, labels)
+        if metric.key in PER_IMAGE:
+            sign_flip = resampling.sign_flip(metric.key, *images, labels)
+            floor = power.test_set_floor(resampling.per_image(metric.key, images[0], labels),
+                                         resampling.per_image(metric.key, images[1], labels))
+    return MetricComparison(
+        paired, None, limit, stats.tost(tested.tolist(), limit),
+        None if sd is None else power.minimum_detectable(sd, n),
+        None if sd is None or sd == 0 else power.seeds_needed(limit, sd),
+        resampled, sign_flip, floor)
+
+
+def compare_arms(first: Arm, second: Arm, seeds: Sequence[int], labels: np.ndarray, settings: ReportParams,
+                 metrics: Sequence[Metric]) -> PairResult:
+    """``first`` against ``second`` on ``seeds`` (each must be in both arms)."""
+    missing = [seed for seed in seeds if seed not in first.replicates or seed not in second.replicates]
+    if missing or not seeds:
+        raise ValueError(f"{first.name} vs {second.name}: seeds {missing or list(seeds)} not in both arms")
+    a_items = [first.replicates[seed] for seed in seeds]
+    b_items = [second.replicates[seed] for seed in seeds]
+    labels = np.asarray(labels, np.int64)
+    images = (resampling.arm_images([r.probabilities for r in a_items], labels),
+              resampling.arm_images([r.probabilities for r in b_items], labels))
+    compared = {metric.key: _metric(metric, [metric.value(r) for r in a_items], [metric.value(r) for r in b_items],
+                                    settings, images, labels) for metric in metrics}
+    target = settings.target_val_accuracy
+    ttt = time_to_accuracy.compare(
+        [time_to_accuracy.reached(r.curves["val/accuracy"], r.curves["epoch_seconds"], target) for r in a_items],
+        [time_to_accuracy.reached(r.curves["val/accuracy"], r.curves["epoch_seconds"], target) for r in b_items],
+        target)
+    family = [item.paired.p_value for item in compared.values()] + [None if ttt.seconds is None
+                                                                    else ttt.seconds.p_value]
+    adjusted = stats.holm(family)
+    compared = {key: MetricComparison(**{**item.__dict__, "holm_p": p})
+                for (key, item), p in zip(compared.items(), adjusted)}
+    return PairResult(
+        first.name, second.name, first.label, second.label, tuple(seeds), compared,
+        [stats.mcnemar(a.predicted == labels, b.predicted == labels) for a, b in zip(a_items, b_items)],
+        [int(np.sum(a.predicted != b.predicted)) for a, b in zip(a_items, b_items)],
+        ttt, adjusted[-1],
+        contention([r.training for r in a_items + b_items]), contention([r.evaluation for r in a_items + b_items]))
