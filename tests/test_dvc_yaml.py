@@ -36,7 +36,7 @@ def expanded_stages() -> dict[str, dict]:
                 for seed in seeds:
                     text = yaml.safe_dump(body).replace("${item.framework}", framework).replace("${item.seed}",
                                                                                                 str(seed))
-                    stages[f"{name}@{framework}-{seed}"] = yaml.safe_load(text)
+                    stages[f"{name}@{seed}-{framework}"] = yaml.safe_load(text)
         else:
             stages[name] = stage
     return stages
@@ -137,9 +137,9 @@ def test_every_framework_and_seed_has_its_train_and_evaluate_stage():
     names = set(expanded_stages())
     for framework in params["frameworks"]:
         for seed in params["replicates"]["seeds"]:
-            assert {f"train@{framework}-{seed}", f"evaluate@{framework}-{seed}", f"init@{seed}"} <= names
+            assert {f"train@{seed}-{framework}", f"evaluate@{seed}-{framework}", f"init@{seed}"} <= names
         for seed in params["replicates"]["tuned_seeds"]:
-            assert {f"train-tuned@{framework}-{seed}", f"evaluate-tuned@{framework}-{seed}"} <= names
+            assert {f"train-tuned@{seed}-{framework}", f"evaluate-tuned@{seed}-{framework}"} <= names
 
 
 def test_each_tuned_stage_runs_its_level_into_the_tuned_arms_folders():
@@ -150,7 +150,7 @@ def test_each_tuned_stage_runs_its_level_into_the_tuned_arms_folders():
         kind, _, replicate = name.partition("@")
         if kind not in ("train-tuned", "evaluate-tuned"):
             continue
-        framework, seed = replicate.rsplit("-", 1)
+        seed, framework = replicate.split("-", 1)
         assert stage["cmd"].endswith(" --tuning tuned"), name
         assert paths.stage(kind.removesuffix("-tuned"), framework, int(seed), "tuned") == name
         outs = {next(iter(out)) if isinstance(out, dict) else out for out in stage["outs"]}
@@ -191,6 +191,14 @@ def test_every_framework_model_is_a_registered_artifact():
         artifact = raw["artifacts"][f"{framework}-model"]
         assert artifact["type"] == "model" and artifact["path"] == f"models/{framework}"
         assert artifact["meta"]["framework"] == framework and artifact["desc"] and artifact["labels"]
+
+
+def test_the_matrix_runs_seed_by_seed_so_that_frameworks_alternate():
+    """DVC runs a matrix's stages in its expansion order: seed first keeps no framework's
+    replicates all together (a machine that slows down mid-run would slow one framework only)."""
+    raw = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
+    for name in ("train", "train-tuned", "evaluate", "evaluate-tuned"):
+        assert list(raw["stages"][name]["matrix"]) == ["seed", "framework"], name
 
 
 def test_the_committed_lock_records_only_stages_of_the_pipeline():

@@ -133,29 +133,29 @@ RUN = {"framework": "keras", "seed": 1, "device": "cpu", "init": "shared", "inpu
 def test_missing_architecture_names_the_file_and_the_command(tmp_path):
     folder = model_folder(tmp_path, architecture=None, run=RUN)
 
-    with pytest.raises(StageError, match=r"architecture\.json: missing; run `dvc repro train@keras-1`"):
-        evaluate.load_trained(UNREACHED, folder, "dvc repro train@keras-1")
+    with pytest.raises(StageError, match=r"architecture\.json: missing; run `dvc repro train@1-keras`"):
+        evaluate.load_trained(UNREACHED, folder, "dvc repro train@1-keras")
 
 
 def test_corrupt_architecture_names_the_file_and_the_command(tmp_path):
     folder = model_folder(tmp_path, architecture='{"input_shape": [28, 28]}', run=RUN)
 
-    with pytest.raises(StageError, match=r"architecture\.json: corrupt .*; run `dvc repro train@keras-1`"):
-        evaluate.load_trained(UNREACHED, folder, "dvc repro train@keras-1")
+    with pytest.raises(StageError, match=r"architecture\.json: corrupt .*; run `dvc repro train@1-keras`"):
+        evaluate.load_trained(UNREACHED, folder, "dvc repro train@1-keras")
 
 
 def test_missing_run_info_names_the_file_and_the_command(tmp_path):
     folder = model_folder(tmp_path, architecture=SPEC)
 
-    with pytest.raises(StageError, match=r"run\.json: missing; run `dvc repro train@keras-1`"):
-        evaluate.load_trained(UNREACHED, folder, "dvc repro train@keras-1")
+    with pytest.raises(StageError, match=r"run\.json: missing; run `dvc repro train@1-keras`"):
+        evaluate.load_trained(UNREACHED, folder, "dvc repro train@1-keras")
 
 
 def test_run_info_with_a_wrong_field_is_refused(tmp_path):
     folder = model_folder(tmp_path, architecture=SPEC, run={**RUN, "input_scale": "1/255"})
 
     with pytest.raises(StageError, match="input_scale"):
-        evaluate.load_trained(UNREACHED, folder, "dvc repro train@keras-1")
+        evaluate.load_trained(UNREACHED, folder, "dvc repro train@1-keras")
 
 
 def test_throughput_is_images_per_second_of_each_timed_pass(monkeypatch):

@@ -540,7 +540,7 @@ def test_evaluate_without_a_trained_model_names_the_stage_to_run(backend, tmp_pa
     monkeypatch.chdir(tmp_path)
     stage_project(tmp_path, framework)
 
-    with pytest.raises(StageError, match=rf"architecture\.json: missing; run `dvc repro train@{framework}-2`"):
+    with pytest.raises(StageError, match=rf"architecture\.json: missing; run `dvc repro train@2-{framework}`"):
         evaluate_stage.main([framework, "2"])
 
 

@@ -53,10 +53,11 @@ def eval_dir(framework: str, seed: int, tuning: str = "stock") -> Path:
 
 
 def replicate(framework: str, seed: int) -> str:
-    """The DVC matrix suffix of a (framework, seed) stage, e.g. ``keras-1``."""
-    return f"{framework}-{seed}"
+    """The DVC matrix suffix of a (framework, seed) stage, e.g. ``1-keras`` (dvc.yaml's matrix puts
+    the seed first, so that DVC runs the frameworks alternately)."""
+    return f"{seed}-{framework}"
 
 
 def stage(kind: str, framework: str, seed: int, tuning: str = "stock") -> str:
-    """The DVC stage that writes a replicate: ``train@keras-1`` (stock), ``train-tuned@keras-1``."""
+    """The DVC stage that writes a replicate: ``train@1-keras`` (stock), ``train-tuned@1-keras``."""
     return f"{kind}{'' if tuning == 'stock' else '-' + tuning}@{replicate(framework, seed)}"

@@ -45,8 +45,8 @@ def test_a_bad_field_is_one_line_naming_the_file_and_the_fix(tmp_path, change, m
     change(raw)
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps(raw))
-    with pytest.raises(StageError, match=rf"{path}: .*{message}.*; run `dvc repro train@keras-1`") as error:
-        schemas.load(TrainingSummary, path, "dvc repro train@keras-1")
+    with pytest.raises(StageError, match=rf"{path}: .*{message}.*; run `dvc repro train@1-keras`") as error:
+        schemas.load(TrainingSummary, path, "dvc repro train@1-keras")
     assert "\n" not in str(error.value)
 
 

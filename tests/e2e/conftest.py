@@ -137,5 +137,5 @@ def ran_stages(output: str) -> set[str]:
 
 
 def replicates(stage: str, frameworks=FRAMEWORKS, seeds=SEEDS) -> set[str]:
-    """``train`` -> {train@keras-1, train@keras-2, train@torch-1, ...}."""
-    return {f"{stage}@{framework}-{seed}" for framework in frameworks for seed in seeds}
+    """``train`` -> {train@1-keras, train@2-keras, train@1-torch, ...}."""
+    return {f"{stage}@{seed}-{framework}" for framework in frameworks for seed in seeds}

@@ -49,8 +49,8 @@ def test_adding_a_seed_trains_only_that_seed(pipeline_copy):
     models = {path: path.read_bytes() for path in (pipeline_copy.path / "models").rglob("model.*")}
     pipeline_copy.set_params(lambda raw: raw["replicates"].update(seeds=[*SEEDS, new]))
     ran = ran_stages(pipeline_copy.dvc("repro").stdout)
-    assert ran == {f"init@{new}", f"train@keras-{new}", f"train@torch-{new}", f"evaluate@keras-{new}",
-                   f"evaluate@torch-{new}", "report"}
+    assert ran == {f"init@{new}", f"train@{new}-keras", f"train@{new}-torch", f"evaluate@{new}-keras",
+                   f"evaluate@{new}-torch", "report"}
     assert all(path.read_bytes() == content for path, content in models.items())
     summary = json.loads((pipeline_copy.path / "reports/metrics.json").read_text())
     assert summary["seeds"] == len(SEEDS) + 1

@@ -35,11 +35,11 @@ def test_reads_every_replicate_in_seed_order(workspace):
 
 
 @pytest.mark.parametrize(("path", "rerun"), [
-    ("eval/torch/2/metrics.json", "dvc repro evaluate@torch-2"),
-    ("dvclive/keras/1/metrics.json", "dvc repro train@keras-1"),
-    ("dvclive/keras/1/plots/metrics/val/loss.tsv", "dvc repro train@keras-1"),
-    ("eval/keras/2/predictions.npy", "dvc repro evaluate@keras-2"),
-    ("models/torch/1/run.json", "dvc repro train@torch-1"),
+    ("eval/torch/2/metrics.json", "dvc repro evaluate@2-torch"),
+    ("dvclive/keras/1/metrics.json", "dvc repro train@1-keras"),
+    ("dvclive/keras/1/plots/metrics/val/loss.tsv", "dvc repro train@1-keras"),
+    ("eval/keras/2/predictions.npy", "dvc repro evaluate@2-keras"),
+    ("models/torch/1/run.json", "dvc repro train@1-torch"),
 ])
 def test_a_missing_file_names_itself_and_the_stage_to_rerun(workspace, path, rerun):
     (workspace / path).unlink()

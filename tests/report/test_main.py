@@ -83,6 +83,6 @@ def test_a_replicate_trained_at_another_level_is_refused(workspace):
     run.write_text(json.dumps({**json.loads(run.read_text()), "tuning": "stock"}))
 
     with pytest.raises(StageError, match=r"torch-tuned/2/run.json: trained stock, evaluated tuned, expected tuned; "
-                                         r"run `dvc repro train-tuned@torch-2`"):
+                                         r"run `dvc repro train-tuned@2-torch`"):
         report.main([])
 
