@@ -66,6 +66,8 @@ def _accuracy_cell(paired: stats.Paired) -> str:
 
 
 def _accuracy_verdict(paired: stats.Paired) -> str:
+    if all(value == 0 for value in paired.per_seed):
+        return "unchanged (the same accuracy on every seed)"
     if paired.ci is None:
         return "one seed: no interval"
     if paired.ci.low <= 0 <= paired.ci.high:
@@ -97,24 +99,24 @@ def section(effects: Sequence[TuningResult], table) -> list[str]:
 
 
 def environment_section(results: dict[str, list[Replicate]], table) -> list[str]:
-    """``## Environment``: what every arm ran on, from its replicates' run.json and metrics.json."""
-    keys: list[str] = []
-    rows = []
+    """``## Environment``: what every arm ran on, from its replicates' run.json and metrics.json;
+    one row per recorded fact, one column per arm."""
+    keys: list[str] = ["tuning", "switches"]
+    columns = {}
     for arm, items in results.items():
-        environment = {**items[0].run.environment, **items[0].evaluation.environment}
+        environment = {"tuning": items[0].run.tuning, "switches": ", ".join(sorted(items[0].run.switches)) or "none",
+                       **items[0].run.environment, **items[0].evaluation.environment}
         for replicate in items[1:]:
             for key, value in {**replicate.run.environment, **replicate.evaluation.environment}.items():
                 if environment.get(key) != value:
                     environment[key] = f"{environment.get(key)} / {value} (differs across seeds)"
         keys += [key for key in environment if key not in keys]
-        rows.append((arm, items[0].run.tuning, sorted(items[0].run.switches), environment))
-    header = ["Arm", "Level", "Switches", *keys]
-    body = [[backends.label(arm), level, ", ".join(switches) or "none", *(env.get(key, "-") for key in keys)]
-            for arm, level, switches, env in rows]
+        columns[arm] = environment
+    body = [[key, *(columns[arm].get(key, "-") for arm in columns)] for key in keys]
     return ["## Environment", "",
             "Recorded by every replicate (training in run.json, evaluation in metrics.json): framework versions and "
             "build, the CPU, the thread count, the tuning level and its switches.", "",
-            table(header, body, ["left"] * len(header)), ""]
+            table(["", *(backends.label(arm) for arm in columns)], body, ["left"] * (len(columns) + 1)), ""]
 
 
 def semantics_section(results: dict[str, list[Replicate]], table) -> list[str]:

@@ -71,8 +71,9 @@ def test_the_report_gives_the_stock_comparison_then_what_tuning_buys_then_the_en
     tuning_rows = [line for line in text[sections[1]:sections[2]].splitlines() if line.startswith("| Keras")]
     # generated.py: tuned trains in 0.8x the time at 1.5x the inference throughput, same predictions
     assert tuning_rows and "| 0.80x" in tuning_rows[0] and "| 1.50x" in tuning_rows[0]
-    assert "+0.00 pp" in tuning_rows[0] and "within the noise" in tuning_rows[0]
-    assert "| Keras (tuned) | tuned | switch_a |" in text
+    assert "+0.00 pp" in tuning_rows[0] and "unchanged (the same accuracy on every seed)" in tuning_rows[0]
+    assert "| switches | none | none | switch_a | switch_a |" in text
+    assert "| keras_version | 1.0 | - | 1.0 | - |" in text
     assert "| moving variance | biased | unbiased | differs |" in text
     summary = json.loads((workspace / "reports/metrics.json").read_text())
     assert summary["tuning.torch.train_seconds_ratio"] == pytest.approx(0.8)
