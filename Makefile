@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install run test test-unit test-keras test-torch test-e2e lint bench lock tutorial quick clean mutation
+.PHONY: install run test test-unit test-frameworks lint bench lock tutorial quick clean mutation
 
 install: $(STAMP)
 
@@ -23,22 +23,25 @@ $(STAMP): requirements.lock
 run: install
 	$(BIN)/dvc repro
 
-# TensorFlow and PyTorch tests run in separate pytest processes: importing TensorFlow and then
-# torchvision in one process segfaults. The framework-free suite (incl. end to end) runs last.
-test: install lint test-keras test-torch test-unit
+# Each registered framework's tests run in a pytest process of their own (tests/<framework>/):
+# importing TensorFlow and then torchvision in one process segfaults. The framework-free suite
+# (incl. end to end) runs last. The list comes from the registry (stages/backends/__init__.py).
+FRAMEWORKS = $(shell $(BIN)/python -c "from stages import backends; print(' '.join(backends.names()))")
+test: install lint test-frameworks test-unit
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test-keras: install
-	$(BIN)/python -m pytest tests/keras
+test-frameworks: install
+	@set -e; for framework in $(FRAMEWORKS); do \
+		echo "== tests/$$framework"; $(BIN)/python -m pytest tests/$$framework; done
 
-test-torch: install
-	$(BIN)/python -m pytest tests/torch
+test-%: install
+	$(BIN)/python -m pytest tests/$*
 
 test-unit: install
-	$(BIN)/python -m pytest tests --ignore=tests/keras --ignore=tests/torch
+	$(BIN)/python -m pytest tests $(foreach framework,$(FRAMEWORKS),--ignore=tests/$(framework))
 
 bench: install
 	$(BIN)/python bench/pipeline_bench.py
