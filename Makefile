@@ -47,9 +47,10 @@ bench: install
 	$(BIN)/python bench/pipeline_bench.py
 	$(BIN)/python bench/train_bench.py
 
-# The classic two-framework tutorial's recipe as a DVC experiment (see README).
+# The classic two-framework tutorial's recipe as a DVC experiment (presets/README.md), run outside
+# the workspace (--temp): params.yaml, reports/ and the outputs keep the default run.
 tutorial: install
-	$(BIN)/dvc exp run -n tutorial $(shell cat presets/tutorial.args)
+	$(BIN)/dvc exp run --temp -n tutorial $(shell cat presets/tutorial.args)
 
 # A grid of DVC experiments on a Dask cluster (README: "Sweeps on a Dask cluster"), e.g.
 #   make sweep GRID=my-grid.yaml SWEEP_ARGS="--scheduler tcp://scheduler:8786"
@@ -60,7 +61,17 @@ sweep: install
 
 # The whole pipeline in about a minute: a few thousand images, one epoch (presets/README.md).
 quick: install
-	$(BIN)/dvc exp run -n quick $(shell cat presets/quick.args)
+	$(BIN)/dvc exp run --temp -n quick $(shell cat presets/quick.args)
+
+# The experiments with the headline metrics only: `dvc exp show` has more columns than a terminal.
+EXPS_KEEP = Experiment|[a-z]+\.test_accuracy$$|[a-z_]+_vs_[a-z_]+\.train_time_ratio$$
+.PHONY: exps docs
+exps: install
+	@$(BIN)/dvc exp show --no-pager --drop '.*' --keep '$(EXPS_KEEP)' $(EXPS_ARGS)
+
+# Rewrite the quoted blocks of README.md and docs/ from the committed results (docs/sync.py).
+docs: install
+	$(BIN)/python docs/sync.py
 
 # requirements.lock pins every package for every platform at once (Linux x86_64 with or without a
 # GPU, macOS arm64, ...): uv resolves requirements.txt universally, keeps the pins already in the

@@ -1,29 +1,29 @@
-"""Benchmark: each framework in each execution mode against what this machine can do.
+"""Benchmark: what each tuning level and each switch buys, and what the pipeline costs a framework.
 
-Runs the real stages (``python -m stages.train <fw> <seed>``, ``python -m stages.evaluate <fw>
-<seed>``, each in its own process) on the real MNIST in a scratch folder, for every framework x
-execution mode (``train.execution`` and ``evaluate.execution.<framework>`` set alike), plus the
-tutorial recipe (``presets/tutorial.args``, standard mode) in the same run, the configurations
-interleaved within each of ``--repeats`` rounds. Prints, as medians over the rounds:
+For every framework, in one run, the arms alternate within each of ``--repeats`` rounds:
 
-- training: optimisation seconds, images/s, the model's training FLOPs per epoch (3 x the
-  forward FLOPs of its convolutions and dense layers, ``ArchitectureSpec.forward_flops``), the
-  achieved GFLOP/s and its ratio to the machine's sgemm peak, and how many times the FLOP floor
-  (the epochs' FLOPs at the sgemm peak) the optimisation took;
-- inference: images/s at ``evaluate.batch_size`` and single-image latency (``evaluate``'s own
-  measurements), test accuracy;
-- peak RSS of every stage process (preprocess, init, train, evaluate).
+- ``stock`` and ``tuned``: the real stages (``python -m stages.train <fw> <seed> [--tuning
+  tuned]``, then ``python -m stages.evaluate``), each in its own process, as ``dvc repro`` runs
+  them;
+- ``+<switch>``: the tuned level with only that switch on (``--switches <switch>``), for a backend
+  with more than one switch;
+- ``bare``: the framework's own getting-started training script for the same model and recipe
+  (``bench/bare/keras_fit.py``: ``Model.fit``; ``bench/bare/torch_loop.py``: the pytorch/examples
+  MNIST loop), nothing from ``stages``; ``bare+det``: the same with the seeding and op
+  determinism the pipeline needs for bitwise reruns.
 
-The sgemm peak is a float32 ``numpy`` matrix product (2048 x 2048, the BLAS numpy ships with) on
-``train.threads`` threads, best of five timed runs, measured before and after the series so a
-machine that changed speed during the run shows.
+Prints, per framework, medians over the rounds: training seconds (the epochs with their
+validation, as the stage's ``train_seconds`` and the bare scripts' ``fit_seconds`` both count
+them), inference images/s at ``evaluate.batch_size`` and single-image latency, each as a ratio
+to ``stock`` taken within a round; and the pipeline's cost: stock stage training seconds over the
+bare script's (target: at most 1.10, the pipeline must not slow a framework down).
 
-    .venv/bin/python bench/fair_bench.py                          # both frameworks, both modes, 1 round
-    .venv/bin/python bench/fair_bench.py --repeats 3 --json bench/results/fair.json
-    .venv/bin/python bench/fair_bench.py --frameworks torch --modes compiled --no-tutorial
+    .venv/bin/python bench/fair_bench.py                              # both frameworks, 3 rounds
+    .venv/bin/python bench/fair_bench.py --repeats 5 --json fair.json
+    .venv/bin/python bench/fair_bench.py --frameworks torch -S train.epochs=2
 
-Needs ``data/raw`` from the real MNIST (``dvc repro download`` with a mirror of it, e.g.
-``../shared/datasets/mnist``).
+Needs ``data/prepared`` from the real MNIST (``dvc repro preprocess`` with a mirror of it, e.g.
+``../shared/datasets/mnist``); it runs in a scratch folder and leaves the project untouched.
 """
 
 from __future__ import annotations
@@ -43,156 +43,131 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from train_bench import apply_override, preset_overrides, run_child  # noqa: E402
+from train_bench import apply_override, run_child  # noqa: E402
 
-from stages.common.architecture import build_spec  # noqa: E402
 from stages.common.params import validate  # noqa: E402
 
-SGEMM = """
-import time, numpy as np
-a = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)
-a @ a
-best = 0.0
-for _ in range(5):
-    started = time.perf_counter()
-    for _ in range(5):
-        a @ a
-    best = max(best, 5 * 2 * 2048 ** 3 / (time.perf_counter() - started))
-print(best / 1e9)
-"""
+BARE = {"keras": "keras_fit.py", "torch": "torch_loop.py"}
 
 
-def sgemm_gflops(threads: int) -> float:
-    """The machine's float32 matrix-product rate on ``threads`` threads, in GFLOP/s."""
-    env = {**os.environ, **{name: str(threads) for name in
-                            ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
-    result = subprocess.run([sys.executable, "-c", SGEMM], env=env, check=True, capture_output=True, text=True)
-    return float(result.stdout.strip())
+def tuned_switches(framework: str, work: Path) -> list[str]:
+    """The backend's tuned switches (read in a child: this process imports no framework)."""
+    probe = f"from stages import backends; print(','.join(backends.load({framework!r}).TUNED))"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=work, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            check=True, capture_output=True, text=True)
+    return [name for name in result.stdout.strip().split(",") if name]
 
 
-def configurations(frameworks: list[str], modes: list[str], tutorial: bool) -> list[dict]:
-    rows = [{"name": f"{framework} {mode}", "framework": framework, "mode": mode, "preset": None,
-             "set": [f"train.execution={mode}", f"evaluate.execution.{framework}={mode}"]}
-            for framework in frameworks for mode in modes]
-    if tutorial:
-        rows += [{"name": f"{framework} tutorial", "framework": framework, "mode": "standard", "preset": "tutorial",
-                  "set": ["train.execution=standard", f"evaluate.execution.{framework}=standard"]}
-                 for framework in frameworks]
+def arms(framework: str, switches: list[str]) -> list[dict]:
+    """The arms of one framework, in the order a round runs them (stages and bare scripts alternate)."""
+    rows = [{"name": "stock", "stage": ["--tuning", "stock"]}, {"name": "bare", "bare": []},
+            {"name": "tuned", "stage": ["--tuning", "tuned"]}, {"name": "bare+det", "bare": ["--deterministic"]}]
+    if len(switches) > 1:
+        rows += [{"name": f"+{switch}", "stage": ["--tuning", "tuned", "--switches", switch]} for switch in switches]
+    return [{**row, "framework": framework} for row in rows]
+
+
+def run_arm(arm: dict, work: Path, seed: str, epochs: int, threads: int) -> dict:
+    framework = arm["framework"]
+    if "bare" in arm:
+        command = [sys.executable, str(ROOT / "bench" / "bare" / BARE[framework]), str(work / "data" / "prepared"),
+                   "--epochs", str(epochs), "--threads", str(threads), *arm["bare"]]
+        result = subprocess.run(command, cwd=work, check=True, capture_output=True, text=True)
+        figures = json.loads(result.stdout.strip().splitlines()[-1])
+        return {"train_seconds": figures["fit_seconds"], "parameters": figures["parameters"]}
+    tuning = arm["stage"][1]
+    run_child([sys.executable, "-m", "stages.train", framework, seed, *arm["stage"]], work)
+    run_child([sys.executable, "-m", "stages.evaluate", framework, seed, *arm["stage"]], work)
+    arm_folder = framework if tuning == "stock" else f"{framework}-tuned"
+    summary = json.loads((work / "dvclive" / arm_folder / seed / "metrics.json").read_text())
+    evaluation = json.loads((work / "eval" / arm_folder / seed / "metrics.json").read_text())
+    return {"train_seconds": summary["train_seconds"], "parameters": summary["parameters"],
+            "test_accuracy": evaluation["test_accuracy"],
+            "inference_images_per_second": evaluation["throughput_images_per_second"],
+            "latency_ms_median": evaluation["latency_ms_median"], "switches": evaluation["switches"]}
+
+
+def ratio_medians(rounds: list[dict[str, dict]], name: str, key: str, base: str = "stock") -> float | None:
+    """Median over rounds of ``name``'s ``key`` divided by ``base``'s in the same round."""
+    ratios = [run[name][key] / run[base][key] for run in rounds if key in run[name] and key in run[base]]
+    return round(statistics.median(ratios), 3) if ratios else None
+
+
+def summarise(rounds: list[dict[str, dict]]) -> list[dict]:
+    rows = []
+    for name in rounds[0]:
+        runs = [run[name] for run in rounds]
+        row = {"arm": name, "train_seconds": round(statistics.median(run["train_seconds"] for run in runs), 1),
+               "train_seconds_each": [run["train_seconds"] for run in runs],
+               "train_ratio": ratio_medians(rounds, name, "train_seconds")}
+        if "inference_images_per_second" in runs[0]:
+            row.update(inference_images_per_second=round(statistics.median(
+                           run["inference_images_per_second"] for run in runs)),
+                       inference_ratio=ratio_medians(rounds, name, "inference_images_per_second"),
+                       latency_ms_median=round(statistics.median(run["latency_ms_median"] for run in runs), 3),
+                       latency_ratio=ratio_medians(rounds, name, "latency_ms_median"),
+                       test_accuracy=runs[0]["test_accuracy"])
+        rows.append(row)
     return rows
 
 
-def prepare(base: dict, config: dict, scratch: Path, raw_folder: Path, seed: str) -> tuple[Path, dict]:
-    """A folder with params.yaml, data/prepared and models/init for ``config``; peak RSS of those stages."""
-    raw = json.loads(json.dumps(base))
-    for assignment in (preset_overrides(config["preset"]) if config["preset"] else []) + config["set"]:
-        apply_override(raw, assignment)
-    params = validate(raw)
-    work = scratch / config["name"].replace(" ", "-")
-    if not work.exists():
-        (work / "data").mkdir(parents=True)
-        os.symlink(raw_folder, work / "data" / "raw")
-        (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    peaks = {"preprocess": run_child([sys.executable, "-m", "stages.preprocess"], work)[1],
-             "init": run_child([sys.executable, "-m", "stages.init", seed], work)[1]}
-    return work, {"params": params, "peaks": peaks}
-
-
-def measure(config: dict, work: Path, prepared: dict, seed: str) -> dict:
-    framework = config["framework"]
-    train_wall, train_peak = run_child([sys.executable, "-m", "stages.train", framework, seed], work)
-    eval_wall, eval_peak = run_child([sys.executable, "-m", "stages.evaluate", framework, seed], work)
-    summary = json.loads((work / "dvclive" / framework / seed / "metrics.json").read_text())
-    evaluation = json.loads((work / "eval" / framework / seed / "metrics.json").read_text())
-    meta = json.loads((work / "data" / "prepared" / "meta.json").read_text())
-    params = prepared["params"]
-    spec = build_spec(params.model, tuple(meta["image_shape"]), len(meta["class_names"]))
-    ips = summary["images_per_second"]
-    epoch_images = meta["splits"]["train"]["count"]
-    return {
-        "train_seconds": summary["train_seconds"], "images_per_second": ips,
-        "optimisation_seconds": params.train.epochs * epoch_images / ips,
-        "train_flops_per_image": 3 * spec.forward_flops(), "epoch_images": epoch_images,
-        "epochs": params.train.epochs, "test_accuracy": evaluation["test_accuracy"],
-        "inference_images_per_second": evaluation["throughput_images_per_second"],
-        "latency_ms_median": evaluation["latency_ms_median"],
-        "execution": [json.loads((work / "models" / framework / seed / "run.json").read_text())["execution"],
-                      evaluation["execution"]],
-        "train_process_seconds": train_wall, "evaluate_process_seconds": eval_wall,
-        "peak_mb": {**prepared["peaks"], "train": train_peak, "evaluate": eval_peak},
-    }
-
-
-def summarise(name: str, runs: list[dict], peak: float) -> dict:
-    def median(key: str) -> float:
-        return statistics.median(run[key] for run in runs)
-
-    first = runs[0]
-    optimisation = median("optimisation_seconds")
-    epoch_flops = first["train_flops_per_image"] * first["epoch_images"]
-    achieved = epoch_flops * first["epochs"] / optimisation / 1e9
-    floor = epoch_flops * first["epochs"] / (peak * 1e9)
-    return {
-        "name": name, "runs": len(runs), "optimisation_seconds": round(optimisation, 1),
-        "optimisation_seconds_each": [round(run["optimisation_seconds"], 1) for run in runs],
-        "train_seconds": round(median("train_seconds"), 1), "images_per_second": round(median("images_per_second")),
-        "epoch_tflop": round(epoch_flops / 1e12, 3), "achieved_gflops": round(achieved, 1),
-        "share_of_peak": round(achieved / peak, 3), "times_floor": round(optimisation / floor, 2),
-        "floor_seconds": round(floor, 1), "test_accuracy": first["test_accuracy"],
-        "inference_images_per_second": round(median("inference_images_per_second")),
-        "latency_ms_median": round(median("latency_ms_median"), 3), "execution": first["execution"],
-        "peak_mb": {stage: round(max(run["peak_mb"][stage] for run in runs)) for stage in first["peak_mb"]},
-    }
-
-
-def print_table(rows: list[dict], peaks: list[float]) -> None:
-    print(f"sgemm peak (float32, numpy): {peaks[0]:.0f} GFLOP/s before, {peaks[1]:.0f} after; "
-          f"ratios below use the mean, {statistics.mean(peaks):.0f}")
-    header = (f"{'configuration':18} {'opt s':>6} {'img/s':>6} {'TFLOP/ep':>8} {'GFLOP/s':>7} {'of peak':>7} "
-              f"{'x floor':>7} {'test acc':>8} {'inf img/s':>9} {'lat ms':>6} {'peak MB (train/eval)':>20}")
-    print(header)
+def print_framework(framework: str, rows: list[dict], rounds: list[dict[str, dict]]) -> None:
+    print(f"\n{framework}: medians of {len(rounds)} rounds; ratios to stock taken within each round")
+    print(f"{'arm':22} {'train s':>8} {'x stock':>8} {'inf img/s':>10} {'x stock':>8} {'lat ms':>7} {'x stock':>8} "
+          f"{'test acc':>8}")
     for row in rows:
-        print(f"{row['name']:18} {row['optimisation_seconds']:6.1f} {row['images_per_second']:6d} "
-              f"{row['epoch_tflop']:8.3f} {row['achieved_gflops']:7.1f} {100 * row['share_of_peak']:6.1f}% "
-              f"{row['times_floor']:7.2f} {100 * row['test_accuracy']:7.2f}% {row['inference_images_per_second']:9d} "
-              f"{row['latency_ms_median']:6.2f} {row['peak_mb']['train']:9d}/{row['peak_mb']['evaluate']:<9d}")
-    print("peak RSS of every stage (MB): " + "; ".join(
-        f"{row['name']}: " + ", ".join(f"{stage} {mb}" for stage, mb in row["peak_mb"].items()) for row in rows))
+        inference = (f"{row['inference_images_per_second']:10d} {row['inference_ratio']:8.3f} "
+                     f"{row['latency_ms_median']:7.3f} {row['latency_ratio']:8.3f} {100 * row['test_accuracy']:7.2f}%"
+                     if "inference_ratio" in row else f"{'':10} {'':8} {'':7} {'':8} {'':8}")
+        print(f"{row['arm']:22} {row['train_seconds']:8.1f} {row['train_ratio']:8.3f} {inference}")
+    for bare in ("bare", "bare+det"):
+        ratios = [run["stock"]["train_seconds"] / run[bare]["train_seconds"] for run in rounds]
+        print(f"pipeline cost: stock stage / {bare} training seconds = {statistics.median(ratios):.3f} "
+              f"(each round: {', '.join(f'{value:.3f}' for value in ratios)}; target <= 1.10)")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frameworks", default="keras,torch")
-    parser.add_argument("--modes", default="standard,compiled")
-    parser.add_argument("--no-tutorial", action="store_true", help="leave out the tutorial recipe")
-    parser.add_argument("--repeats", type=int, default=1, help="rounds; each runs every configuration once")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds; each runs every arm once")
     parser.add_argument("--seed", default="1", help="the replicate seed to train")
     parser.add_argument("-S", "--set", action="append", default=[], help="params override key=value, for all")
     parser.add_argument("--json", help="write the results here as JSON")
     arguments = parser.parse_args()
-    raw_folder = ROOT / "data" / "raw"
-    if not raw_folder.is_dir():
-        raise SystemExit(f"{raw_folder} is missing: run `dvc repro download` with a mirror of the real MNIST first")
+    prepared = ROOT / "data" / "prepared"
+    if not (prepared / "meta.json").is_file():
+        raise SystemExit(f"{prepared} is missing: run `dvc repro preprocess` with a mirror of the real MNIST first")
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     for assignment in arguments.set:
         apply_override(base, assignment)
-    threads = validate(base).train.threads
-    configs = configurations(arguments.frameworks.split(","), arguments.modes.split(","), not arguments.no_tutorial)
-    peaks = [sgemm_gflops(threads)]
-    runs: dict[str, list[dict]] = {config["name"]: [] for config in configs}
+    params = validate(base)
+    results = {}
     with tempfile.TemporaryDirectory(prefix="fair-bench-") as scratch:
-        for round_number in range(arguments.repeats):
-            for config in configs:
-                print(f"round {round_number + 1}/{arguments.repeats}: {config['name']}", file=sys.stderr, flush=True)
-                work, prepared = prepare(base, config, Path(scratch), raw_folder, arguments.seed)
-                runs[config["name"]].append(measure(config, work, prepared, arguments.seed))
-    peaks.append(sgemm_gflops(threads))
-    peak = statistics.mean(peaks)
-    rows = [summarise(name, results, peak) for name, results in runs.items()]
-    print_table(rows, peaks)
+        work = Path(scratch)
+        (work / "data").mkdir()
+        os.symlink(prepared, work / "data" / "prepared")
+        (work / "params.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+        run_child([sys.executable, "-m", "stages.init", arguments.seed], work)
+        for framework in arguments.frameworks.split(","):
+            plan = arms(framework, tuned_switches(framework, work))
+            rounds: list[dict[str, dict]] = []
+            for round_number in range(arguments.repeats):
+                rounds.append({})
+                for arm in plan:
+                    print(f"{framework} round {round_number + 1}/{arguments.repeats}: {arm['name']}", file=sys.stderr,
+                          flush=True)
+                    rounds[-1][arm["name"]] = run_arm(arm, work, arguments.seed, params.train.epochs,
+                                                      params.train.threads)
+            if len({run["parameters"] for run in rounds[0].values()}) != 1:
+                raise SystemExit(f"{framework}: the bare script's model is not the pipeline's: "
+                                 f"{ {name: run['parameters'] for name, run in rounds[0].items()} }")
+            rows = summarise(rounds)
+            print_framework(framework, rows, rounds)
+            results[framework] = {"rows": rows, "rounds": rounds}
     if arguments.json:
-        Path(arguments.json).write_text(json.dumps({"sgemm_gflops": peaks, "threads": threads,
-                                                    "overrides": arguments.set, "rows": rows,
-                                                    "runs": runs}, indent=2) + "\n")
+        Path(arguments.json).write_text(json.dumps({"overrides": arguments.set, "epochs": params.train.epochs,
+                                                    "threads": params.train.threads, "frameworks": results},
+                                                   indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -123,8 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     arguments = cli.parser("stages.evaluate", __doc__)
     arguments.add_argument("framework", help=f"one of: {', '.join(backends.names())}")
     arguments.add_argument("seed", type=cli.seed_argument, help="the replicate seed (one of replicates.seeds)")
-    arguments.add_argument("--tuning", choices=TUNING_LEVELS, default="stock",
-                           help="stock (default): the framework as its guide writes it; tuned: plus its docs' switches")
+    cli.add_tuning(arguments, TUNING_LEVELS)
     args = arguments.parse_args(argv)
     framework, seed, tuning = args.framework, args.seed, args.tuning
     params = load_params()
@@ -134,8 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     seed_python_and_numpy(seed)
     data = prepared.load_prepared(paths.PREPARED, splits=("test",))
     test = data.splits["test"]
-    backend = backends.load(framework, tuning)
-    train_settings = effective_train(params, framework, tuning, backend.TUNED)
+    backend = backends.load(framework, tuning, args.switches)
+    train_settings = effective_train(params, framework, tuning,
+                                     cli.switches(framework, tuning, args.switches, backend.TUNED))
     backend.configure(train_settings, seed)  # threads, determinism and device as trained
     folder = paths.model_dir(framework, seed, tuning)
     model, spec, info, model_path = load_trained(backend, folder,

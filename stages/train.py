@@ -48,8 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     arguments = cli.parser("stages.train", __doc__)
     arguments.add_argument("framework", help=f"one of: {', '.join(backends.names())}")
     arguments.add_argument("seed", type=cli.seed_argument, help="the replicate seed (one of replicates.seeds)")
-    arguments.add_argument("--tuning", choices=TUNING_LEVELS, default="stock",
-                           help="stock (default): the framework as its guide writes it; tuned: plus its docs' switches")
+    cli.add_tuning(arguments, TUNING_LEVELS)
     args = arguments.parse_args(argv)
     params = load_params()
     framework, seed, tuning = args.framework, args.seed, args.tuning
@@ -59,8 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     data = prepared.load_prepared(paths.PREPARED, splits=("train", "val"))
     spec = build_spec(params.model, data.image_shape, data.num_classes)
     initial = load_initial_weights(paths.init_weights(seed)) if params.replicates.init == "shared" else None
-    backend = backends.load(framework, tuning)
-    settings = effective_train(params, framework, tuning, backend.TUNED)
+    backend = backends.load(framework, tuning, args.switches)
+    settings = effective_train(params, framework, tuning,
+                               cli.switches(framework, tuning, args.switches, backend.TUNED))
     device = backend.configure(settings, seed)
     train, val = data.splits["train"], data.splits["val"]
     name = f"{backends.label(framework)} ({tuning}) seed {seed}"

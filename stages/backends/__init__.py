@@ -22,13 +22,14 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "torch": ("stages.backends.torch", "PyTorch"),
 }
 
-# Switches that must be in the process environment before a framework is imported, per
-# framework and tuning level (name -> value; None: removed, so the framework's own default
-# holds whatever the caller's shell set). Each is also named in its backend's SWITCHES.
-PROCESS_ENVIRONMENT: dict[str, dict[str, dict[str, str | None]]] = {
+# Switches that work through the process environment, which must be set before the framework
+# is imported: framework -> switch -> variables it sets. A variable of a switch that is off is
+# removed, so the framework's own default holds whatever the caller's shell set. Each switch is
+# also named, with what it does, in its backend's SWITCHES.
+SWITCH_ENVIRONMENT: dict[str, dict[str, dict[str, str]]] = {
     # TensorFlow's CPU guide recommends its oneDNN kernels; TensorFlow turns them on by itself
     # only on some x86 CPUs (AVX-512 VNNI and newer), so stock leaves the choice to it.
-    "keras": {"stock": {"TF_ENABLE_ONEDNN_OPTS": None}, "tuned": {"TF_ENABLE_ONEDNN_OPTS": "1"}},
+    "keras": {"onednn": {"TF_ENABLE_ONEDNN_OPTS": "1"}},
 }
 
 
@@ -44,17 +45,21 @@ def label(name: str) -> str:
     return f"{REGISTRY[framework][1]} ({level})" if framework in REGISTRY and level == "tuned" else name
 
 
-def load(name: str, tuning: str = "stock") -> Backend:
+def load(name: str, tuning: str = "stock", switches: tuple[str, ...] | None = None) -> Backend:
     """Import and return the backend module for ``name`` (and with it, its framework), with the
-    process environment of its ``tuning`` level set first."""
+    process environment of its switches set first: none for ``stock``; for ``tuned``, all of
+    them, or only ``switches`` where given (to measure one switch alone)."""
     if name not in REGISTRY:
         from stages.common.errors import StageError
 
         raise StageError(f"unknown framework {name!r}; expected one of {', '.join(REGISTRY)}")
-    for variable, value in PROCESS_ENVIRONMENT.get(name, {}).get(tuning, {}).items():
-        if value is None:
-            os.environ.pop(variable, None)
-        else:
-            os.environ[variable] = value
+    environment = SWITCH_ENVIRONMENT.get(name, {})
+    on = set() if tuning != "tuned" else set(environment) if switches is None else set(switches)
+    for switch, variables in environment.items():
+        for variable, value in variables.items():
+            if switch in on:
+                os.environ[variable] = value
+            else:
+                os.environ.pop(variable, None)
     module: Backend = importlib.import_module(REGISTRY[name][0])
     return module

@@ -21,3 +21,30 @@ def seed_argument(text: str) -> int:
     if not 0 <= value < 2**31:
         raise argparse.ArgumentTypeError(f"expected a seed from 0 to {2**31 - 1}, got {value}")
     return value
+
+
+TUNING_HELP = "stock (default): the framework as its getting-started guide writes it; tuned: plus its docs' switches"
+SWITCHES_HELP = ("with --tuning tuned: turn on only these of the backend's tuned switches, comma-separated "
+                 "(default: all of them); measures one switch alone (bench/fair_bench.py)")
+
+
+def add_tuning(arguments: argparse.ArgumentParser, levels: tuple[str, ...]) -> None:
+    """``--tuning`` (the level) and ``--switches`` (a subset of the tuned level's switches)."""
+    arguments.add_argument("--tuning", choices=levels, default="stock", help=TUNING_HELP)
+    arguments.add_argument("--switches", type=lambda text: tuple(name for name in text.split(",") if name),
+                           default=None, help=SWITCHES_HELP)
+
+
+def switches(framework: str, tuning: str, requested: tuple[str, ...] | None, tuned: tuple[str, ...]) -> tuple[str, ...]:
+    """The switches a run turns on: none for stock, the backend's ``tuned`` ones, or ``requested`` of them."""
+    from stages.common.errors import StageError
+
+    if requested is None:
+        return tuned if tuning == "tuned" else ()
+    if tuning != "tuned":
+        raise StageError("--switches needs --tuning tuned: the stock level turns no switch on")
+    unknown = [name for name in requested if name not in tuned]
+    if unknown:
+        raise StageError(f"--switches: {', '.join(unknown)} is not a tuned switch of {framework}; expected some of "
+                         f"{', '.join(tuned)}")
+    return tuple(name for name in tuned if name in requested)

@@ -122,6 +122,25 @@ def test_the_tuned_level_turns_onednn_on_before_tensorflow_starts_whatever_the_s
     assert "oneDNN custom operations are on" in result.stderr
 
 
+def test_a_tuned_run_without_the_onednn_switch_leaves_onednn_to_tensorflow():
+    """``--switches traced_inference`` (one switch alone, as bench/fair_bench.py measures it):
+    TensorFlow starts with no TF_ENABLE_ONEDNN_OPTS in its environment, whatever the shell set,
+    so its own default for the CPU holds (as at the stock level)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support import PROJECT_ROOT
+
+    probe = ("import os; from stages import backends; backends.load('keras', 'tuned', ('traced_inference',)); "
+             "import tensorflow; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset'))")
+    environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1"}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["unset"]
+
+
 @pytest.mark.parametrize("switches", [(), ("traced_inference",)], ids=["stock", "traced"])
 def test_inference_is_keras_own_call_or_one_traced_function(backend, switches, monkeypatch):
     """Stock: Model.predict for many images and a plain model(x) call for one batch, as Keras' API
