@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCK = re.compile(r"(?P<open><!-- (?P<kind>quote|output): (?P<spec>.+?) -->\n)(?P<body>.*?)(?P<close><!-- /(?P=kind) -->)",
-                   re.DOTALL)
+BLOCK = re.compile(r"(?P<open><!-- (?P<kind>quote|output): (?P<spec>.+?) -->\n)(?P<body>.*?)"
+                   r"(?P<close><!-- /(?P=kind) -->)", re.DOTALL)
 
 
 def documents() -> list[Path]:

@@ -35,7 +35,8 @@ def test_every_quoted_block_is_what_it_quotes_now():
     ``<!-- output: -->`` block what its command prints on the committed results (`make docs`
     rewrites them)."""
     stale = sync.stale_blocks()
-    assert not stale, "stale (run `make docs`): " + "; ".join(f"{path.name}: {opening}" for path, opening, _, _ in stale)
+    assert not stale, "stale (run `make docs`): " + "; ".join(f"{path.name}: {opening}"
+                                                              for path, opening, _, _ in stale)
 
 
 def test_the_readme_quotes_the_report_and_a_command():
