@@ -4,7 +4,8 @@ Reads ``params.yaml`` (``frameworks``, ``replicates``, ``report``, and the secti
 report), ``data/prepared/`` (test images and labels, meta.json) and, for every framework and
 seed of each arm (``<framework>`` stock, ``<framework>-tuned`` on ``replicates.tuned_seeds``):
 ``models/<arm>/<seed>/run.json``, ``dvclive/<arm>/<seed>/`` (training summary and per-epoch
-curves) and ``eval/<arm>/<seed>/`` (metrics, per-class scores, predictions). Writes ``reports/``
+curves) and ``eval/<arm>/<seed>/`` (metrics, per-class scores, predictions), and ``bench/results/sittings.json``
+(the spread of the speed ratios between sittings, quoted where present). Writes ``reports/``
 as a whole (the previous folder survives a failed run):
 
 - ``report.md``: conclusions per pair of frameworks, the table of every metric (mean, sd, 95% CI
@@ -31,7 +32,7 @@ from stages import backends
 from stages.common import atomic, cli, paths, prepared
 from stages.common.errors import run_stage
 from stages.common.params import load_params
-from stages.report import compare, figures, inputs, markdown, tuning
+from stages.report import compare, figures, inputs, markdown, sittings, tuning
 
 log = logging.getLogger("report")
 
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     comparison = compare.compare(results, labels, params.report)
     context = figures.Context(results, comparison, np.asarray(test.images), labels, data.meta, params.report)
     drawn = {spec.file: spec.draw(context) for spec in figures.FIGURES}
-    report = markdown.render(comparison, results, params, data.meta, tuned)
+    report = markdown.render(comparison, results, params, data.meta, tuned, sittings.load())
     summary = {**compare.summary_metrics(comparison),
                **tuning.summary_metrics(tuning.tuning_effects(results, tuned))}
     with atomic.atomic_directory(paths.REPORTS) as temporary:

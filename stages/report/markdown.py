@@ -11,7 +11,7 @@ import yaml
 
 from stages import backends
 from stages.common.params import Params, as_dict
-from stages.report import power, resampling, stats, time_to_accuracy, tuning
+from stages.report import power, resampling, sittings, stats, time_to_accuracy, tuning
 from stages.report.arms import PairResult
 from stages.report.compare import METRICS, Comparison, per_seed_rows, percent
 from stages.report.conclusions import difference_text, margin_text, sentences
@@ -55,7 +55,8 @@ def params_used(params: Params) -> dict[str, Any]:
 
 
 def render(comparison: Comparison, results: dict[str, list[Replicate]], params: Params,
-           meta: dict[str, Any], tuned: dict[str, list[Replicate]] | None = None) -> str:
+           meta: dict[str, Any], tuned: dict[str, list[Replicate]] | None = None,
+           between_sittings: dict[str, Any] | None = None) -> str:
     """The report: the stock comparison, then what tuning buys (``tuned``: the tuned arms), then
     the environment and semantic differences, per-seed detail, figures and params."""
     frameworks = comparison.frameworks
@@ -91,8 +92,7 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
               "(two one-sided tests, TOST, reject a difference as large as the margin of `report.equivalence`: "
               f"±{margins.accuracy_pp:g} pp accuracy, ±{margins.test_loss:g} loss, ±{margins.macro_f1:g} macro F1, "
               f"{1 / margins.speed_ratio:.3f}-{margins.speed_ratio:g}x for speeds) or *inconclusive* (neither, with "
-              "what would settle it). Speed intervals cover one sitting on this machine: the spread between "
-              "sittings is larger (`bench/sittings_bench.py` measures it; see BENCHMARKS.md).", ""]
+              f"what would settle it). {sittings.sentence(between_sittings)}", ""]
     for pair in comparison.pairs:
         lines += [f"**{pair.first_label} vs {pair.second_label}**", ""]
         lines += [f"- {sentence}" for sentence in sentences(comparison, pair)]
