@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from train_bench import apply_override, preset_overrides, run_child  # noqa: E402
 
+from stages.common import yamlfile  # noqa: E402
 from stages.common.architecture import build_spec  # noqa: E402
 from stages.common.params import validate  # noqa: E402
 
@@ -172,7 +173,7 @@ def main() -> None:
     raw_folder = ROOT / "data" / "raw"
     if not raw_folder.is_dir():
         raise SystemExit(f"{raw_folder} is missing: run `dvc repro download` with a mirror of the real MNIST first")
-    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    base = yamlfile.read(ROOT / "params.yaml")
     for assignment in arguments.set:
         apply_override(base, assignment)
     threads = validate(base).train.threads
