@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stages import backends  # noqa: E402
-from stages.common import prepared  # noqa: E402
+from stages.common import prepared, yamlfile  # noqa: E402
 from stages.common.architecture import build_spec, initial_weights  # noqa: E402
 from stages.common.params import effective_train, validate  # noqa: E402
 from stages.common.runtime import derive_seed  # noqa: E402
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--frameworks", default="torch,keras")
     arguments = parser.parse_args()
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = yamlfile.read(ROOT / "params.yaml")
     raw["data"]["mirrors"] = [str(Path(arguments.mirror).resolve())]
     if arguments.epochs:
         raw["train"]["epochs"] = arguments.epochs

@@ -34,6 +34,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+
+from stages.common import yamlfile  # noqa: E402
 
 
 def timed(command: list[str], cwd: Path, env: dict | None = None) -> float:
@@ -57,7 +60,7 @@ def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
 def bench_download_preprocess(runs: int) -> dict[str, list[float]]:
     server, url = serve(MNIST)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = yamlfile.read(ROOT / "params.yaml")
     raw["data"].update(dataset="mnist", mirrors=[url])
     times: dict[str, list[float]] = {"download": [], "preprocess": []}
     try:

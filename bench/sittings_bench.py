@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from train_bench import apply_override, run_child  # noqa: E402
 
+from stages.common import yamlfile  # noqa: E402
 from stages.common.params import validate  # noqa: E402
 
 MEASURES = {"train_seconds": ("dvclive", "train_seconds"),
@@ -98,7 +99,7 @@ def main() -> None:
     prepared = ROOT / "data" / "prepared"
     if not (prepared / "meta.json").is_file():
         raise SystemExit(f"{prepared} is missing: run `dvc repro preprocess` with a mirror of the real MNIST first")
-    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    base = yamlfile.read(ROOT / "params.yaml")
     for assignment in arguments.set:
         apply_override(base, assignment)
     validate(base)

@@ -26,14 +26,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from train_bench import apply_override  # noqa: E402
 
+from stages.common import yamlfile  # noqa: E402
 from stages.common.params import validate  # noqa: E402
 
 PREPARED = ROOT / "data" / "prepared"
@@ -47,7 +46,7 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 
 def variant_params(assignments: list[str]):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = yamlfile.read(ROOT / "params.yaml")
     for assignment in assignments:
         apply_override(raw, assignment)
     raw["train"]["epochs"] = 2

@@ -32,6 +32,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from stages.common import yamlfile  # noqa: E402
 from stages.common.params import validate  # noqa: E402
 
 
@@ -41,7 +42,7 @@ def apply_override(raw: dict, assignment: str) -> None:
     *parents, leaf = key.lstrip("+").split(".")
     for part in parents:
         node = node.setdefault(part, {})
-    node[leaf] = yaml.safe_load(value)
+    node[leaf] = yamlfile.loads(value, "-S")
 
 
 def preset_overrides(name: str) -> list[str]:
@@ -71,7 +72,7 @@ def main() -> None:
     raw_folder = ROOT / "data" / "raw"
     if not raw_folder.is_dir():
         raise SystemExit(f"{raw_folder} is missing: run `dvc repro download` with a mirror of the real MNIST first")
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = yamlfile.read(ROOT / "params.yaml")
     for assignment in (preset_overrides(arguments.preset) if arguments.preset else []) + arguments.set:
         apply_override(raw, assignment)
     validate(raw)

@@ -27,6 +27,7 @@ from stages.common.errors import StageError, run_stage
 from stages.common.idx import parse_images_and_labels
 from stages.common.params import PreprocessParams, load_params
 from stages.common.runtime import derive_seed
+from stages.common.splits import val_count
 
 RAW_DIR = paths.RAW
 PREPARED_DIR = paths.PREPARED
@@ -48,9 +49,9 @@ def stratified_split(labels: np.ndarray, val_fraction: float, rng: np.random.Gen
     for label in range(num_classes):
         members = np.flatnonzero(labels == label)
         rng.shuffle(members)
-        val_count = int(round(members.size * val_fraction))
-        val_parts.append(members[:val_count])
-        train_parts.append(members[val_count:])
+        count = val_count(members.size, val_fraction)
+        val_parts.append(members[:count])
+        train_parts.append(members[count:])
     train_indices, val_indices = np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(val_parts))
     if train_indices.size == 0 or val_indices.size == 0:
         raise StageError(f"preprocess.val_fraction {val_fraction} leaves an empty split of {labels.size} "

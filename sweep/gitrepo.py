@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from stages.common import yamlfile
+from stages.common.errors import StageError
 
 EXP_REF = re.compile(r"^([0-9a-f]{40})\s+refs/exps/([0-9a-f]{2})/([0-9a-f]{38})/([^/\s]+)$")
 
@@ -114,11 +115,11 @@ def threads_per_experiment(root: Path, overrides: list[str], key: str = "train.t
     """The largest ``train.threads`` any point uses (params.yaml's value or an override), 1 if unset."""
     values = []
     try:
-        value: Any = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {}
+        value: Any = yamlfile.read(root / "params.yaml") or {}
         for part in key.split("."):
             value = value[part]
         values.append(int(value))
-    except (OSError, KeyError, TypeError, ValueError):
+    except (StageError, KeyError, TypeError, ValueError):
         pass
     for override in overrides:
         name, _, value = override.partition("=")

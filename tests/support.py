@@ -180,9 +180,9 @@ class MirrorServer:
 # --------------------------------------------------------------------------------------------
 def project_params() -> dict:
     """A fresh, mutable copy of the project's parsed params.yaml."""
-    import yaml
+    from stages.common import yamlfile
 
-    return yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    return yamlfile.read(PROJECT_ROOT / "params.yaml")
 
 
 def custom_params(custom: dict, mirrors: list[str], **preprocess) -> dict:

@@ -33,6 +33,28 @@ def test_help_describes_the_stage_and_touches_nothing(tmp_path, module):
 
 
 @pytest.mark.parametrize("module", sorted(STAGES))
+def test_help_shows_no_restructuredtext_markup(tmp_path, module):
+    result = run(tmp_path, module, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "``" not in result.stdout
+    assert "`params.yaml`" in result.stdout
+
+
+@pytest.mark.parametrize("module", sorted(module for module, needed in STAGES.items() if needed))
+def test_an_unknown_flag_is_named_before_missing_arguments(tmp_path, module):
+    result = run(tmp_path, module, "--bogus")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"python -m {module}: error: unrecognized arguments: --bogus"
+    assert "required" not in result.stderr
+
+
+def test_an_abbreviated_flag_is_still_accepted(tmp_path):
+    result = run(tmp_path, "stages.train", "--tun", "bogus")
+    assert result.returncode == 2
+    assert "argument --tuning: invalid choice: 'bogus'" in result.stderr
+
+
+@pytest.mark.parametrize("module", sorted(STAGES))
 def test_an_unknown_argument_is_refused_with_a_usage_line(tmp_path, module):
     result = run(tmp_path, module, *STAGES[module], "--frobnicate")
     assert result.returncode == 2

@@ -6,8 +6,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-import yaml
 
+from stages.common import yamlfile
 from stages.common.params import validate
 from tests.support import PROJECT_ROOT, project_params
 
@@ -19,7 +19,7 @@ def overrides(path: Path) -> list[tuple[str, object]]:
     arguments = shlex.split(path.read_text(encoding="utf-8"))
     assert len(arguments) % 2 == 0 and set(arguments[::2]) == {"-S"}, f"{path.name}: expected only -S key=value"
     pairs = [argument.split("=", 1) for argument in arguments[1::2]]
-    return [(key.removeprefix("++"), yaml.safe_load(value)) for key, value in pairs]
+    return [(key.removeprefix("++"), yamlfile.loads(value, path.name)) for key, value in pairs]
 
 
 def with_overrides(raw: dict, pairs: list[tuple[str, object]]) -> dict:

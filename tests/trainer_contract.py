@@ -13,13 +13,12 @@ import logging
 
 import numpy as np
 import pytest
-import yaml
 
 from stages import backends
 from stages import evaluate as evaluate_stage
 from stages import train as train_stage
 from stages.backends.base import EpochRecord, NonFiniteLoss
-from stages.common import paths, prepared, schemas
+from stages.common import paths, prepared, schemas, yamlfile
 from stages.common.architecture import build_spec, initial_weights, save_initial_weights
 from stages.common.errors import StageError
 from stages.common.params import validate
@@ -468,7 +467,7 @@ def test_evaluate_stage_writes_the_measured_metrics_and_the_per_image_files(back
     framework = backend.__name__.rsplit(".", 1)[-1]
     monkeypatch.chdir(tmp_path)
     spec = stage_project(tmp_path, framework, epochs=1, input_scale=0.5)
-    raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    raw = yamlfile.read(tmp_path / "params.yaml")
     train_stage.main([framework, "1"])
     # 3 timed passes over 40 test images, then 4 single-image calls (evaluate params of stage_project).
     clock = FakeClock([0.3, 0.35, 0.9] + [0.001, 0.002, 0.004, 0.003123456])

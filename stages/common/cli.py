@@ -1,15 +1,52 @@
 """The command line every stage shares: ``--help`` prints the module's docstring (what the stage
-reads and writes) and exits without touching anything; unknown arguments are refused with a
-usage line and exit status 2 (argparse's convention)."""
+reads and writes, its reStructuredText ``literals`` shown as `literals`) and exits without
+touching anything; unknown arguments are refused with a usage line and exit status 2
+(argparse's convention), an unknown flag named before any missing argument."""
 
 from __future__ import annotations
 
 import argparse
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+RST_LITERAL = re.compile(r"``([^`]+)``")
+
+
+class StageParser(argparse.ArgumentParser):
+    """argparse, except that an unknown flag is reported first: plain argparse checks the
+    required positionals before it looks at unknown flags, so ``--bogus`` alone would be
+    answered with "the following arguments are required"."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: Any = None) -> tuple[Any, list[str]]:
+        arguments = list(sys.argv[1:] if args is None else args)
+        unknown = [argument for argument in arguments[:_end_of_options(arguments)] if self._is_unknown_flag(argument)]
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return super().parse_known_args(arguments, namespace)
+
+    def _is_unknown_flag(self, argument: str) -> bool:
+        parsed = self._parse_optional(argument)
+        if not parsed:  # a positional (or a negative number)
+            return False
+        candidates = parsed if isinstance(parsed, list) else [parsed]  # a list from Python 3.12.7 on
+        return all(candidate[0] is None for candidate in candidates)
+
+
+def _end_of_options(arguments: list[str]) -> int:
+    return arguments.index("--") if "--" in arguments else len(arguments)
+
+
+def plain_text(doc: str | None) -> str | None:
+    """A module docstring for the terminal: reStructuredText's double backticks become single ones."""
+    return None if doc is None else RST_LITERAL.sub(r"`\1`", doc)
 
 
 def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    return StageParser(prog=f"python -m {module}", description=plain_text(doc),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def seed_argument(text: str) -> int:

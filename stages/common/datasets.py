@@ -32,6 +32,9 @@ class Dataset:
     files: tuple[RemoteFile, ...]
     class_names: tuple[str, ...]
     public_mirrors: tuple[str, ...]
+    # (height, width, channels) of every image, where the checksums fix it; None for a custom
+    # dataset, whose files alone say (stages/validate.py checks the model against a known one)
+    image_shape: tuple[int, int, int] | None = None
 
     def file(self, role: str) -> RemoteFile:
         return next(item for item in self.files if item.role == role)
@@ -59,6 +62,7 @@ KNOWN_DATASETS = {
             "https://storage.googleapis.com/cvdf-datasets/mnist/",
             "http://yann.lecun.com/exdb/mnist/",
         ),
+        image_shape=(28, 28, 1),
     ),
     "fashion-mnist": Dataset(
         name="fashion-mnist",
@@ -71,6 +75,7 @@ KNOWN_DATASETS = {
         class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
         public_mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        image_shape=(28, 28, 1),
     ),
 }
 

@@ -9,6 +9,13 @@ start-up lines (``cudart_stub``, CPU-feature and oneDNN notices) are written by 
 straight to file descriptor 2 while it is imported, before ``TF_CPP_MIN_LOG_LEVEL`` takes effect,
 so the import runs with descriptor 2 captured and every captured line except those informational
 native-log lines is passed on. Set ``TF_CPP_MIN_LOG_LEVEL=0`` to see everything TensorFlow says.
+
+A stage run by an interpreter that lacks the project's packages (``.venv/bin/dvc exp run``
+without the environment activated runs the stages with the system ``python``) says so in one
+line, naming that interpreter and how to activate the environment: ``run_stage`` for imports
+inside a stage (the framework), ``report_missing_packages`` (installed when the ``stages``
+package is imported) for a stage module's own imports, which run before ``run_stage``. A
+project module that fails to import is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ NATIVE_NOISE = re.compile(rb"[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.-]+:\d+\] .*"
                           rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler"
                           rb" flags\.")
 QUIET_IMPORTS = ("tensorflow",)
+PROJECT_PACKAGES = ("stages", "sweep", "tests", "bench")
 
 
 class StageError(Exception):
@@ -93,14 +101,55 @@ def quiet_native_startup(modules: tuple[str, ...] = QUIET_IMPORTS) -> None:
         sys.meta_path.insert(0, _QuietImportFinder(tuple(name for name in modules if name not in sys.modules)))
 
 
+def import_problem(error: ImportError) -> str | None:
+    """What to tell the user about a package that failed to import; None for a project module's
+    import (a bug)."""
+    package = (error.name or "").partition(".")[0]
+    if not package or package in PROJECT_PACKAGES:
+        return None
+    return (f"cannot import {package} with {sys.executable} ({error.msg}): the stages need the project's "
+            "environment; activate it (source .venv/bin/activate) or run `make run`")
+
+
+def _main_stage() -> str | None:
+    """The stage that ``python -m stages.<name>`` runs in this process, or None."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    parts = [part for part in getattr(spec, "name", "").split(".") if part != "__main__"]
+    return parts[-1] if len(parts) > 1 and parts[0] == "stages" else None
+
+
+def report_missing_packages() -> None:
+    """In a ``python -m stages.<name>`` process, turn an uncaught failure to import a package into
+    one line (a stage module's imports run before ``run_stage`` can catch anything)."""
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], error: BaseException, trace: types.TracebackType | None) -> None:
+        stage = _main_stage()
+        message = import_problem(error) if isinstance(error, ImportError) else None
+        if stage is None or message is None:
+            previous(kind, error, trace)
+            return
+        print(f"error: {stage}: {message}", file=sys.stderr)
+
+    if not getattr(previous, "reports_missing_packages", False):
+        hook.reports_missing_packages = True  # type: ignore[attr-defined]
+        sys.excepthook = hook
+
+
 def run_stage(main: Callable[[], None], name: str) -> None:
-    """Run a stage's ``main`` and map user errors and Ctrl-C to clean exits."""
+    """Run a stage's ``main`` and map user errors, a missing package and Ctrl-C to clean exits."""
     setup_logging()
     quiet_native_startup()
     try:
         main()
     except StageError as error:
         print(f"error: {name}: {error}", file=sys.stderr)
+        sys.exit(1)
+    except ImportError as error:
+        message = import_problem(error)
+        if message is None:
+            raise
+        print(f"error: {name}: {message}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print(f"error: {name}: interrupted; outputs written before were left untouched", file=sys.stderr)

@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from stages import backends
+from stages.common import yamlfile
 from stages.common.errors import StageError
 
 PARAMS_FILE = Path("params.yaml")
@@ -428,29 +427,10 @@ def parse_section(cls: type, raw: Any, key: str) -> Any:
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    """Read and validate the params file; raise StageError naming the file on any problem."""
+    """Read and validate the params file; raise StageError naming the file on any problem (it is
+    read as DVC writes it: see ``stages/common/yamlfile.py``)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise StageError(f"cannot read {path}: {error.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise StageError(f"{path} is not valid YAML: {_yaml_problem(error)}") from None
-    return validate(raw, str(path))
-
-
-def _yaml_problem(error: yaml.YAMLError) -> str:
-    """One line: where the parser stopped (1-based line and column), what it expected, and since where."""
-    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
-        return str(error).splitlines()[0]
-    mark = error.problem_mark
-    text = f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
-    if error.context and error.context_mark is not None:
-        context = error.context_mark
-        text += f" ({error.context} at line {context.line + 1}, column {context.column + 1})"
-    return text
+    return validate(yamlfile.read(path), str(path))
 
 
 def effective_train(params: Params, framework: str, tuning: str = "stock",

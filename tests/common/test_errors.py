@@ -90,3 +90,55 @@ def test_known_start_up_notices_are_noise(line):
 ])
 def test_project_lines_and_native_errors_are_not_noise(line):
     assert not NATIVE_NOISE.fullmatch(line)
+
+
+# --------------------------------------------------------------------------------------------
+# A stage run by an interpreter that lacks the project's packages (`.venv/bin/dvc exp run`
+# without the environment activated runs the stages with the system python)
+# --------------------------------------------------------------------------------------------
+def run_stage_without(blocked: str, tmp_path, *arguments: str, cwd=None) -> subprocess.CompletedProcess:
+    """``python -m <arguments>`` in a real interpreter in which importing ``blocked`` fails, as
+    in one where it is not installed (a sitecustomize puts None in sys.modules)."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(f"import sys\nsys.modules[{blocked!r}] = None\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), str(PROJECT_ROOT)]),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([sys.executable, "-m", *arguments], cwd=cwd or tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def assert_names_the_interpreter(result: subprocess.CompletedProcess, stage: str, module: str) -> None:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: {stage}: cannot import {module} with {sys.executable} (import of {module} halted; None in "
+        "sys.modules): the stages need the project's environment; activate it (source .venv/bin/activate) or "
+        "run `make run`"]
+
+
+def test_a_package_missing_at_a_stages_start_names_the_interpreter(tmp_path):
+    result = run_stage_without("numpy", tmp_path, "stages.init", "1")
+
+    assert_names_the_interpreter(result, "init", "numpy")
+    assert list(tmp_path.iterdir()) == [tmp_path / "shim"]
+
+
+def test_a_framework_that_cannot_be_imported_names_the_interpreter(tmp_path):
+    from tests.trainer_contract import stage_project
+
+    project = tmp_path / "project"
+    project.mkdir()
+    stage_project(project, "torch")
+    before = sorted(path.relative_to(project) for path in project.rglob("*"))
+
+    result = run_stage_without("torch", tmp_path, "stages.train", "torch", "1", cwd=project)
+
+    assert_names_the_interpreter(result, "train", "torch")
+    assert sorted(path.relative_to(project) for path in project.rglob("*")) == before
+
+
+def test_a_bug_importing_a_project_module_still_shows_its_traceback(tmp_path):
+    result = run_stage_without("stages.common.paths", tmp_path, "stages.init", "1")
+
+    assert result.returncode == 1 and "Traceback" in result.stderr and "ModuleNotFoundError" in result.stderr

@@ -482,3 +482,41 @@ def test_the_level_and_its_switches_reach_the_recipe_only_when_tuned(raw):
         effective_train(params, "torch", "fast")
 
 
+
+
+@pytest.mark.parametrize("written, number", [("1e-05", 1e-05), ("5e-3", 5e-3), ("1E-4", 1e-4), (".5e-2", 0.005)])
+def test_a_learning_rate_in_exponent_form_loads_as_that_number(tmp_path, raw, written, number):
+    # `dvc exp run -S train.learning_rate=0.00001` writes 1e-05, which YAML 1.1 reads as a string.
+    path = write_params(tmp_path, raw)
+    path.write_text(path.read_text(encoding="utf-8").replace("learning_rate: 0.005", f"learning_rate: {written}"),
+                    encoding="utf-8")
+
+    assert load_params(path).train.learning_rate == number
+
+
+def test_a_duplicate_key_is_refused_naming_it_and_its_lines(tmp_path, raw):
+    path = write_params(tmp_path, raw)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    first = lines.index("  epochs: 5") + 1
+    lines.insert(first, "  epochs: 6")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    with pytest.raises(StageError) as caught:
+        load_params(path)
+
+    assert str(caught.value) == (f"{path} is not valid YAML: line {first + 1}, column 3: duplicate key 'epochs' "
+                                 f"(first at line {first}, column 3)")
+
+
+def test_a_non_utf8_byte_is_refused_naming_its_line(tmp_path, raw):
+    path = write_params(tmp_path, raw)
+    data = path.read_bytes().replace(b"optimizer: adamw", b"optimizer: adam\xff")
+    path.write_bytes(data)
+    offset = data.index(b"\xff")
+
+    with pytest.raises(StageError) as caught:
+        load_params(path)
+
+    line = data.count(b"\n", 0, offset) + 1
+    assert str(caught.value) == (f"{path} is not UTF-8 text: byte 0xff at line {line}, column 18 "
+                                 f"(offset {offset}); save it as UTF-8")

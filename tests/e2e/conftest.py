@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages.common import yamlfile
 from tests.support import PROJECT_ROOT, MirrorServer, make_dataset
 
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "stages")
@@ -56,7 +57,7 @@ class Repo:
         return self.run("git", *arguments)
 
     def params(self) -> dict:
-        return yaml.safe_load((self.path / "params.yaml").read_text())
+        return yamlfile.read(self.path / "params.yaml")
 
     def set_params(self, change) -> None:
         raw = self.params()
