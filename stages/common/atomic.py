@@ -13,6 +13,10 @@ killed run (SIGKILL, power loss) are found and removed at the next write of the 
 while a write of it running concurrently keeps its own (as ``stages/download.py`` does for its
 ``.part`` files). A swap killed after setting the previous folder aside and before moving the new
 one in leaves no folder at the final path: the next write puts the previous one back first.
+
+A write that fails for want of room or rights (full disk, quota, read-only file system, a folder
+the user cannot write to) raises one ``StageError`` naming the output and the reason; its
+temporary is removed and the previous output is left as it was.
 """
 
 from __future__ import annotations
@@ -31,10 +35,15 @@ from typing import Any
 
 import numpy as np
 
+from stages.common.errors import PERMISSION_FAILURES, WRITE_FAILURES, StageError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 TEMPORARY_SUFFIX, ASIDE_SUFFIX = ".tmp", ".old"
 _RANDOM_PART = r"[a-z0-9_]{8}"  # tempfile's names: 8 characters from its alphabet
+
+# numpy's ndarray.tofile (np.save) on a short write, without an errno
+SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")
 
 log = logging.getLogger("atomic")
 
@@ -116,20 +125,51 @@ def sweep_stale_temporaries(final: Path) -> list[str]:
     return removed
 
 
+def write_failure(error: OSError, final: Path) -> str | None:
+    """Why writing ``final`` failed, if it is the room or the rights (``None`` for anything else).
+    Failures in ``WRITE_FAILURES`` can only come from a write, whatever code runs inside it.
+    A permission error counts only when it names ``final`` or one of its temporaries: code inside
+    a write may read other files, and a refusal to read them is not this write's failure."""
+    if error.errno in WRITE_FAILURES:
+        return WRITE_FAILURES[error.errno]
+    if error.errno in PERMISSION_FAILURES and error.filename is not None:
+        name = Path(os.fsdecode(error.filename))
+        ours = name == final or any(path.parent == final.parent and is_own_temporary(path.name, final)
+                                    for path in (name, *name.parents))
+        return PERMISSION_FAILURES[error.errno] if ours else None
+    short = SHORT_WRITE.fullmatch(str(error)) if error.errno is None else None
+    if short:
+        return f"only {short[2]} of {short[1]} items written (is the disk full?)"
+    return None
+
+
+@contextlib.contextmanager
+def writing(final: Path) -> Iterator[None]:
+    """Turn a write of ``final`` that failed for want of room or rights into one ``StageError``."""
+    try:
+        yield
+    except OSError as error:
+        reason = write_failure(error, final)
+        if reason is None:
+            raise
+        raise StageError(f"{final}: cannot write: {reason}; nothing was changed") from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success only."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale_temporaries(final)
-    lock, temporary = _locked(lambda: _new_file(final))
-    try:
-        publishable(temporary)
-        yield temporary
-        os.replace(temporary, final)
-    finally:
-        temporary.unlink(missing_ok=True)
-        os.close(lock)
+    with writing(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_temporaries(final)
+        lock, temporary = _locked(lambda: _new_file(final))
+        try:
+            publishable(temporary)
+            yield temporary
+            os.replace(temporary, final)
+        finally:
+            temporary.unlink(missing_ok=True)
+            os.close(lock)
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -154,16 +194,17 @@ def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
 def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty temporary folder that replaces ``path`` as a whole on success only."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale_temporaries(final)
-    lock, temporary = _locked(lambda: _new_folder(final, TEMPORARY_SUFFIX))
-    try:
-        publishable(temporary, directory=True)
-        yield temporary
-        replace_directory(temporary, final)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-        os.close(lock)
+    with writing(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_temporaries(final)
+        lock, temporary = _locked(lambda: _new_folder(final, TEMPORARY_SUFFIX))
+        try:
+            publishable(temporary, directory=True)
+            yield temporary
+            replace_directory(temporary, final)
+        finally:
+            shutil.rmtree(temporary, ignore_errors=True)
+            os.close(lock)
 
 
 def replace_directory(source: Path, final: Path) -> None:

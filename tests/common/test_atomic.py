@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from stages.common import atomic
+from stages.common.errors import StageError
 from tests.support import PROJECT_ROOT
 
 
@@ -144,7 +146,7 @@ def failing_replace(monkeypatch, fail_when):
     def replace(source, destination):
         calls.append((Path(source), Path(destination)))
         if fail_when(Path(source), Path(destination), len(calls)):
-            raise OSError(28, "No space left on device (injected)")
+            raise OSError(errno.EIO, "Input/output error (injected)")  # full disks: below
         return real_replace(source, destination)
 
     monkeypatch.setattr(atomic.os, "replace", replace)
@@ -291,7 +293,7 @@ def test_folder_swap_failure_reports_the_move_that_failed_even_if_clean_up_fails
         failing_replace(monkeypatch, lambda source, destination, count: destination == final
                         and source.name.endswith(".tmp"))
 
-    with pytest.raises(OSError, match="No space left on device"), atomic.atomic_directory(final) as temporary:
+    with pytest.raises(OSError, match="Input/output error"), atomic.atomic_directory(final) as temporary:
         (temporary / "meta.json").write_text("new")
 
     assert (final / "meta.json").read_text() == "previous"
@@ -469,3 +471,64 @@ def test_a_swap_killed_after_moving_the_previous_folder_aside_gets_it_back_at_th
 
     assert (final / "meta.json").read_text() == "previous"
     assert listing(tmp_path) == ["prepared"]
+
+
+# --------------------------------------------------------------------------------------------
+# A full disk (or quota, or read-only file system): one StageError naming the output
+# --------------------------------------------------------------------------------------------
+def full_disk(*_arguments, **_options):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_file_write_on_a_full_disk_names_the_output_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    final = tmp_path / "c.npy"
+    np.save(final, np.arange(3))
+    monkeypatch.setattr(atomic.np, "save", full_disk)
+
+    with pytest.raises(StageError) as caught:
+        atomic.write_npy(final, np.arange(5))
+
+    assert str(caught.value) == f"{final}: cannot write: no space left on device; nothing was changed"
+    np.testing.assert_array_equal(np.load(final), np.arange(3))
+    assert listing(tmp_path) == ["c.npy"]
+
+
+@pytest.mark.parametrize(("code", "reason"), [(errno.ENOSPC, "no space left on device"),
+                                              (errno.EDQUOT, "disk quota exceeded"),
+                                              (errno.EROFS, "read-only file system")])
+def test_a_folder_write_that_fails_for_lack_of_space_names_the_output(tmp_path, code, reason):
+    final = tmp_path / "prepared"
+    final.mkdir()
+    (final / "meta.json").write_text("previous")
+
+    with pytest.raises(StageError) as caught, atomic.atomic_directory(final) as temporary:
+        (temporary / "train_images.npy").write_bytes(b"half")
+        raise OSError(code, os.strerror(code))
+
+    assert str(caught.value) == f"{final}: cannot write: {reason}; nothing was changed"
+    assert listing(final) == ["meta.json"] and listing(tmp_path) == ["prepared"]
+
+
+def test_numpys_short_write_is_reported_as_a_full_disk(tmp_path):
+    with pytest.raises(StageError, match=r"c\.npy: cannot write: only 0 of 1000 items written \(is the disk full"
+                                         r"\?\); nothing was changed"), atomic.atomic_path(tmp_path / "c.npy"):
+        raise OSError("1000 requested and 0 written")  # numpy's ndarray.tofile on a short write
+
+    assert listing(tmp_path) == []
+
+
+def test_a_folder_that_cannot_be_written_to_names_the_output(tmp_path, monkeypatch):
+    def refused(*_arguments, **_options):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / ".metrics.json.abcdefgh.tmp"))
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", refused)
+
+    with pytest.raises(StageError) as caught:
+        atomic.write_text(tmp_path / "metrics.json", "new")
+
+    assert str(caught.value) == f"{tmp_path / 'metrics.json'}: cannot write: permission denied; nothing was changed"
+
+
+def test_other_errors_inside_a_write_pass_through(tmp_path):
+    with pytest.raises(PermissionError), atomic.atomic_path(tmp_path / "c.npy"):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/etc/some-input-the-writer-read")
