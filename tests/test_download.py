@@ -624,6 +624,6 @@ def test_a_full_disk_is_one_error_naming_the_file_and_keeps_what_was_there(mirro
     with pytest.raises(StageError) as caught:
         download.download_file(remote, (mirror.url,), folder, FAST)
 
-    assert str(caught.value) == f"{destination}: cannot write: no space left on device; nothing was changed"
+    assert str(caught.value) == f"{destination}: cannot write: no space left on device; nothing half-written was left"
     assert destination.read_bytes() == b"a previous, corrupt copy"
     assert temporaries(folder) == []

@@ -526,6 +526,6 @@ def test_main_on_a_full_disk_is_one_line_naming_the_output_and_keeps_the_previou
 
     assert caught.value.code == 1
     assert capsys.readouterr().err.splitlines()[-1] == (f"error: preprocess: {Path('data/prepared')}: cannot write: "
-                                                        "no space left on device; nothing was changed")
+                                                        "no space left on device; nothing half-written was left")
     assert snapshot(output) == before
     assert sorted(path.name for path in (project / "data").iterdir()) == ["prepared", "raw"]

@@ -152,7 +152,7 @@ def writing(final: Path) -> Iterator[None]:
         reason = write_failure(error, final)
         if reason is None:
             raise
-        raise StageError(f"{final}: cannot write: {reason}; nothing was changed") from None
+        raise StageError(f"{final}: cannot write: {reason}; nothing half-written was left") from None
 
 
 @contextlib.contextmanager

@@ -488,7 +488,7 @@ def test_a_file_write_on_a_full_disk_names_the_output_and_keeps_the_previous_fil
     with pytest.raises(StageError) as caught:
         atomic.write_npy(final, np.arange(5))
 
-    assert str(caught.value) == f"{final}: cannot write: no space left on device; nothing was changed"
+    assert str(caught.value) == f"{final}: cannot write: no space left on device; nothing half-written was left"
     np.testing.assert_array_equal(np.load(final), np.arange(3))
     assert listing(tmp_path) == ["c.npy"]
 
@@ -505,13 +505,14 @@ def test_a_folder_write_that_fails_for_lack_of_space_names_the_output(tmp_path, 
         (temporary / "train_images.npy").write_bytes(b"half")
         raise OSError(code, os.strerror(code))
 
-    assert str(caught.value) == f"{final}: cannot write: {reason}; nothing was changed"
+    assert str(caught.value) == f"{final}: cannot write: {reason}; nothing half-written was left"
     assert listing(final) == ["meta.json"] and listing(tmp_path) == ["prepared"]
 
 
 def test_numpys_short_write_is_reported_as_a_full_disk(tmp_path):
-    with pytest.raises(StageError, match=r"c\.npy: cannot write: only 0 of 1000 items written \(is the disk full"
-                                         r"\?\); nothing was changed"), atomic.atomic_path(tmp_path / "c.npy"):
+    refused = (r"c\.npy: cannot write: only 0 of 1000 items written \(is the disk full\?\); "
+               "nothing half-written was left")
+    with pytest.raises(StageError, match=refused), atomic.atomic_path(tmp_path / "c.npy"):
         raise OSError("1000 requested and 0 written")  # numpy's ndarray.tofile on a short write
 
     assert listing(tmp_path) == []
@@ -526,7 +527,8 @@ def test_a_folder_that_cannot_be_written_to_names_the_output(tmp_path, monkeypat
     with pytest.raises(StageError) as caught:
         atomic.write_text(tmp_path / "metrics.json", "new")
 
-    assert str(caught.value) == f"{tmp_path / 'metrics.json'}: cannot write: permission denied; nothing was changed"
+    assert str(caught.value) == (f"{tmp_path / 'metrics.json'}: cannot write: permission denied; "
+                                 "nothing half-written was left")
 
 
 def test_other_errors_inside_a_write_pass_through(tmp_path):
