@@ -191,7 +191,14 @@ def sha256_of_file(path: Path) -> str:
 def fetch_once(location: str, remote: RemoteFile, destination: Path, settings: FetchSettings) -> None:
     """One attempt: stream ``location`` into ``destination`` if and only if its content verifies."""
     handle, size = open_location(location, settings.timeout_s)
-    lock, temporary = locked_temporary(destination)
+    with atomic.writing(destination):  # a full disk: one line naming the file, nothing half-written kept
+        lock, temporary = locked_temporary(destination)
+        _fetch_into(handle, size, remote, destination, lock, temporary)
+
+
+def _fetch_into(handle: BinaryIO, size: int | None, remote: RemoteFile, destination: Path, lock: int,
+                temporary: Path) -> None:
+    """Stream ``handle`` into the locked ``temporary``; rename it onto ``destination`` once verified."""
     try:  # the lock (on `lock`, shared by its duplicate) is held until the temporary is renamed or removed
         with handle, os.fdopen(os.dup(lock), "wb") as output, tqdm(
             total=size, unit="B", unit_scale=True, desc=remote.name, leave=False,

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from stages import backends
-from stages.backends.base import Backend, Model
+from stages.backends.base import Backend, Model, configure_machine
 from stages.common import atomic, cli, metrics, paths, prepared, schemas
 from stages.common.architecture import ArchitectureSpec
 from stages.common.errors import StageError, run_stage
@@ -107,7 +107,8 @@ def confusion_csv(labels: np.ndarray, predicted: np.ndarray, class_names: list[s
 
 
 def load_trained(backend: Backend, folder: Path, rerun: str) -> tuple[Model, ArchitectureSpec, RunInfo, Path]:
-    """The model in ``folder`` with its spec and run info; ``StageError`` naming the file otherwise."""
+    """The model in ``folder`` with its spec and run info; ``StageError`` naming the file otherwise
+    (also for NaN or infinite weights, which training never saves)."""
     try:
         spec = ArchitectureSpec.from_json((folder / paths.ARCHITECTURE_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError as error:
@@ -116,7 +117,12 @@ def load_trained(backend: Backend, folder: Path, rerun: str) -> tuple[Model, Arc
         raise StageError(f"{folder / paths.ARCHITECTURE_FILE}: corrupt ({error}); run `{rerun}`") from None
     info = schemas.load(RunInfo, folder / paths.RUN_FILE, rerun)
     path = folder / backend.MODEL_FILE
-    return backend.load_model(path, spec), spec, info, path
+    model = backend.load_model(path, spec)
+    counts = [int(weight.size - np.count_nonzero(np.isfinite(weight))) for weight in backend.get_weights(model)]
+    if any(counts):
+        raise StageError(f"{path}: {sum(counts)} NaN or infinite weight values (in {sum(map(bool, counts))} of its "
+                         f"{len(counts)} arrays); expected finite weights; retrain it: `{rerun}`")
+    return model, spec, info, path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,12 +137,13 @@ def main(argv: list[str] | None = None) -> None:
     train_settings = effective_train(params, framework, tuning)
     configure_threads(train_settings.threads)
     seed_python_and_numpy(seed)
-    data = prepared.load_prepared(paths.PREPARED, splits=("test",))
-    test = data.splits["test"]
     backend = backends.load(framework, tuning, args.switches)
     train_settings = effective_train(params, framework, tuning,
                                      cli.switches(framework, tuning, args.switches, backend.TUNED))
-    backend.configure(train_settings, seed)  # threads, determinism and device as trained
+    configure_machine(backend, train_settings, seed,  # threads, determinism and device as trained
+                      paths.restore_hint("evaluate", framework, seed, tuning))
+    data = prepared.load_prepared(paths.PREPARED, splits=("test",))
+    test = data.splits["test"]
     folder = paths.model_dir(framework, seed, tuning)
     model, spec, info, model_path = load_trained(backend, folder,
                                                  f"dvc repro {paths.stage('train', framework, seed, tuning)}")

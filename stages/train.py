@@ -18,6 +18,10 @@ writes it; ``tuned`` adds the switches its own documentation recommends (the bac
 The seed fixes initialisation (``replicates.init: framework``), batch order, dropout and
 augmentation; every framework visits the same batches for the same seed. Only the named
 framework is imported. Outputs appear only when training finished with finite losses.
+
+Checked before any work, each in one line naming what to fix: the machine first (``train.device:
+cuda`` without a GPU; ``dvc repro`` removed the outputs before the stage ran, and the line says
+how to get them back), then the initial weights (one finite array per weight, of the spec's shape).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import logging
 import sys
 
 from stages import backends
+from stages.backends.base import configure_machine
 from stages.common import cli, paths, prepared
 from stages.common.architecture import build_spec, load_initial_weights
 from stages.common.errors import run_stage
@@ -55,13 +60,13 @@ def main(argv: list[str] | None = None) -> None:
     settings = effective_train(params, framework, tuning)
     configure_threads(settings.threads)
     seed_python_and_numpy(seed)
-    data = prepared.load_prepared(paths.PREPARED, splits=("train", "val"))
-    spec = build_spec(params.model, data.image_shape, data.num_classes)
-    initial = load_initial_weights(paths.init_weights(seed)) if params.replicates.init == "shared" else None
     backend = backends.load(framework, tuning, args.switches)
     settings = effective_train(params, framework, tuning,
                                cli.switches(framework, tuning, args.switches, backend.TUNED))
-    device = backend.configure(settings, seed)
+    device = configure_machine(backend, settings, seed, paths.restore_hint("train", framework, seed, tuning))
+    data = prepared.load_prepared(paths.PREPARED, splits=("train", "val"))
+    spec = build_spec(params.model, data.image_shape, data.num_classes)
+    initial = load_initial_weights(paths.init_weights(seed), spec) if params.replicates.init == "shared" else None
     train, val = data.splits["train"], data.splits["val"]
     name = f"{backends.label(framework)} ({tuning}) seed {seed}"
     log.info("%s: %d training and %d validation images, %d parameters, %d epochs of batch %d (%s, %s schedule, "

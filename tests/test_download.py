@@ -6,6 +6,7 @@ verified, and no ``.part`` temporary left behind.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import multiprocessing
@@ -603,3 +604,26 @@ def test_make_dataset_checksums_match_the_gzip_content(tmp_path):
     for role, name in NAMES.items():
         content = gzip.decompress((tmp_path / name).read_bytes())
         assert custom["files"][role] == {"name": name, "sha256": hashlib.sha256(content).hexdigest()}
+
+
+def test_a_full_disk_is_one_error_naming_the_file_and_keeps_what_was_there(mirror, dataset, remote, folder,
+                                                                           monkeypatch):
+    destination = folder / remote.local_name
+    destination.write_bytes(b"a previous, corrupt copy")
+    real_gunzip = download.stream_gunzip
+
+    def gunzip_onto_a_full_disk(chunks, write, on_progress=lambda _: None):
+        def write_until_full(data: bytes) -> None:
+            write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        return real_gunzip(chunks, write_until_full, on_progress)
+
+    monkeypatch.setattr(download, "stream_gunzip", gunzip_onto_a_full_disk)
+
+    with pytest.raises(StageError) as caught:
+        download.download_file(remote, (mirror.url,), folder, FAST)
+
+    assert str(caught.value) == f"{destination}: cannot write: no space left on device; nothing half-written was left"
+    assert destination.read_bytes() == b"a previous, corrupt copy"
+    assert temporaries(folder) == []

@@ -206,3 +206,22 @@ def test_the_committed_lock_records_only_stages_of_the_pipeline():
     results of stages that no longer exist (and cost every `dvc` command their parsing)."""
     lock = yaml.safe_load((PROJECT_ROOT / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(expanded_stages())
+
+
+def test_the_restore_hint_names_each_replicate_stages_cached_and_git_kept_outputs():
+    from stages.common import paths
+
+    for name, stage in expanded_stages().items():
+        kind, _, replicate = name.partition("@")
+        if kind.removesuffix("-tuned") not in ("train", "evaluate"):
+            continue
+        seed, framework = replicate.split("-", 1)
+        tuning = "tuned" if kind.endswith("-tuned") else "stock"
+        outs = [next(iter(out.items())) if isinstance(out, dict) else (out, {}) for out in stage["outs"]]
+        cached = [path for path, options in outs if (options or {}).get("cache", True)]
+        in_git = [path for path, options in outs if not (options or {}).get("cache", True)]
+
+        assert paths.replicate_outputs(kind.removesuffix("-tuned"), framework, int(seed), tuning) == (
+            [Path(path) for path in cached], [Path(path) for path in in_git]), name
+        assert paths.restore_hint(kind.removesuffix("-tuned"), framework, int(seed), tuning).endswith(
+            f"`dvc checkout {' '.join(cached)}` and `git checkout -- {' '.join(in_git)}` bring them back"), name

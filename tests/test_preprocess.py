@@ -3,7 +3,9 @@ errors, and the real MNIST / Fashion-MNIST files downloaded through a loopback m
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 from stages import download, preprocess
 from stages.common import prepared
 from stages.common.datasets import KNOWN_DATASETS
-from stages.common.errors import StageError
+from stages.common.errors import StageError, run_stage
 from stages.common.params import PreprocessParams
 from tests.conftest import shared_dataset
 from tests.support import MirrorServer, custom_params, gunzip_dataset, project_params, write_params
@@ -500,3 +502,30 @@ def test_real_fashion_mnist(tmp_path, monkeypatch):
 
     check_real_meta(meta, "fashion-mnist", [6000] * 10, [1000] * 10)
     assert meta["class_names"] == FASHION_NAMES
+
+
+def test_main_on_a_full_disk_is_one_line_naming_the_output_and_keeps_the_previous_data(project, monkeypatch,
+                                                                                      capsys):
+    preprocess.main([])
+    output = project / "data" / "prepared"
+    before = snapshot(output)
+    real_save = np.save
+    saved = []
+
+    def save_until_the_disk_is_full(handle, array, **options):  # the third array finds the disk full
+        if len(saved) == 2:
+            handle.write(b"\x93NUMPY half an array")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        saved.append(handle.name)
+        return real_save(handle, array, **options)
+
+    monkeypatch.setattr(prepared.np, "save", save_until_the_disk_is_full)
+
+    with pytest.raises(SystemExit) as caught:
+        run_stage(lambda: preprocess.main([]), "preprocess")
+
+    assert caught.value.code == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (f"error: preprocess: {Path('data/prepared')}: cannot write: "
+                                                        "no space left on device; nothing half-written was left")
+    assert snapshot(output) == before
+    assert sorted(path.name for path in (project / "data").iterdir()) == ["prepared", "raw"]

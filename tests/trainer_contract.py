@@ -565,3 +565,84 @@ def test_train_model_builds_loads_the_initial_weights_and_fits_with_the_backgrou
 
     for left, right in zip(backend.get_weights(trained), backend.get_weights(direct), strict=True):
         np.testing.assert_array_equal(left, right)
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile or damaged inputs: refused before any work, in one line naming the file
+# --------------------------------------------------------------------------------------------
+def poison_with_nan(arrays: list[np.ndarray]) -> None:
+    arrays[0][0, 0, 0, 0] = np.nan
+
+
+def swap_for_another_shape(arrays: list[np.ndarray]) -> None:
+    arrays[0] = np.zeros((5, 5, 1, 4), np.float32)  # STAGE_MODEL's first kernel is 3x3x1x4
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (poison_with_nan, r"w0 holds 1 NaN or infinite values; expected finite weights; rerun `dvc repro init`"),
+    (swap_for_another_shape, r"w0 has shape \(5, 5, 1, 4\), expected \(3, 3, 1, 4\); the model in params\.yaml "),
+])
+def test_train_refuses_damaged_initial_weights_naming_the_file_before_training(backend, tmp_path, monkeypatch,
+                                                                                change, problem):
+    framework = backend.__name__.rsplit(".", 1)[-1]
+    monkeypatch.chdir(tmp_path)
+    spec = stage_project(tmp_path, framework)
+    weights = initial_weights(spec, np.random.default_rng(0))
+    change(weights)
+    save_initial_weights(paths.init_weights(1), weights)
+    monkeypatch.setattr(backend, "fit", lambda *arguments, **options: pytest.fail("training started"))
+
+    with pytest.raises(StageError, match=rf"^{paths.init_weights(1)}: {problem}"):
+        train_stage.main([framework, "1"])
+    assert not paths.model_dir(framework, 1).exists() and not paths.logs_dir(framework, 1).exists()
+
+
+def test_evaluate_refuses_a_model_file_with_nan_weights_naming_it(backend, tmp_path, monkeypatch):
+    framework = backend.__name__.rsplit(".", 1)[-1]
+    monkeypatch.chdir(tmp_path)
+    spec = stage_project(tmp_path, framework, epochs=1)
+    train_stage.main([framework, "1"])
+    path = paths.model_dir(framework, 1) / backend.MODEL_FILE
+    model = backend.load_model(path, spec)
+    weights = backend.get_weights(model)
+    weights[-2][0, :3] = [np.nan, np.inf, np.nan]  # the output layer's kernel
+    backend.set_weights(model, weights)
+    backend.save_model(model, path)
+
+    with pytest.raises(StageError, match=rf"^{path}: 3 NaN or infinite weight values \(in 1 of its "
+                                         rf"{len(weights)} arrays\); expected finite weights; retrain it: "
+                                         rf"`dvc repro train@1-{framework}`$"):
+        evaluate_stage.main([framework, "1"])
+    assert not paths.eval_dir(framework, 1).exists()
+
+
+def has_gpu(backend) -> bool:
+    try:
+        return backend.configure(small_settings(device="cuda"), 0) == "cuda"
+    except StageError:
+        return False
+
+
+@pytest.mark.parametrize("kind", ["train", "evaluate"])
+def test_cuda_without_a_gpu_is_refused_first_and_says_how_to_get_the_outputs_back(backend, tmp_path, monkeypatch,
+                                                                                  kind):
+    """The one check that needs the machine runs after DVC removed the stage's outputs: it comes
+    before any data is read (no data/prepared here), and its line says how to restore them."""
+    framework = backend.__name__.rsplit(".", 1)[-1]
+    if has_gpu(backend):
+        pytest.skip("this machine has a GPU: train.device: cuda runs")
+    monkeypatch.chdir(tmp_path)
+    raw = project_params()
+    raw["train"]["device"] = "cuda"
+    write_params(tmp_path, raw)
+    stage = train_stage if kind == "train" else evaluate_stage
+    cached, in_git = paths.replicate_outputs(kind, framework, 1)
+
+    with pytest.raises(StageError) as refused:
+        stage.main([framework, "1"])
+
+    message = str(refused.value)
+    assert message.startswith("train.device is 'cuda' but ") and "\n" not in message
+    assert message.endswith(f"under `dvc repro` the previous outputs of {kind}@1-{framework} were removed before it "
+                            f"ran: `dvc checkout {' '.join(map(str, cached))}` and "
+                            f"`git checkout -- {' '.join(map(str, in_git))}` bring them back")

@@ -150,6 +150,16 @@ def check_finite_weights(all_finite: bool, epoch: int) -> None:
                             "written. Lower train.learning_rate or check the inputs (preprocess.normalize)")
 
 
+def configure_machine(backend: Backend, settings: TrainParams, seed: int, restore_hint: str) -> str:
+    """``backend.configure``, first thing in a stage (before any data is read): a machine that
+    cannot run the settings (``train.device: cuda`` without a GPU) can only be found out here,
+    after ``dvc repro`` removed the stage's outputs, so its error says how to get them back."""
+    try:
+        return backend.configure(settings, seed)
+    except StageError as error:
+        raise StageError(f"{error}; {restore_hint}") from None
+
+
 def interactive() -> bool:
     """Show per-batch progress bars only on a terminal, never in CI or DVC logs."""
     return sys.stderr.isatty()

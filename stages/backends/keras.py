@@ -94,7 +94,7 @@ def configure(settings: TrainParams, seed: int) -> str:
     gpus = tf.config.list_physical_devices("GPU")
     if settings.device == "cuda" and not gpus:
         raise StageError("train.device is 'cuda' but TensorFlow sees no GPU (is a CUDA build of TensorFlow "
-                         "installed? pip install 'tensorflow[and-cuda]')")
+                         "installed? pip install 'tensorflow[and-cuda]'); set it to auto or cpu")
     if settings.device == "cpu" and gpus:
         tf.config.set_visible_devices([], "GPU")
     keras.utils.set_random_seed(seed)

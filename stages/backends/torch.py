@@ -7,11 +7,18 @@ plain loop over batches gathered on the device from the training split, copied t
 DataLoader workers, no per-batch host-to-device copies), in the shared per-epoch order, and saves
 a ``state_dict``. Loads only with ``weights_only=True``.
 Only PyTorch is imported here, never TensorFlow.
+
+One of PyTorch's log lines is filtered out (a filter on its logger, ``_NoCudaRuntimeNotice``):
+``torch.compile`` imports ``torch.utils.cpp_extension``, which warns "No CUDA runtime is found,
+using CUDA_HOME=..." on every machine that has a CUDA toolkit but no usable GPU. It is no
+fault of the run and nothing to act on (``train.device: cuda`` without a GPU is refused with
+its own line); every other line of PyTorch's still shows.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 import pickle
@@ -72,6 +79,17 @@ SEMANTICS = {
 }
 
 
+class _NoCudaRuntimeNotice(logging.Filter):
+    """Drops ``torch.utils.cpp_extension``'s "No CUDA runtime is found" warning, and only that."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+# On the named logger, before torch.compile first imports the module that logs it.
+logging.getLogger("torch.utils.cpp_extension").addFilter(_NoCudaRuntimeNotice())
+
+
 def environment() -> dict[str, str]:
     """PyTorch's version and build (``torch.__config__``), the kernels and devices in use."""
     config = torch.__config__.show()
@@ -98,7 +116,8 @@ def configure(settings: TrainParams, seed: int) -> str:
         pass  # already set in this process (tests): the first setting stays
     available = torch.cuda.is_available()
     if settings.device == "cuda" and not available:
-        raise StageError("train.device is 'cuda' but PyTorch sees no GPU (torch.cuda.is_available() is False)")
+        raise StageError("train.device is 'cuda' but PyTorch sees no GPU (torch.cuda.is_available() is False); "
+                         "set it to auto or cpu")
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     # Determinism does not need freshly allocated memory filled with NaN (a debugging aid that

@@ -154,40 +154,78 @@ def _glorot_uniform(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndar
     return rng.uniform(-limit, limit, size=shape).astype(np.float32)
 
 
-def initial_weights(spec: ArchitectureSpec, rng: np.random.Generator) -> list[np.ndarray]:
-    """Framework-neutral initial weights in the canonical layout: Glorot-uniform kernels, zero
-    biases, batch norm gamma 1, beta 0, running mean 0, running variance 1."""
-    weights: list[np.ndarray] = []
+def canonical_layout(spec: ArchitectureSpec) -> list[tuple[tuple[int, ...], str]]:
+    """Every weight array of ``spec`` in the canonical layout, in order: (shape, initial fill),
+    the fill being ``glorot`` (kernels), ``zeros`` or ``ones``."""
+    layout: list[tuple[tuple[int, ...], str]] = []
     channels = spec.input_shape[2]
     features = 0
     for layer in spec.layers:
         config = layer.config
         if layer.kind == "conv":
             kernel = config["kernel_size"]
-            weights.append(_glorot_uniform((kernel, kernel, channels, config["filters"]), rng))
+            layout.append(((kernel, kernel, channels, config["filters"]), "glorot"))
             if config["bias"]:
-                weights.append(np.zeros(config["filters"], np.float32))
+                layout.append(((config["filters"],), "zeros"))
             channels = config["filters"]
         elif layer.kind == "batch_norm":
-            weights += [np.ones(channels, np.float32), np.zeros(channels, np.float32),
-                        np.zeros(channels, np.float32), np.ones(channels, np.float32)]
+            layout += [((channels,), "ones"), ((channels,), "zeros"), ((channels,), "zeros"), ((channels,), "ones")]
         elif layer.kind == "flatten":
             features = layer.output_shape[0]
         elif layer.kind == "dense":
-            weights += [_glorot_uniform((features, config["units"]), rng), np.zeros(config["units"], np.float32)]
+            layout += [((features, config["units"]), "glorot"), ((config["units"],), "zeros")]
             features = config["units"]
-    return weights
+    return layout
 
 
-def load_initial_weights(path: Path) -> list[np.ndarray]:
-    """The ``stages/init.py`` weights for a seed (npz, read without pickle)."""
+def initial_weights(spec: ArchitectureSpec, rng: np.random.Generator) -> list[np.ndarray]:
+    """Framework-neutral initial weights in the canonical layout: Glorot-uniform kernels, zero
+    biases, batch norm gamma 1, beta 0, running mean 0, running variance 1."""
+    return [_glorot_uniform(shape, rng) if fill == "glorot" else np.full(shape, fill == "ones", np.float32)
+            for shape, fill in canonical_layout(spec)]
+
+
+def load_initial_weights(path: Path, spec: ArchitectureSpec) -> list[np.ndarray]:
+    """The ``stages/init.py`` weights for a seed (npz, read without pickle), checked against
+    ``spec``: one array per weight of the canonical layout, each of its shape, finite floats."""
+    rerun = "rerun `dvc repro init`"
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return [archive[f"w{index}"] for index in range(len(archive.files))]
+            arrays = {name: archive[name] for name in archive.files}
     except FileNotFoundError:
         raise StageError(f"{path}: missing; run `dvc repro init` first") from None
     except (OSError, ValueError, KeyError) as error:
         raise StageError(f"{path}: not an initial-weights archive written by stages/init.py ({error})") from None
+    expected = [shape for shape, _ in canonical_layout(spec)]
+    names = [f"w{index}" for index in range(len(expected))]
+    if sorted(arrays) != sorted(names):
+        raise StageError(f"{path}: holds arrays {_names_of(arrays)}, expected {_names_of(names)} for the model in "
+                         f"params.yaml; {rerun}")
+    wrong = [(name, arrays[name].shape, shape) for name, shape in zip(names, expected, strict=True)
+             if arrays[name].shape != shape]
+    if wrong:
+        (name, found, shape), rest = wrong[0], wrong[1:]
+        more = (f", and {len(rest)} more array{'s' if len(rest) > 1 else ''} of another shape ("
+                + ", ".join(f"{other} has {other_found}, expected {other_shape}"
+                            for other, other_found, other_shape in rest) + ")") if rest else ""
+        raise StageError(f"{path}: {name} has shape {found}, expected {shape}{more}; the model in params.yaml "
+                         f"differs from the one these weights were drawn for: {rerun}")
+    for name in names:
+        array = arrays[name]
+        if not np.issubdtype(array.dtype, np.floating):
+            raise StageError(f"{path}: {name} holds {array.dtype} values; expected floating-point weights; {rerun}")
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise StageError(f"{path}: {name} holds {bad} NaN or infinite values; expected finite weights; {rerun}")
+    return [arrays[name] for name in names]
+
+
+def _names_of(names: Sequence[str] | dict[str, np.ndarray]) -> str:
+    """``w0..w13`` for the consecutive array names stages/init.py writes, else the names listed."""
+    listed = sorted(names, key=lambda name: (len(name), name))
+    if listed and listed == [f"w{index}" for index in range(len(listed))]:
+        return f"w0..w{len(listed) - 1}" if len(listed) > 1 else "w0"
+    return ", ".join(listed) or "none"
 
 
 def save_initial_weights(path: Path, weights: Sequence[np.ndarray]) -> None:

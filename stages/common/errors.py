@@ -2,7 +2,10 @@
 
 A stage raises ``StageError`` for anything the user can fix (bad params, bad input files,
 unreachable mirrors). ``run_stage`` turns it into one line on stderr and a non-zero exit, so
-that ``dvc repro`` shows the cause without a traceback. Bugs still produce a traceback.
+that ``dvc repro`` shows the cause without a traceback. Bugs still produce a traceback. The
+machine refusing a write (``SYSTEM_FAILURES``: a full disk, a quota, a read-only file system, no
+rights) is the user's to fix too: one line naming the file, when the error names one (the
+atomic-write helpers in ``atomic.py`` name the output they were writing).
 
 ``run_stage`` also keeps a stage's output to the project's own log lines: TensorFlow's C++
 start-up lines (``cudart_stub``, CPU-feature and oneDNN notices) are written by its native code
@@ -21,6 +24,7 @@ project module that fails to import is a bug and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.abc
 import importlib.machinery
 import logging
@@ -40,6 +44,11 @@ NATIVE_NOISE = re.compile(rb"[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.-]+:\d+\] .*"
                           rb" flags\.")
 QUIET_IMPORTS = ("tensorflow",)
 PROJECT_PACKAGES = ("stages", "sweep", "tests", "bench")
+# errno -> reason: the machine refusing a write, which the user fixes (room, quota, mount, rights)
+WRITE_FAILURES = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EROFS: "read-only file system", errno.EFBIG: "file too large"}
+PERMISSION_FAILURES = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}
+SYSTEM_FAILURES = {**WRITE_FAILURES, **PERMISSION_FAILURES}
 
 
 class StageError(Exception):
@@ -150,6 +159,12 @@ def run_stage(main: Callable[[], None], name: str) -> None:
         if message is None:
             raise
         print(f"error: {name}: {message}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as error:
+        if error.errno not in SYSTEM_FAILURES:
+            raise
+        where = f"{os.fsdecode(error.filename)}: " if error.filename is not None else ""
+        print(f"error: {name}: {where}{SYSTEM_FAILURES[error.errno]}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print(f"error: {name}: interrupted; outputs written before were left untouched", file=sys.stderr)

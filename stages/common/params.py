@@ -56,7 +56,9 @@ def optional_field(**kwargs: Any) -> Any:
 class FileSpec:
     """One IDX file of a custom dataset: its name on the mirror and the sha256 of its content."""
 
-    name: str = checked(pattern=r"^[A-Za-z0-9._-]+\.gz$")
+    # A plain file name: no path separator and no leading dot, so that it names a file in the
+    # mirror and data/raw/, never the folder itself (``..gz`` -> ``..``), its parent or a hidden file.
+    name: str = checked(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*\.gz$")
     sha256: str = checked(pattern=r"^[0-9a-f]{64}$")
 
 

@@ -61,3 +61,20 @@ def replicate(framework: str, seed: int) -> str:
 def stage(kind: str, framework: str, seed: int, tuning: str = "stock") -> str:
     """The DVC stage that writes a replicate: ``train@1-keras`` (stock), ``train-tuned@1-keras``."""
     return f"{kind}{'' if tuning == 'stock' else '-' + tuning}@{replicate(framework, seed)}"
+
+
+def replicate_outputs(kind: str, framework: str, seed: int, tuning: str = "stock") -> tuple[list[Path], list[Path]]:
+    """The outputs of a replicate's ``train`` or ``evaluate`` stage as dvc.yaml lists them: those
+    DVC caches, and those kept in git (``cache: false``)."""
+    if kind == "train":
+        return [model_dir(framework, seed, tuning)], [logs_dir(framework, seed, tuning)]
+    folder = eval_dir(framework, seed, tuning)
+    return [folder / PREDICTIONS_FILE], [folder / name for name in (METRICS_FILE, PER_CLASS_FILE, CONFUSION_FILE)]
+
+
+def restore_hint(kind: str, framework: str, seed: int, tuning: str = "stock") -> str:
+    """How to get back the outputs that ``dvc repro`` removed before the stage refused to run."""
+    cached, in_git = replicate_outputs(kind, framework, seed, tuning)
+    return (f"under `dvc repro` the previous outputs of {stage(kind, framework, seed, tuning)} were removed before "
+            f"it ran: `dvc checkout {' '.join(map(str, cached))}` and "
+            f"`git checkout -- {' '.join(map(str, in_git))}` bring them back")

@@ -5,13 +5,14 @@ Each case runs a real interpreter, as a stage runs, and reads what it wrote to i
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
 
 import pytest
 
-from stages.common.errors import NATIVE_NOISE
+from stages.common.errors import NATIVE_NOISE, run_stage
 from tests.support import PROJECT_ROOT
 
 # A module that, like TensorFlow, writes native log lines straight to file descriptor 2 on import,
@@ -142,3 +143,34 @@ def test_a_bug_importing_a_project_module_still_shows_its_traceback(tmp_path):
     result = run_stage_without("stages.common.paths", tmp_path, "stages.init", "1")
 
     assert result.returncode == 1 and "Traceback" in result.stderr and "ModuleNotFoundError" in result.stderr
+
+
+# The machine refusing a write (full disk, quota, read-only, no rights) anywhere in a stage: one line
+# --------------------------------------------------------------------------------------------
+def stage_failing_with(error: OSError):
+    def main():
+        raise error
+
+    return main
+
+
+@pytest.mark.parametrize(("error", "line"), [
+    (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "dvclive/keras/1/plots/metrics/train/loss.tsv"),
+     "error: probe: dvclive/keras/1/plots/metrics/train/loss.tsv: no space left on device"),
+    (OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)), "error: probe: disk quota exceeded"),
+    (PermissionError(errno.EACCES, os.strerror(errno.EACCES), "eval/torch/1"),
+     "error: probe: eval/torch/1: permission denied"),
+    (OSError(errno.EROFS, os.strerror(errno.EROFS), "reports"), "error: probe: reports: read-only file system"),
+])
+def test_a_write_the_machine_refuses_is_one_line_naming_the_file(error, line, capsys):
+    with pytest.raises(SystemExit) as caught:
+        run_stage(stage_failing_with(error), "probe")
+
+    assert caught.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [line]
+
+
+def test_other_os_errors_are_bugs_and_keep_their_traceback():
+    with pytest.raises(IsADirectoryError):
+        run_stage(stage_failing_with(IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), "data/raw/..")),
+                  "probe")

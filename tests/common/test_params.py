@@ -299,7 +299,7 @@ def test_custom_dataset_details_are_checked(raw, custom):
     assert problems_of(raw) == [
         "data.custom.files.train_images.sha256: expected a string matching ^[0-9a-f]{64}$, got 'ABC'",
         "data.custom.files.test_images: missing (expected a mapping)",
-        r"data.custom.files.test_labels.name: expected a string matching ^[A-Za-z0-9._-]+\.gz$, "
+        r"data.custom.files.test_labels.name: expected a string matching ^[A-Za-z0-9_-][A-Za-z0-9._-]*\.gz$, "
         "got '../t10k-labels.gz'",
         "data.custom.class_names: expected at least 2 items, got 1",
     ]
@@ -520,3 +520,21 @@ def test_a_non_utf8_byte_is_refused_naming_its_line(tmp_path, raw):
     line = data.count(b"\n", 0, offset) + 1
     assert str(caught.value) == (f"{path} is not UTF-8 text: byte 0xff at line {line}, column 18 "
                                  f"(offset {offset}); save it as UTF-8")
+
+
+@pytest.mark.parametrize("name", ["..gz", "...gz", ".gz", ".hidden.gz", "sub/file.gz", "../file.gz", "/abs.gz",
+                                  "file.gz/", "file"])
+def test_a_custom_file_name_that_is_not_a_plain_gz_file_name_is_refused(raw, custom, name):
+    custom["files"]["train_images"]["name"] = name
+    raw["data"].update(dataset="custom", custom=custom, mirrors=["/srv/mirror"])
+
+    assert problems_of(raw) == [f"data.custom.files.train_images.name: expected a string matching "
+                                rf"^[A-Za-z0-9_-][A-Za-z0-9._-]*\.gz$, got {name!r}"]
+
+
+@pytest.mark.parametrize("name", ["a.gz", "train-images-idx3-ubyte.gz", "t10k.labels_v2.gz", "_x..gz"])
+def test_a_plain_gz_file_name_is_accepted(raw, custom, name):
+    custom["files"]["train_images"]["name"] = name
+    raw["data"].update(dataset="custom", custom=custom, mirrors=["/srv/mirror"])
+
+    assert validate(raw).data.custom.files.train_images.name == name

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 
 from stages.backends.base import EpochRecord, NonFiniteLoss
 from stages.common import training
+from tests.support import PROJECT_ROOT
 
 
 def record(epoch: int, val_accuracy: float, seconds: float = 10.0, train_seconds: float = 8.0,
@@ -225,4 +228,45 @@ def test_epoch_log_takes_back_the_logs_a_killed_run_set_aside(tmp_path):
         raise RuntimeError("this run fails too")
 
     assert logs_of(folder) == ["good.tsv"]
+    assert logs_of(folder.parent) == ["1"]
+
+
+KILLED_TRAINING = """
+import sys
+from pathlib import Path
+from stages.backends.base import EpochRecord
+from stages.common import training
+
+with training.EpochLog("killed", 3, 10, folder=Path(sys.argv[1])) as log:
+    for epoch in (1, 2):
+        log(EpochRecord(epoch, 9.0, 0.1, 9.0, 0.1, 0.5, 1.0, 1.0))  # the killed run's numbers: loss 9, rate 0.5
+    print("ready", flush=True)
+    sys.stdin.read()  # held here, mid-training, until killed
+"""
+
+
+def test_a_training_killed_midway_is_replaced_by_the_next_run_which_starts_its_logs_clean(tmp_path):
+    folder = tmp_path / "dvclive" / "torch" / "1"
+    with training.EpochLog("first", 1, 10, folder=folder) as log:
+        log(record(1, 0.5))
+    child = subprocess.Popen([sys.executable, "-c", KILLED_TRAINING, str(folder)], cwd=PROJECT_ROOT,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    finally:
+        child.kill()
+        child.wait()
+    rows = (folder / "plots" / "metrics" / "learning_rate.tsv").read_text().splitlines()
+    assert [row.split("\t")[1] for row in rows[1:]] == ["0.5", "0.5"]  # until the next run: the killed run's
+    assert logs_of(folder.parent) == [".1.previous", "1"]  # ... and the good logs aside
+
+    with training.EpochLog("rerun", 2, 10, folder=folder) as log:
+        log(record(1, 0.5))
+        log(record(2, 0.6))
+
+    for name in ("learning_rate", "train/loss"):
+        rows = (folder / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
+        assert [row.split("\t")[0] for row in rows[1:]] == ["1", "2"]
+    rates = (folder / "plots" / "metrics" / "learning_rate.tsv").read_text().splitlines()
+    assert [float(row.split("\t")[1]) for row in rates[1:]] == [0.001, 0.002]  # nothing of the killed run
     assert logs_of(folder.parent) == ["1"]

@@ -83,6 +83,33 @@ def test_a_refused_param_under_dvc_repro_loses_no_output(pipeline_copy, change, 
     assert {path: path.read_bytes() for path in logs} == logs
 
 
+def test_cuda_on_a_machine_without_a_gpu_says_how_to_get_back_what_dvc_repro_removed(pipeline_copy):
+    """The one refusal validate cannot make (it needs the machine): DVC has removed the stage's
+    outputs by then, and the commands in the stage's error line bring every one of them back."""
+    if pipeline_copy.run("python", "-c", "import sys, torch; sys.exit(torch.cuda.is_available())",
+                         check=False).returncode:
+        pytest.skip("this machine has a GPU: train.device: cuda runs")
+    root = pipeline_copy.path
+    before = {path: path.read_bytes() for folder in ("models/keras/1", "dvclive/keras/1")
+              for path in (root / folder).rglob("*") if path.is_file()}
+    pipeline_copy.set_params(lambda raw: raw["train"].update(device="cuda"))
+
+    result = pipeline_copy.dvc("repro", check=False)
+
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: train: ")]
+    assert "train.device is 'cuda' but TensorFlow sees no GPU" in line
+    assert not (root / "models/keras/1").exists()  # DVC removed the outputs before the stage ran
+    commands = [shlex.split(command) for command in line.split("`")[1::2] if " checkout " in command]
+    assert commands == [["dvc", "checkout", "models/keras/1"], ["git", "checkout", "--", "dvclive/keras/1"]]
+    pipeline_copy.git("checkout", "--", "params.yaml")
+    for command in commands:
+        pipeline_copy.dvc(*command[1:]) if command[0] == "dvc" else pipeline_copy.git(*command[1:])
+
+    assert {path: path.read_bytes() for path in before} == before
+    assert changed_stages(pipeline_copy) == set()
+
+
 def test_exp_run_set_param_runs_and_exp_show_lists_the_summary(pipeline_copy):
     pipeline_copy.dvc("exp", "run", "-n", "dpi-test", "-S", "report.dpi=70")
     shown = pipeline_copy.dvc("exp", "show", "--json").stdout

@@ -2,6 +2,8 @@
 what only PyTorch has: its augmentation transforms and its weights-only loader against a real
 pickle payload."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -100,6 +102,41 @@ def test_only_the_tuned_inference_runs_through_torch_compile():
     assert captured("stock", ()) == (0, 0)
     training, inference = captured("tuned", backend.TUNED)
     assert training == 0 and inference > 0
+
+
+COMPILED_INFERENCE = """
+import logging, sys
+import numpy as np
+from stages.backends import torch as backend
+from stages.common.architecture import build_spec
+from stages.common.errors import setup_logging
+from tests.trainer_contract import SMALL, make_params
+
+setup_logging()  # as run_stage sets it up in a stage
+logging.getLogger("probe").warning("a line of the project's own")
+model = backend.build_model(build_spec(make_params(SMALL).model, (28, 28, 1), 10))
+compiled = backend.for_inference(model, ("compiled_inference",))
+backend.predict(compiled, np.zeros((4, 28, 28, 1), np.float32), batch_size=4)
+"""
+
+
+def test_compiled_inference_on_a_cpu_only_machine_prints_no_cuda_home_warning(tmp_path):
+    """torch.compile imports torch.utils.cpp_extension, which warns "No CUDA runtime is found, using
+    CUDA_HOME=..." wherever a CUDA toolkit is installed but no GPU is usable. Here: the GPU hidden
+    and CUDA_HOME set to an existing folder, so that the warning's condition holds on any machine."""
+    import subprocess
+    import sys
+
+    from tests.support import PROJECT_ROOT
+
+    environment = {key: value for key, value in os.environ.items() if key not in ("TORCH_LOGS", "CUDA_PATH")}
+    environment.update(CUDA_VISIBLE_DEVICES="", CUDA_HOME=str(tmp_path), PYTHONPATH=str(PROJECT_ROOT))
+    result = subprocess.run([sys.executable, "-c", COMPILED_INFERENCE], cwd=PROJECT_ROOT, env=environment,
+                            capture_output=True, text=True, timeout=600)
+
+    assert result.returncode == 0, result.stderr
+    assert "No CUDA runtime is found" not in result.stderr
+    assert "a line of the project's own" in result.stderr  # only that line is silenced
 
 
 @pytest.mark.parametrize("model_params", [None, SMALL], ids=["default", "small"])
