@@ -209,7 +209,7 @@ def fetch_once(location: str, remote: RemoteFile, destination: Path, settings: F
             if size is not None and received != size:
                 raise MirrorError(f"truncated body ({received} of {size} bytes)", transient=True)
         if digest != remote.sha256:
-            raise MirrorError(f"checksum mismatch: content sha256 {digest[:16]}…, expected {remote.sha256[:16]}…",
+            raise MirrorError(f"checksum mismatch: content sha256 {digest}, expected {remote.sha256}",
                               transient=False)
         os.replace(temporary, destination)
     finally:
