@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -98,13 +99,23 @@ def test_report_lines_and_summary():
     assert text.startswith("FAILED  lr-2  train.epochs=0 in 9 s")
     assert "  | error: train.epochs: expected at least 1" in text and "line 10" not in text
     assert "line 26" in text and "No file hash" not in text
-    assert "full log: /logs/lr-2.log" in text and "dvc exp run 'train.epochs=0'" in text
+    assert "full log: /logs/lr-2.log" in text and "  rerun it alone: dvc exp run -S train.epochs=0" in text
     table = report.summary([done, failed, skipped]).splitlines()
     assert table[0].split() == ["experiment", "status", "seconds", "overrides"]
     assert table[4].split() == ["lr-3", "skipped", "-", "(base", "params)"]
     assert table[-1] == "3 experiments: 1 done, 1 skipped, 1 failed"
     counts = report.counts(5, [done, failed], running=2)
     assert report.progress(counts) == "sweep: 1 finished, 2 running, 1 failed, 1 queued (of 5)"
+
+
+def test_the_rerun_hint_is_a_command_that_can_be_pasted():
+    overrides = ["train.learning_rate=0.01", "train.schedule=one cycle", "+extra='x'"]
+    failed = {"name": "lr-4", "overrides": overrides, "status": "failed", "log": "error: train: ..."}
+    hint = report.event(failed).splitlines()[-1]
+    assert hint.startswith("  rerun it alone: ")
+    command = hint.removeprefix("  rerun it alone: ")
+    assert shlex.split(command) == ["dvc", "exp", "run", "-S", overrides[0], "-S", overrides[1], "-S", overrides[2]]
+    assert report.event({**failed, "overrides": []}).endswith("rerun it alone: dvc exp run")
 
 
 DVC_YAML = """
