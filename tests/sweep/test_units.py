@@ -8,6 +8,7 @@ import json
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -222,16 +223,37 @@ def hand_cluster(tmp_path):
     processes += [subprocess.Popen([dask, "worker", "--nthreads", "1", "--no-dashboard", "--scheduler-file",
                                     str(scheduler_file)], **quiet) for _ in range(2)]
     try:
-        for _ in range(300):
-            if scheduler_file.exists():
-                break
-            time.sleep(0.1)
-        yield json.loads(scheduler_file.read_text())["address"]
+        yield scheduler_address(scheduler_file, processes[0])
     finally:
         for process in processes:
             process.kill()
         for process in processes:
             process.wait(timeout=30)
+
+
+def scheduler_address(path: Path, scheduler: subprocess.Popen | None = None, timeout: float = 120.0) -> str:
+    """The address in Dask's scheduler file, once the file parses: the scheduler creates it empty and
+    then writes it, so a file that exists may not be complete yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return json.loads(path.read_text())["address"]
+        except (OSError, ValueError, KeyError):  # not there yet, or still being written
+            pass
+        assert scheduler is None or scheduler.poll() is None, f"the Dask scheduler exited ({scheduler.returncode})"
+        assert time.monotonic() < deadline, f"{path}: no scheduler address after {timeout:.0f} s"
+        time.sleep(0.1)
+
+
+def test_the_scheduler_address_is_read_once_its_file_is_complete(tmp_path):
+    path = tmp_path / "scheduler.json"
+    path.write_text("")  # as Dask leaves it between creating the file and writing it
+    writer = threading.Timer(0.3, lambda: path.write_text(json.dumps({"address": "tcp://127.0.0.1:1"})))
+    writer.start()
+    try:
+        assert scheduler_address(path, timeout=60) == "tcp://127.0.0.1:1"
+    finally:
+        writer.cancel()
 
 
 def test_workers_started_by_hand_run_the_task_code_without_this_package(hand_cluster):
