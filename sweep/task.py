@@ -5,8 +5,13 @@ ships this module to the workers by value, so a worker needs the project's envir
 DVC, the pipeline's dependencies) but not this package. Jobs and results are plain dicts.
 
 A job: ``git_url``, ``commit``, ``dvc_remote`` ({name, url} or None), ``workdir`` (parent of
-the temporary workspaces, None = the system's), and per function: ``name`` and ``overrides``
-(``run_experiment``), ``upstream`` and ``override_keys`` (``prepare``).
+the temporary workspaces, None = the system's), and per function: ``name``, ``overrides`` and
+``lock`` (``run_experiment``; the dvc.lock text ``prepare`` returned, or None for the commit's),
+``upstream`` and ``override_keys`` (``prepare``).
+
+A commit's dvc.lock can be out of date (params.yaml changed, the lock not updated) and name
+outputs no DVC remote has; DVC then fails in every experiment to load them. ``prepare`` returns
+the lock as it reproduced it when any entry changed, and each experiment starts from that one.
 
 An experiment that fails (its pipeline exits non-zero) is a result with ``status: failed``: it
 would fail again, so Dask must not retry it. Anything else that goes wrong (clone, push) raises,
@@ -147,10 +152,36 @@ def prepare(job: dict) -> dict:
         stages = list(job["upstream"]) if job.get("upstream") is not None else \
             upstream_stages(folder, job["override_keys"])
         log.append(f"upstream stages: {' '.join(stages) or '(none)'}")
+        committed = read_lock(folder)
         if stages:
             check(["dvc", "repro", "--pull", *stages], folder, log, f"dvc repro {' '.join(stages)}")
             check(["dvc", "push", "--run-cache", *stages], folder, log, "dvc push --run-cache")
-    return {"stages": stages, "log": tail(log), "seconds": time.monotonic() - start}
+        lock = read_lock(folder)
+        refreshed = changed_entries(committed, lock)
+        if refreshed:
+            log.append(f"dvc.lock: the commit's entries of {' '.join(refreshed)} were out of date; "
+                       "the experiments start from the ones just reproduced")
+    return {"stages": stages, "log": tail(log), "seconds": time.monotonic() - start,
+            "lock": lock if refreshed else None, "lock_refreshed": refreshed}
+
+
+def read_lock(folder: Path) -> str | None:
+    try:
+        return (folder / "dvc.lock").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def changed_entries(before: str | None, after: str | None) -> list[str]:
+    """Names of the stages whose dvc.lock entry differs between two versions of the file. A stage
+    the first version lacks does not count: without an entry, DVC restores it from the run cache."""
+    import yaml  # DVC's dependency, like ``dvc`` itself: imported on the worker
+
+    def entries(text: str | None) -> dict:
+        return (yaml.safe_load(text) or {}).get("stages", {}) if text else {}
+
+    old, new = entries(before), entries(after)
+    return sorted(name for name in new if name in old and new[name] != old[name])
 
 
 def announce(name: str) -> None:
@@ -174,6 +205,9 @@ def run_experiment(job: dict) -> dict:
     with workspace(job, job["name"], log) as folder:
         phases["clone"] = time.monotonic() - started
         mark = time.monotonic()
+        if job.get("lock"):  # the upstream stages' entries as the prepare step reproduced them
+            (folder / "dvc.lock").write_text(job["lock"], encoding="utf-8")
+            log.append("dvc.lock: the prepare step's (its upstream stages at this commit's params)")
         settings = [argument for override in job["overrides"] for argument in ("-S", override)]
         status = run(["dvc", "exp", "run", "--pull", "-n", job["name"], *settings], folder, log)
         phases["exp_run"] = time.monotonic() - mark

@@ -252,3 +252,43 @@ def numbers(tree) -> bool:
     if isinstance(tree, dict):
         return any(numbers(value) for value in tree.values())
     return isinstance(tree, int | float) and not isinstance(tree, bool)
+
+
+def test_a_sweep_on_a_commit_whose_dvc_lock_is_stale(tmp_path):
+    """params.yaml changed after the last `dvc repro` and committed with the old dvc.lock, whose
+    outputs were never pushed: the lock names a data/prepared that no DVC remote has. The prepare
+    step reproduces the upstream stages at the new params, and every experiment starts from that
+    state instead of failing to load the stale directory."""
+    custom = make_dataset(tmp_path / "mirror", n_train=300, n_test=60)
+    with MirrorServer(tmp_path / "mirror") as server:
+        repo = make_repo(tmp_path / "repo", server.url, custom)
+        repo.set_params(fewer_trainings)
+        repo.dvc("remote", "add", "-d", "store", str(tmp_path / "store"))
+        repo.dvc("repro")
+        repo.commit("run the pipeline (outputs not pushed)")
+        stale = prepared_hash(repo.path / "dvc.lock")
+        repo.set_params(lambda raw: raw["preprocess"].update(val_fraction=0.2))
+        repo.commit("preprocess.val_fraction: 0.2, dvc.lock not updated")
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "remote.git")], check=True)
+        repo.git("remote", "add", "origin", str(tmp_path / "remote.git"))
+        repo.git("push", "-q", "origin", "main")
+        result = subprocess.run(sweep_command("-S", "train.learning_rate=0.003", "--workers", "1", "--json",
+                                              "results.json", "--workdir", str(tmp_path / "work")),
+                                cwd=repo.path, env=sweep_environment(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "dvc.lock of commit" in result.stdout and "out of date for init@1 preprocess validate" in result.stdout
+    [experiment] = json.loads((repo.path / "results.json").read_text())["experiments"]
+    assert experiment["status"] == "done", experiment.get("log")
+    log = Path(experiment["log_path"]).read_text()
+    assert "Running stage 'preprocess'" not in log, "the experiment recomputed what the prepare step had"
+    repo.dvc("exp", "apply", experiment["name"])
+    fresh = prepared_hash(repo.path / "dvc.lock")
+    assert fresh != stale and repo.params()["preprocess"]["val_fraction"] == 0.2
+    assert "up to date" in repo.dvc("status").stdout
+
+
+def prepared_hash(lock: Path) -> str:
+    """The hash dvc.lock records for data/prepared (a directory: ``<md5>.dir``)."""
+    [out] = yaml.safe_load(lock.read_text())["stages"]["preprocess"]["outs"]
+    assert out["path"] == "data/prepared", out
+    return out["md5"]
