@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -34,19 +35,24 @@ from pathlib import Path
 LOG_LINES = 200  # lines of a command's output kept in a result
 TOPIC = "dvc-sweep"  # Dask event topic: {"started": name} when an experiment starts on a worker
 
-# Runs a command in its own process group and kills the whole group when the process that
-# started it (the Dask worker) dies, so a killed worker leaves no orphaned training behind.
+# Runs a command (argv[2:]) in its own process group and kills the whole group when the process
+# that started it (the Dask worker) dies, so a killed worker leaves no orphaned training behind;
+# then removes the worker's clone (argv[1], if not empty), which the dead worker cannot.
 WATCHDOG = """
-import os, signal, subprocess, sys, time
+import os, shutil, signal, subprocess, sys, time
 parent = os.getppid()
-child = subprocess.Popen(sys.argv[1:], start_new_session=True)
+child = subprocess.Popen(sys.argv[2:], start_new_session=True)
 def stop(*_):
     os.killpg(child.pid, signal.SIGKILL)
     sys.exit(137)
 signal.signal(signal.SIGTERM, stop)
 while child.poll() is None:
     if os.getppid() != parent:
-        stop()
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        if sys.argv[1]:
+            shutil.rmtree(sys.argv[1], ignore_errors=True)
+        sys.exit(137)
     time.sleep(0.2)
 sys.exit(child.returncode)
 """
@@ -61,10 +67,11 @@ def environment() -> dict[str, str]:
     return env
 
 
-def run(command: list[str], cwd: Path, log: list[str]) -> int:
-    """Run ``command`` under the watchdog, append its output to ``log``; return its exit status."""
+def run(command: list[str], cwd: Path, log: list[str], clone: Path | None = None) -> int:
+    """Run ``command`` under the watchdog, append its output to ``log``; return its exit status.
+    ``clone``: the workspace the watchdog removes if the worker dies meanwhile."""
     log.append(f"$ {' '.join(command)}")
-    result = subprocess.run([sys.executable, "-c", WATCHDOG, *command], cwd=cwd, env=environment(),
+    result = subprocess.run([sys.executable, "-c", WATCHDOG, str(clone or ""), *command], cwd=cwd, env=environment(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
     log.extend(result.stdout.splitlines())
     if result.returncode != 0:
@@ -76,33 +83,64 @@ def tail(log: list[str], lines: int = LOG_LINES) -> str:
     return "\n".join(log[-lines:])
 
 
-def check(command: list[str], cwd: Path, log: list[str], what: str) -> None:
-    if run(command, cwd, log) != 0:
+def check(command: list[str], cwd: Path, log: list[str], what: str, clone: Path | None = None) -> None:
+    if run(command, cwd, log, clone) != 0:
         raise RuntimeError(f"{what} failed on {socket.gethostname()}:\n{tail(log, 30)}")
 
 
 @contextlib.contextmanager
 def workspace(job: dict, label: str, log: list[str]) -> Iterator[Path]:
-    """A fresh clone of ``job['git_url']`` at ``job['commit']``, its DVC remote set; removed after."""
-    parent = job.get("workdir") or tempfile.gettempdir()
-    Path(parent).mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f"sweep-{label}-", dir=parent))
+    """A fresh clone of ``job['git_url']`` at ``job['commit']``, its DVC remote set; removed after.
+    Clones that dead worker processes of this host left in the same folder are removed first."""
+    parent = Path(job.get("workdir") or tempfile.gettempdir())
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in stale_clones(parent):
+        log.append(f"removing {stale}: the clone of a worker process that died")
+        shutil.rmtree(stale, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"sweep-{label}-{host_token()}-{os.getpid()}-", dir=parent))
     try:
         check(["git", "clone", "--quiet", "--no-checkout", job["git_url"], str(folder)], folder.parent, log,
-              f"git clone {job['git_url']}")
+              f"git clone {job['git_url']}", folder)
         check(["git", "checkout", "--quiet", "--detach", job["commit"]], folder, log,
-              f"git checkout {job['commit']} (is it pushed to {job['git_url']}?)")
+              f"git checkout {job['commit']} (is it pushed to {job['git_url']}?)", folder)
         identity = subprocess.run(["git", "config", "user.email"], cwd=folder, capture_output=True, text=True)
         if not identity.stdout.strip() and not os.environ.get("GIT_COMMITTER_EMAIL"):
-            check(["git", "config", "user.name", "dvc sweep"], folder, log, "git config")
-            check(["git", "config", "user.email", "sweep@localhost"], folder, log, "git config")
+            check(["git", "config", "user.name", "dvc sweep"], folder, log, "git config", folder)
+            check(["git", "config", "user.email", "sweep@localhost"], folder, log, "git config", folder)
         remote = job.get("dvc_remote")
         if remote:
             check(["dvc", "remote", "add", "--local", "--force", "--default", remote["name"], remote["url"]],
-                  folder, log, "dvc remote add")
+                  folder, log, "dvc remote add", folder)
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def host_token() -> str:
+    """This host's name as one part of a clone's folder name (no ``-``: the parts are split on it)."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def stale_clones(parent: Path) -> list[Path]:
+    """Clones in ``parent`` (``sweep-<label>-<host>-<pid>-<random>``) made on this host by a process
+    that no longer runs: a worker killed before it could remove its clone (its watchdog removes it
+    too, unless it was killed with it). Clones of other hosts, and of live processes, are kept."""
+    found = []
+    for path in parent.glob("sweep-*"):
+        parts = path.name.rsplit("-", 3)
+        if len(parts) == 4 and parts[1] == host_token() and parts[2].isdigit() and not alive(int(parts[2])):
+            found.append(path)
+    return sorted(found)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def upstream_stages(root: Path, override_keys: list[str]) -> list[str]:
@@ -154,8 +192,8 @@ def prepare(job: dict) -> dict:
         log.append(f"upstream stages: {' '.join(stages) or '(none)'}")
         committed = read_lock(folder)
         if stages:
-            check(["dvc", "repro", "--pull", *stages], folder, log, f"dvc repro {' '.join(stages)}")
-            check(["dvc", "push", "--run-cache", *stages], folder, log, "dvc push --run-cache")
+            check(["dvc", "repro", "--pull", *stages], folder, log, f"dvc repro {' '.join(stages)}", folder)
+            check(["dvc", "push", "--run-cache", *stages], folder, log, "dvc push --run-cache", folder)
         lock = read_lock(folder)
         refreshed = changed_entries(committed, lock)
         if refreshed:
@@ -209,12 +247,13 @@ def run_experiment(job: dict) -> dict:
             (folder / "dvc.lock").write_text(job["lock"], encoding="utf-8")
             log.append("dvc.lock: the prepare step's (its upstream stages at this commit's params)")
         settings = [argument for override in job["overrides"] for argument in ("-S", override)]
-        status = run(["dvc", "exp", "run", "--pull", "-n", job["name"], *settings], folder, log)
+        status = run(["dvc", "exp", "run", "--pull", "-n", job["name"], *settings], folder, log, folder)
         phases["exp_run"] = time.monotonic() - mark
         if status != 0:
             return {**result, "status": "failed", "log": tail(log), "phases": phases,
                     "seconds": time.monotonic() - started}
         mark = time.monotonic()
-        check(["dvc", "exp", "push", "--force", "origin", job["name"]], folder, log, f"dvc exp push {job['name']}")
+        check(["dvc", "exp", "push", "--force", "origin", job["name"]], folder, log, f"dvc exp push {job['name']}",
+              folder)
         phases["push"] = time.monotonic() - mark
     return {**result, "status": "done", "log": tail(log), "phases": phases, "seconds": time.monotonic() - started}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -168,6 +169,30 @@ def test_upstream_stages_are_those_no_override_reaches(small_repo):
     assert task.upstream_stages(small_repo.path, ["data.name", "train.lr"]) == ["check"]
     assert task.upstream_stages(small_repo.path, ["other.yaml:train.lr"]) == [
         "check", "fetch", "fit@a", "fit@b", "prepare", "summary"]
+
+
+def test_a_new_clone_first_removes_those_that_dead_processes_of_this_host_left(small_repo, tmp_path):
+    """A worker killed together with its watchdog (its whole process group) leaves its clone; the
+    next task on the host removes it. Clones of live processes, or of other hosts, stay."""
+    small_repo.git("add", "-A")
+    small_repo.git("commit", "-q", "-m", "project")
+    work = tmp_path / "work"
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # its pid is free: the clone's owner is gone
+    host = task.host_token()
+    dead = work / f"sweep-t-0123456789-{host}-{finished.pid}-abcd1234"
+    live = work / f"sweep-t-0123456789-{host}-{os.getpid()}-abcd1234"
+    elsewhere = work / f"sweep-t-0123456789-{host}x-{finished.pid}-abcd1234"
+    for folder in (dead, live, elsewhere):
+        (folder / "data").mkdir(parents=True)
+    job = {"git_url": str(small_repo.path), "commit": gitrepo.head(small_repo.path), "workdir": str(work),
+           "dvc_remote": None}
+    log: list[str] = []
+    with task.workspace(job, "t-9876543210", log) as clone:
+        assert (clone / "dvc.yaml").is_file()
+        assert sorted(path.name for path in work.iterdir()) == sorted([live.name, elsewhere.name, clone.name])
+    assert f"removing {dead}: the clone of a worker process that died" in log
+    assert sorted(path.name for path in work.iterdir()) == sorted([live.name, elsewhere.name])
 
 
 def sweep_in(repo: Repo, *arguments: str) -> subprocess.CompletedProcess:
