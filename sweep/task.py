@@ -1,8 +1,9 @@
 """What a Dask worker runs: one DVC command sequence in a fresh clone of the git remote.
 
-Standard library only (``dvc`` is imported lazily, and only by ``upstream_stages``): the driver
-ships this module to the workers by value, so a worker needs the project's environment (git,
-DVC, the pipeline's dependencies) but not this package. Jobs and results are plain dicts.
+Standard library only (``dvc`` and ``yaml`` are imported lazily, by ``upstream_stages`` and
+``changed_entries``): the driver ships this module to the workers by value, so a worker needs
+the project's environment (git, DVC, the pipeline's dependencies) but not this package. Jobs and
+results are plain dicts.
 
 A job: ``git_url``, ``commit``, ``dvc_remote`` ({name, url} or None), ``workdir`` (parent of
 the temporary workspaces, None = the system's), and per function: ``name``, ``overrides`` and
