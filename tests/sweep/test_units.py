@@ -242,13 +242,16 @@ def hand_cluster(tmp_path):
     folder = tmp_path / "cluster"
     folder.mkdir()
     scheduler_file = folder / "scheduler.json"
-    quiet = {"cwd": folder, "env": environment(), "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    processes = [subprocess.Popen([dask, "scheduler", "--port", "0", "--no-dashboard", "--scheduler-file",
-                                   str(scheduler_file)], **quiet)]
-    processes += [subprocess.Popen([dask, "worker", "--nthreads", "1", "--no-dashboard", "--scheduler-file",
-                                    str(scheduler_file)], **quiet) for _ in range(2)]
+    logs = [folder / name for name in ("scheduler.log", "worker-1.log", "worker-2.log")]
+    commands = [[dask, "scheduler", "--port", "0", "--no-dashboard"]] + \
+        [[dask, "worker", "--nthreads", "1", "--no-dashboard"]] * 2
+    processes = []
+    for command, log in zip(commands, logs):
+        with log.open("wb") as output:  # each process's own output, for a failure's message
+            processes.append(subprocess.Popen([*command, "--scheduler-file", str(scheduler_file)], cwd=folder,
+                                              env=environment(), stdout=output, stderr=subprocess.STDOUT))
     try:
-        yield scheduler_address(scheduler_file, processes[0])
+        yield scheduler_address(scheduler_file, processes[0], logs[0])
     finally:
         for process in processes:
             process.kill()
@@ -256,7 +259,8 @@ def hand_cluster(tmp_path):
             process.wait(timeout=30)
 
 
-def scheduler_address(path: Path, scheduler: subprocess.Popen | None = None, timeout: float = 120.0) -> str:
+def scheduler_address(path: Path, scheduler: subprocess.Popen | None = None, log: Path | None = None,
+                      timeout: float = 120.0) -> str:
     """The address in Dask's scheduler file, once the file parses: the scheduler creates it empty and
     then writes it, so a file that exists may not be complete yet."""
     deadline = time.monotonic() + timeout
@@ -265,9 +269,15 @@ def scheduler_address(path: Path, scheduler: subprocess.Popen | None = None, tim
             return json.loads(path.read_text())["address"]
         except (OSError, ValueError, KeyError):  # not there yet, or still being written
             pass
-        assert scheduler is None or scheduler.poll() is None, f"the Dask scheduler exited ({scheduler.returncode})"
-        assert time.monotonic() < deadline, f"{path}: no scheduler address after {timeout:.0f} s"
+        if scheduler is not None and scheduler.poll() is not None:
+            raise AssertionError(f"the Dask scheduler exited ({scheduler.returncode}):\n{tail_of(log)}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path}: no scheduler address after {timeout:.0f} s:\n{tail_of(log)}")
         time.sleep(0.1)
+
+
+def tail_of(log: Path | None) -> str:
+    return log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
 
 
 def test_the_scheduler_address_is_read_once_its_file_is_complete(tmp_path):
