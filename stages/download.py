@@ -216,7 +216,7 @@ def _fetch_into(handle: BinaryIO, size: int | None, remote: RemoteFile, destinat
             if size is not None and received != size:
                 raise MirrorError(f"truncated body ({received} of {size} bytes)", transient=True)
         if digest != remote.sha256:
-            raise MirrorError(f"checksum mismatch: content sha256 {digest[:16]}…, expected {remote.sha256[:16]}…",
+            raise MirrorError(f"checksum mismatch: content sha256 {digest}, expected {remote.sha256}",
                               transient=False)
         os.replace(temporary, destination)
     finally:

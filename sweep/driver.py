@@ -126,7 +126,14 @@ def _run_on_dask(the_plan: Plan, options: Options, todo: list[grid.Point],
             prepared["log_path"] = str(report.write_log(the_plan.logs, "prepare", prepared["log"]))
             say(f"sweep: upstream stages ready in the DVC remote ({' '.join(prepared['stages']) or 'none'}) "
                 f"in {prepared['seconds']:.0f} s")
-        jobs = [the_plan.job(options, name=point.name, overrides=list(point.overrides)) for point in todo]
+        lock = prepared.pop("lock", None)
+        if lock:
+            refreshed = " ".join(prepared["lock_refreshed"])
+            say(f"sweep: note: dvc.lock of commit {the_plan.commit[:8]} is out of date for {refreshed}; the "
+                f"experiments start from the entries just reproduced (to commit them: dvc repro {refreshed} "
+                "&& git commit dvc.lock)")
+        jobs = [the_plan.job(options, name=point.name, overrides=list(point.overrides), lock=lock)
+                for point in todo]
 
         def on_result(result: dict) -> None:
             if result.get("log"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections import Counter
 from pathlib import Path
 
@@ -43,8 +44,13 @@ def event(result: dict) -> str:
     lines.extend(f"  | {line}" for line in log_tail)
     if result.get("log_path"):
         lines.append(f"  full log: {result['log_path']}")
-    lines.append(f"  rerun it alone: dvc exp run {' '.join(repr(o) for o in result['overrides'])}")
+    lines.append(f"  rerun it alone: {rerun_command(result['overrides'])}")
     return "\n".join(lines)
+
+
+def rerun_command(overrides: list[str]) -> str:
+    """The ``dvc exp run`` that reruns one point in the user's checkout, quoted for a POSIX shell."""
+    return " ".join(["dvc exp run", *(f"-S {shlex.quote(override)}" for override in overrides)])
 
 
 def summary(results: list[dict]) -> str:

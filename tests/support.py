@@ -30,6 +30,7 @@ NAMES = {
 }
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
+WRONG_CONTENT = b"\x00\x00\x08\x01\x00\x00\x00\x02\x01\x02"  # what a "wrong" fault serves, gzipped: a valid IDX
 
 
 def synthetic_images(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -151,7 +152,7 @@ class MirrorServer:
             handler.close_connection = True
             return None
         if fault.kind == "wrong":
-            other = gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x02\x01\x02", mtime=0)
+            other = gzip.compress(WRONG_CONTENT, mtime=0)
             return handler._send(200, other, "application/gzip")
         if fault.kind == "gate":
             assert fault.barrier is not None

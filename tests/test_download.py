@@ -29,6 +29,7 @@ from stages.download import FetchSettings, MirrorError
 from tests.support import (
     NAMES,
     PROJECT_ROOT,
+    WRONG_CONTENT,
     Fault,
     MirrorServer,
     custom_params,
@@ -203,6 +204,18 @@ def test_permanent_failure_is_not_retried(mirror, remote, folder):
     assert not caught.value.transient
     assert sleeps == []
     assert requests_for(mirror, LABELS) == 1
+
+
+def test_a_checksum_mismatch_names_both_full_sha256_digests(mirror, remote, folder):
+    mirror.faults[LABELS] = Fault("wrong")
+    served = hashlib.sha256(WRONG_CONTENT).hexdigest()
+
+    with pytest.raises(MirrorError) as caught:
+        download.fetch_from_mirror(mirror.url, remote, folder / remote.local_name, FAST)
+
+    # the whole 64 hex digits of each: the user compares them with data.custom's sha256 and the file's
+    assert f"content sha256 {served}, expected {remote.sha256}" in str(caught.value)
+    assert list(folder.iterdir()) == []
 
 
 def test_stalled_server_is_abandoned_after_the_timeout(mirror, remote, folder):

@@ -44,6 +44,8 @@ class Sweep:
     killed: str  # the experiment whose worker was killed
     killed_pid: int  # that worker's process id
     survivors: list[str]  # processes left in the killed experiment's clone after the kill
+    leftover: list[str]  # the killed experiment's clone folders still there after the kill
+    workdir: Path  # where the workers made their clones
     requests_before: int  # mirror requests before the sweep
 
     def result(self, overrides: tuple[str, ...]) -> dict:
@@ -72,40 +74,56 @@ def sweep_environment() -> dict:
 
 
 def kill_a_worker_during(process: subprocess.Popen, lines: list[str], names: set[str],
-                         workdir: Path) -> tuple[str, int, list[str]]:
-    """Once the sweep prints its scheduler, wait until a worker executes one of ``names``; SIGKILL it.
-    Returns the experiment, the worker's pid, and the processes still in that experiment's clone
-    once they are gone or 30 s have passed (the worker's watchdog must have killed them all)."""
+                         workdir: Path) -> tuple[str, int, list[str], list[str]]:
+    """Once the sweep prints its scheduler, wait until a worker executes one of ``names``, and a
+    pipeline stage runs in that experiment's clone; SIGKILL the worker. Returns the experiment, the
+    worker's pid, the processes still in its clone and the clone folders still there, each once
+    they are gone or 60 s have passed (the worker's watchdog must kill them all and remove it)."""
     from distributed import Client
 
     while not any("Dask scheduler tcp://" in line for line in lines):
-        assert process.poll() is None, "the sweep ended before starting its cluster:\n" + "\n".join(lines)
+        assert process.poll() is None, "the sweep ended before starting its cluster:\n" + "".join(lines)
         time.sleep(0.2)
     address = next(line for line in lines if "Dask scheduler tcp://" in line).split()[3]
     with Client(address, timeout="20s") as client:
         while True:
-            assert process.poll() is None, "the sweep ended before any experiment ran:\n" + "\n".join(lines)
+            assert process.poll() is None, "the sweep ended before any experiment ran:\n" + "".join(lines)
             executing = client.run(lambda dask_worker: [str(ts.key) for ts in dask_worker.state.executing])
             for worker, keys in executing.items():
                 running = [name for name in names if any(key.startswith(name + "-") for key in keys)]
                 if running:
                     pid = client.run(os.getpid, workers=[worker])[worker]
-                    for _ in range(300):  # until `dvc exp run` runs in the experiment's clone
-                        folders = [str(folder) for folder in workdir.glob(f"sweep-{running[0]}-*")]
-                        if any("exp run" in command for command in processes_in(folders)):
-                            break
-                        time.sleep(0.2)
-                    else:
-                        raise AssertionError(f"{running[0]}: no `dvc exp run` in its clone")
-                    time.sleep(2)  # into the pipeline, then kill the worker under it
-                    os.kill(pid, signal.SIGKILL)
-                    for _ in range(150):  # the worker's watchdog kills them: up to 30 s on a slow machine
-                        survivors = processes_in(folders)
-                        if not survivors:
-                            break
-                        time.sleep(0.2)
-                    return running[0], pid, survivors
+                    return running[0], pid, *kill_during_a_stage(pid, running[0], workdir)
             time.sleep(0.3)
+
+
+def kill_during_a_stage(pid: int, name: str, workdir: Path) -> tuple[list[str], list[str]]:
+    """SIGKILL worker ``pid`` once a pipeline stage runs in experiment ``name``'s clone; return the
+    processes left in the clone, and the clone folders left, once none are or 60 s have passed."""
+    folders = until(lambda: [str(folder) for folder in workdir.glob(f"sweep-{name}-*")], 120,
+                    f"{name}: no clone in {workdir}")
+    until(lambda: any("-m stages." in command for command in processes_in(folders)), 300,
+          f"{name}: no pipeline stage ran in its clone")
+    os.kill(pid, signal.SIGKILL)  # in the middle of the pipeline
+    until(lambda: not processes_in(folders), 60)
+    survivors = processes_in(folders)
+    until(lambda: not any(os.path.exists(folder) for folder in folders), 60)
+    return survivors, [folder for folder in folders if os.path.exists(folder)]
+
+
+def until(condition, timeout: float, failure: str | None = None):
+    """Poll ``condition`` until it returns something true, and return that; after ``timeout``
+    seconds raise AssertionError(``failure``), or return None if no failure message is given."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            if failure is None:
+                return None
+            raise AssertionError(failure)
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +148,15 @@ def sweep(tmp_path_factory) -> Sweep:
                                    cwd=repo.path, env=sweep_environment(), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
         lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+
+        def read() -> None:
+            for line in process.stdout:
+                lines.append(line)
+
+        reader = threading.Thread(target=read, daemon=True)
         reader.start()
         try:
-            killed, killed_pid, survivors = kill_a_worker_during(process, lines, valid, base / "work")
+            killed, killed_pid, survivors, leftover = kill_a_worker_during(process, lines, valid, base / "work")
             process.wait(timeout=900)
         finally:
             if process.poll() is None:
@@ -143,7 +166,7 @@ def sweep(tmp_path_factory) -> Sweep:
         assert (repo.path / "results.json").is_file(), output
         results = json.loads((repo.path / "results.json").read_text())
         yield Sweep(repo, remote, base / "store", server, process.returncode, output, results, killed, killed_pid,
-                    survivors, before)
+                    survivors, leftover, base / "work", before)
 
 
 def test_every_experiment_reaches_a_fresh_clone_with_its_params_and_metrics(sweep, tmp_path):
@@ -202,6 +225,11 @@ def test_a_killed_worker_has_its_experiment_retried_and_reported_once(sweep):
     assert retried["pid"] != sweep.killed_pid, "the experiment was not rerun by another worker process"
 
 
+def test_a_killed_workers_clone_is_removed(sweep):
+    assert sweep.leftover == [], "the killed worker's clone stayed in the work folder"
+    assert list(sweep.workdir.iterdir()) == [], "a clone outlived the sweep"
+
+
 def test_an_invalid_point_is_reported_with_its_overrides_and_the_rest_complete(sweep):
     failed = sweep.result(INVALID)
     assert failed["status"] == "failed"
@@ -252,3 +280,43 @@ def numbers(tree) -> bool:
     if isinstance(tree, dict):
         return any(numbers(value) for value in tree.values())
     return isinstance(tree, int | float) and not isinstance(tree, bool)
+
+
+def test_a_sweep_on_a_commit_whose_dvc_lock_is_stale(tmp_path):
+    """params.yaml changed after the last `dvc repro` and committed with the old dvc.lock, whose
+    outputs were never pushed: the lock names a data/prepared that no DVC remote has. The prepare
+    step reproduces the upstream stages at the new params, and every experiment starts from that
+    state instead of failing to load the stale directory."""
+    custom = make_dataset(tmp_path / "mirror", n_train=300, n_test=60)
+    with MirrorServer(tmp_path / "mirror") as server:
+        repo = make_repo(tmp_path / "repo", server.url, custom)
+        repo.set_params(fewer_trainings)
+        repo.dvc("remote", "add", "-d", "store", str(tmp_path / "store"))
+        repo.dvc("repro")
+        repo.commit("run the pipeline (outputs not pushed)")
+        stale = prepared_hash(repo.path / "dvc.lock")
+        repo.set_params(lambda raw: raw["preprocess"].update(val_fraction=0.2))
+        repo.commit("preprocess.val_fraction: 0.2, dvc.lock not updated")
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "remote.git")], check=True)
+        repo.git("remote", "add", "origin", str(tmp_path / "remote.git"))
+        repo.git("push", "-q", "origin", "main")
+        result = subprocess.run(sweep_command("-S", "train.learning_rate=0.003", "--workers", "1", "--json",
+                                              "results.json", "--workdir", str(tmp_path / "work")),
+                                cwd=repo.path, env=sweep_environment(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "dvc.lock of commit" in result.stdout and "out of date for init@1 preprocess validate" in result.stdout
+    [experiment] = json.loads((repo.path / "results.json").read_text())["experiments"]
+    assert experiment["status"] == "done", experiment.get("log")
+    log = Path(experiment["log_path"]).read_text()
+    assert "Running stage 'preprocess'" not in log, "the experiment recomputed what the prepare step had"
+    repo.dvc("exp", "apply", experiment["name"])
+    fresh = prepared_hash(repo.path / "dvc.lock")
+    assert fresh != stale and repo.params()["preprocess"]["val_fraction"] == 0.2
+    assert "up to date" in repo.dvc("status").stdout
+
+
+def prepared_hash(lock: Path) -> str:
+    """The hash dvc.lock records for data/prepared (a directory: ``<md5>.dir``)."""
+    [out] = yaml.safe_load(lock.read_text())["stages"]["preprocess"]["outs"]
+    assert out["path"] == "data/prepared", out
+    return out["md5"]

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shlex
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -98,13 +101,23 @@ def test_report_lines_and_summary():
     assert text.startswith("FAILED  lr-2  train.epochs=0 in 9 s")
     assert "  | error: train.epochs: expected at least 1" in text and "line 10" not in text
     assert "line 26" in text and "No file hash" not in text
-    assert "full log: /logs/lr-2.log" in text and "dvc exp run 'train.epochs=0'" in text
+    assert "full log: /logs/lr-2.log" in text and "  rerun it alone: dvc exp run -S train.epochs=0" in text
     table = report.summary([done, failed, skipped]).splitlines()
     assert table[0].split() == ["experiment", "status", "seconds", "overrides"]
     assert table[4].split() == ["lr-3", "skipped", "-", "(base", "params)"]
     assert table[-1] == "3 experiments: 1 done, 1 skipped, 1 failed"
     counts = report.counts(5, [done, failed], running=2)
     assert report.progress(counts) == "sweep: 1 finished, 2 running, 1 failed, 1 queued (of 5)"
+
+
+def test_the_rerun_hint_is_a_command_that_can_be_pasted():
+    overrides = ["train.learning_rate=0.01", "train.schedule=one cycle", "+extra='x'"]
+    failed = {"name": "lr-4", "overrides": overrides, "status": "failed", "log": "error: train: ..."}
+    hint = report.event(failed).splitlines()[-1]
+    assert hint.startswith("  rerun it alone: ")
+    command = hint.removeprefix("  rerun it alone: ")
+    assert shlex.split(command) == ["dvc", "exp", "run", "-S", overrides[0], "-S", overrides[1], "-S", overrides[2]]
+    assert report.event({**failed, "overrides": []}).endswith("rerun it alone: dvc exp run")
 
 
 DVC_YAML = """
@@ -158,6 +171,30 @@ def test_upstream_stages_are_those_no_override_reaches(small_repo):
         "check", "fetch", "fit@a", "fit@b", "prepare", "summary"]
 
 
+def test_a_new_clone_first_removes_those_that_dead_processes_of_this_host_left(small_repo, tmp_path):
+    """A worker killed together with its watchdog (its whole process group) leaves its clone; the
+    next task on the host removes it. Clones of live processes, or of other hosts, stay."""
+    small_repo.git("add", "-A")
+    small_repo.git("commit", "-q", "-m", "project")
+    work = tmp_path / "work"
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # its pid is free: the clone's owner is gone
+    host = task.host_token()
+    dead = work / f"sweep-t-0123456789-{host}-{finished.pid}-abcd1234"
+    live = work / f"sweep-t-0123456789-{host}-{os.getpid()}-abcd1234"
+    elsewhere = work / f"sweep-t-0123456789-{host}x-{finished.pid}-abcd1234"
+    for folder in (dead, live, elsewhere):
+        (folder / "data").mkdir(parents=True)
+    job = {"git_url": str(small_repo.path), "commit": gitrepo.head(small_repo.path), "workdir": str(work),
+           "dvc_remote": None}
+    log: list[str] = []
+    with task.workspace(job, "t-9876543210", log) as clone:
+        assert (clone / "dvc.yaml").is_file()
+        assert sorted(path.name for path in work.iterdir()) == sorted([live.name, elsewhere.name, clone.name])
+    assert f"removing {dead}: the clone of a worker process that died" in log
+    assert sorted(path.name for path in work.iterdir()) == sorted([live.name, elsewhere.name])
+
+
 def sweep_in(repo: Repo, *arguments: str) -> subprocess.CompletedProcess:
     env = environment()
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
@@ -205,22 +242,53 @@ def hand_cluster(tmp_path):
     folder = tmp_path / "cluster"
     folder.mkdir()
     scheduler_file = folder / "scheduler.json"
-    quiet = {"cwd": folder, "env": environment(), "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    processes = [subprocess.Popen([dask, "scheduler", "--port", "0", "--no-dashboard", "--scheduler-file",
-                                   str(scheduler_file)], **quiet)]
-    processes += [subprocess.Popen([dask, "worker", "--nthreads", "1", "--no-dashboard", "--scheduler-file",
-                                    str(scheduler_file)], **quiet) for _ in range(2)]
+    logs = [folder / name for name in ("scheduler.log", "worker-1.log", "worker-2.log")]
+    commands = [[dask, "scheduler", "--port", "0", "--no-dashboard"]] + \
+        [[dask, "worker", "--nthreads", "1", "--no-dashboard"]] * 2
+    processes = []
+    for command, log in zip(commands, logs):
+        with log.open("wb") as output:  # each process's own output, for a failure's message
+            processes.append(subprocess.Popen([*command, "--scheduler-file", str(scheduler_file)], cwd=folder,
+                                              env=environment(), stdout=output, stderr=subprocess.STDOUT))
     try:
-        for _ in range(300):
-            if scheduler_file.exists():
-                break
-            time.sleep(0.1)
-        yield json.loads(scheduler_file.read_text())["address"]
+        yield scheduler_address(scheduler_file, processes[0], logs[0])
     finally:
         for process in processes:
             process.kill()
         for process in processes:
             process.wait(timeout=30)
+
+
+def scheduler_address(path: Path, scheduler: subprocess.Popen | None = None, log: Path | None = None,
+                      timeout: float = 120.0) -> str:
+    """The address in Dask's scheduler file, once the file parses: the scheduler creates it empty and
+    then writes it, so a file that exists may not be complete yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return json.loads(path.read_text())["address"]
+        except (OSError, ValueError, KeyError):  # not there yet, or still being written
+            pass
+        if scheduler is not None and scheduler.poll() is not None:
+            raise AssertionError(f"the Dask scheduler exited ({scheduler.returncode}):\n{tail_of(log)}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path}: no scheduler address after {timeout:.0f} s:\n{tail_of(log)}")
+        time.sleep(0.1)
+
+
+def tail_of(log: Path | None) -> str:
+    return log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+
+
+def test_the_scheduler_address_is_read_once_its_file_is_complete(tmp_path):
+    path = tmp_path / "scheduler.json"
+    path.write_text("")  # as Dask leaves it between creating the file and writing it
+    writer = threading.Timer(0.3, lambda: path.write_text(json.dumps({"address": "tcp://127.0.0.1:1"})))
+    writer.start()
+    try:
+        assert scheduler_address(path, timeout=60) == "tcp://127.0.0.1:1"
+    finally:
+        writer.cancel()
 
 
 def test_workers_started_by_hand_run_the_task_code_without_this_package(hand_cluster):
