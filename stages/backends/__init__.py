@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, tuple[str, str]] = {
     "keras": ("stages.backends.keras", "Keras"),
     "torch": ("stages.backends.torch", "PyTorch"),
+    "jax": ("stages.backends.jax", "JAX/Flax"),
 }
 
 # Switches that must be in the process environment before a framework is imported, per
