@@ -46,7 +46,7 @@ def run_worker(*arguments: str) -> None:
 
 
 @pytest.mark.parametrize("model_name", ["default", "tutorial", "deeper"])
-@pytest.mark.parametrize(("source", "target"), DIRECTIONS, ids=[f"{source}-to-{target}" for source, target in DIRECTIONS])
+@pytest.mark.parametrize(("source", "target"), DIRECTIONS, ids=[f"{source}-to-{to}" for source, to in DIRECTIONS])
 def test_weights_moved_between_frameworks_give_the_same_logits(tmp_path, model_name, source, target):
     model = {"default": default_model(), "tutorial": TUTORIAL_MODEL, "deeper": DEEPER_MODEL}[model_name]
     (tmp_path / "model.json").write_text(json.dumps(model))
