@@ -38,6 +38,7 @@ way. Only JAX, Flax and optax are imported here.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import time
@@ -98,6 +99,8 @@ SEMANTICS = {
     "sgd_weight_decay": "decoupled",  # add_decayed_weights(-lr wd) after the trace: w -= lr wd w
     "gelu": "exact",  # jax.nn.gelu(approximate=False); JAX's default is the tanh approximation
 }
+# JAX logs at INFO, on every start without a TPU, that it found none; the stages' logs show INFO.
+logging.getLogger("jax").setLevel(logging.WARNING)
 ACTIVATIONS: dict[str, Any] = {"relu": nnx.relu, "gelu": functools.partial(nnx.gelu, approximate=False),
                                "tanh": nnx.tanh, "sigmoid": nnx.sigmoid}
 _state: dict[str, Any] = {"seed": 0}
