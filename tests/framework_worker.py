@@ -1,17 +1,17 @@
 """Runs one framework in its own process for cross-framework tests (never both in one process).
 
-    python -m tests.framework_worker <keras|torch> export <model.json> <out.npz>
+    python -m tests.framework_worker <framework> export <model.json> <out.npz>
         build the model from the ``model:`` params in model.json (seeded), replace every weight
         with seeded random values (batch-norm statistics included, so they matter), and save
         the canonical weights, a fixed input batch, the logits, the layer kinds and the
         parameter count.
-    python -m tests.framework_worker <keras|torch> import <model.json> <in.npz> <out.npz>
+    python -m tests.framework_worker <framework> import <model.json> <in.npz> <out.npz>
         build the same architecture, load the weights from in.npz, and save its logits on
         in.npz's input batch.
-    python -m tests.framework_worker <keras|torch> constants <model.json> <out.json>
+    python -m tests.framework_worker <framework> constants <model.json> <out.json>
         the batch-norm constants as the framework's own layers hold them, as (decay, epsilon)
-        in the architecture's convention (Keras momentum = decay; PyTorch momentum = 1 - decay).
-    python -m tests.framework_worker <keras|torch> fit <cases.json> <out_dir>
+        in the architecture's convention (Keras and Flax momentum = decay; PyTorch momentum = 1 - decay).
+    python -m tests.framework_worker <framework> fit <cases.json> <out_dir>
         for each case: build the model, load the framework-neutral initial weights of
         ``stages.common.architecture.initial_weights`` (seeded), train it with the backend's own
         ``fit`` on seeded random data, and save ``<out_dir>/<case>.npz``: the trained weights,
@@ -91,16 +91,37 @@ def fit_cases(backend, cases: list[dict], out_dir: Path) -> None:
             backend.save_model(model, out_dir / f"{case['name']}.{backend.MODEL_FILE}")
 
 
-def batch_norm_constants(framework: str, model) -> list[tuple[float, float]]:
-    if framework == "keras":
-        import keras
+def _keras_batch_norm(model) -> list[tuple[float, float]]:
+    import keras
 
-        return [(float(layer.momentum), float(layer.epsilon)) for layer in model.layers
-                if isinstance(layer, keras.layers.BatchNormalization)]
+    return [(float(layer.momentum), float(layer.epsilon)) for layer in model.layers
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def _torch_batch_norm(model) -> list[tuple[float, float]]:
     import torch
 
     return [(1.0 - float(module.momentum), float(module.eps)) for module in model
             if isinstance(module, torch.nn.BatchNorm2d)]
+
+
+def _jax_batch_norm(model) -> list[tuple[float, float]]:
+    from flax import nnx
+
+    return [(float(layer.momentum), float(layer.epsilon)) for layer in model.layers
+            if isinstance(layer, nnx.BatchNorm)]
+
+
+# How each registered framework's own batch-norm layers hold (decay, epsilon): every framework in
+# stages/backends/__init__.py needs a reader here (tests/test_equivalence.py checks them all).
+BATCH_NORM_READERS = {"keras": _keras_batch_norm, "torch": _torch_batch_norm, "jax": _jax_batch_norm}
+
+
+def batch_norm_constants(framework: str, model) -> list[tuple[float, float]]:
+    if framework not in BATCH_NORM_READERS:
+        raise SystemExit(f"tests/framework_worker.py: no batch-norm reader for framework {framework!r}; "
+                         "add one to BATCH_NORM_READERS")
+    return BATCH_NORM_READERS[framework](model)
 
 
 def main(argv: list[str]) -> None:

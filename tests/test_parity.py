@@ -1,7 +1,8 @@
-"""One architecture, two frameworks: same layers, same parameter count, same logits.
+"""One architecture, every registered framework: same layers, same parameter count, same logits.
 
-Each framework runs in its own subprocess (tests/framework_worker.py): weights exported from one
-are loaded into the other, and both must give the same logits within 1e-4. This checks the
+Each framework runs in its own subprocess (tests/framework_worker.py): weights exported from the
+first registered framework are loaded into every other, and theirs into it, and both must give
+the same logits within 1e-4 (the layouts are then the same in every pair). This checks the
 flatten order (channels-first vs channels-last), kernel layouts and batch-norm constants.
 """
 
@@ -14,7 +15,11 @@ import sys
 import numpy as np
 import pytest
 
+from stages import backends
 from tests.support import PROJECT_ROOT, project_params
+
+REFERENCE, *OTHERS = backends.names()
+DIRECTIONS = [direction for other in OTHERS for direction in ((REFERENCE, other), (other, REFERENCE))]
 
 TUTORIAL_MODEL = {
     "conv_blocks": [{"filters": 32, "kernel_size": 3, "convs": 1, "batch_norm": False, "pool": 2, "dropout": 0.0}],
@@ -41,7 +46,7 @@ def run_worker(*arguments: str) -> None:
 
 
 @pytest.mark.parametrize("model_name", ["default", "tutorial", "deeper"])
-@pytest.mark.parametrize(("source", "target"), [("keras", "torch"), ("torch", "keras")])
+@pytest.mark.parametrize(("source", "target"), DIRECTIONS, ids=[f"{source}-to-{to}" for source, to in DIRECTIONS])
 def test_weights_moved_between_frameworks_give_the_same_logits(tmp_path, model_name, source, target):
     model = {"default": default_model(), "tutorial": TUTORIAL_MODEL, "deeper": DEEPER_MODEL}[model_name]
     (tmp_path / "model.json").write_text(json.dumps(model))

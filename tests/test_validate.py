@@ -41,7 +41,7 @@ def test_invalid_params_stop_with_every_problem_and_leave_the_marker(workspace):
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    (lambda raw: raw.update(frameworks=["keras", "jax"]), "frameworks[1]: unknown framework 'jax'"),
+    (lambda raw: raw.update(frameworks=["keras", "mxnet"]), "frameworks[1]: unknown framework 'mxnet'"),
     (lambda raw: raw.update(frameworks=[]), "frameworks: expected at least 1 items"),
     (lambda raw: raw.pop("torch"), "torch: missing (expected a mapping of train: overrides"),
     (lambda raw: raw.update(torch=[1]), "torch: expected a mapping of train: overrides, got [1]"),

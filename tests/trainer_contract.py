@@ -1,8 +1,8 @@
-"""Tests that both trainers must pass: the same contract, checked once per framework.
+"""Tests that every trainer must pass: the same contract, checked once per framework.
 
-``tests/keras/test_train_keras.py`` and ``tests/torch/test_train_torch.py`` import these tests
-and set ``FRAMEWORK``; each runs in its own pytest process, so only one framework is ever
-imported per process.
+Each registered framework's ``tests/<framework>/test_train_<framework>.py`` (Keras, PyTorch,
+JAX/Flax) imports these tests, sets ``FRAMEWORK`` and provides ``augment_images``; each runs in
+its own pytest process, so only one framework is ever imported per process.
 """
 
 from __future__ import annotations
@@ -289,6 +289,8 @@ def stage_project(folder, framework: str, init: str = "shared", model: dict | No
     raw["train"].update(epochs=2, batch_size=16, learning_rate=0.01, threads=1, device="cpu")
     raw["replicates"] = {"seeds": [1, 2], "tuned_seeds": [1], "init": init}
     raw["evaluate"].update(batch_size=16, throughput_repeats=1, latency_samples=2, latency_warmup=0)
+    if framework not in raw["frameworks"]:  # a registered framework that params.yaml does not run by default
+        raw["frameworks"] = [*raw["frameworks"], framework]
     raw[framework] = dict(overrides)
     write_params(folder, raw)
     write_prepared(folder)

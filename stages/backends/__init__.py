@@ -2,9 +2,13 @@
 
 Each entry names a module that implements ``stages.backends.base.Backend`` (checked by the type
 checker in ``stages/backends/conformance.py``). Adding a framework means writing one module
-here, adding its name below, and adding its name to ``frameworks:`` and an override section in
-``params.yaml``. Modules are imported on demand, one framework per process: importing this
-package imports no framework.
+here and adding its name below; around them, its pins in requirements.txt (then ``make lock``),
+a mypy override if it ships no types, its line in ``conformance.py``, a ``tests/<name>/`` module
+that runs ``tests/trainer_contract.py`` and provides ``augment_images``, its batch-norm reader in
+``tests/framework_worker.py``, and its ``<name>-model`` artifact in dvc.yaml (each test that
+needs one names it). ``params.yaml`` runs it once ``frameworks:`` lists it; an override section
+is optional. Modules are imported on demand, one framework per process: importing this package
+imports no framework.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, tuple[str, str]] = {
     "keras": ("stages.backends.keras", "Keras"),
     "torch": ("stages.backends.torch", "PyTorch"),
+    "jax": ("stages.backends.jax", "JAX/Flax"),
 }
 
 # Switches that work through the process environment, which must be set before the framework

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from stages.backends import keras, torch
+    from stages.backends import jax, keras, torch
     from stages.backends.base import Backend
 
     _keras: Backend = keras
     _torch: Backend = torch
+    _jax: Backend = jax

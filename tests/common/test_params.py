@@ -438,8 +438,8 @@ def test_override_section_must_be_a_mapping(raw):
 
 
 def test_unknown_framework(raw):
-    with pytest.raises(StageError, match="framework 'jax' is not in params.yaml's frameworks: keras, torch"):
-        effective_train(validate(raw), "jax")
+    with pytest.raises(StageError, match="framework 'mxnet' is not in params.yaml's frameworks: keras, torch"):
+        effective_train(validate(raw), "mxnet")
 
 
 def test_the_tuning_level_is_not_a_param(raw):
