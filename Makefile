@@ -97,7 +97,7 @@ MUTATION_metrics := stages/common/metrics.py tests/common/test_metrics.py tests/
 MUTATION_atomic := stages/common/atomic.py tests/common/test_atomic.py
 MUTATION_training := stages/common/training.py tests/common/test_training.py tests/torch/test_train_torch.py
 MUTATION_evaluate := stages/evaluate.py tests/test_evaluate.py tests/torch/test_train_torch.py
-MUTATION_stats := stages/report/stats.py tests/report/test_stats.py
+MUTATION_stats := stages/report/stats.py tests/report/test_stats.py tests/report/test_inference.py
 MUTATION_torch := stages/backends/torch.py tests/torch/test_train_torch.py
 MUTATION_keras := stages/backends/keras.py tests/keras/test_train_keras.py
 

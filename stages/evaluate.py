@@ -1,4 +1,4 @@
-"""Stage ``evaluate@<framework>-<seed>`` (stock) or ``evaluate-tuned@<framework>-<seed>``: test-set
+"""Stage ``evaluate@<seed>-<framework>`` (stock) or ``evaluate-tuned@<seed>-<framework>``: test-set
 metrics, predictions and speed of one trained model, run at the same tuning level as it was trained.
 
 Reads ``models/<arm>/<seed>/`` (model, architecture.json, run.json; ``<arm>`` is ``<framework>``

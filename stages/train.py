@@ -1,4 +1,4 @@
-"""Stage ``train@<framework>-<seed>`` (stock) or ``train-tuned@<framework>-<seed>``: one replicate
+"""Stage ``train@<seed>-<framework>`` (stock) or ``train-tuned@<seed>-<framework>``: one replicate
 of the shared architecture, trained by one framework at one tuning level.
 
 Reads ``data/prepared/`` (train and val splits, meta.json), ``models/init/<seed>.npz`` (when

@@ -90,7 +90,7 @@ def test_every_command_shown_exists(page):
     targets = makefile_targets()
     for target in re.findall(r"\bmake ([a-z][\w-]*)", text):
         assert target in targets, f"{page.name}: `make {target}` is not a Makefile target"
-    for module in re.findall(r"python -m ([a-z_][\w.]*)", text):
+    for module in re.findall(r"python -m ([a-z_]\w*(?:\.\w+)*)", text):
         if module.split(".")[0] in ("stages", "sweep"):
             assert importlib.util.find_spec(module) is not None, f"{page.name}: no module {module}"
     for script in re.findall(r"\b((?:bench|docs)/[\w/]+\.py)\b", text):

@@ -133,7 +133,7 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
 
 
 def modes(found: Iterable[str]) -> str:
-    """The distinct execution modes replicates ran in, as Markdown."""
+    """The distinct tuning levels replicates ran at, as Markdown."""
     return " and ".join(f"`{mode}`" for mode in sorted(set(found)))
 
 
