@@ -77,15 +77,16 @@ def run_arm(arm: dict, work: Path, seed: str, epochs: int, threads: int) -> dict
         figures = json.loads(result.stdout.strip().splitlines()[-1])
         return {"train_seconds": figures["fit_seconds"], "parameters": figures["parameters"]}
     tuning = arm["stage"][1]
-    run_child([sys.executable, "-m", "stages.train", framework, seed, *arm["stage"]], work)
-    run_child([sys.executable, "-m", "stages.evaluate", framework, seed, *arm["stage"]], work)
+    _, train_peak = run_child([sys.executable, "-m", "stages.train", framework, seed, *arm["stage"]], work)
+    _, evaluate_peak = run_child([sys.executable, "-m", "stages.evaluate", framework, seed, *arm["stage"]], work)
     arm_folder = framework if tuning == "stock" else f"{framework}-tuned"
     summary = json.loads((work / "dvclive" / arm_folder / seed / "metrics.json").read_text())
     evaluation = json.loads((work / "eval" / arm_folder / seed / "metrics.json").read_text())
     return {"train_seconds": summary["train_seconds"], "parameters": summary["parameters"],
             "test_accuracy": evaluation["test_accuracy"],
             "inference_images_per_second": evaluation["throughput_images_per_second"],
-            "latency_ms_median": evaluation["latency_ms_median"], "switches": evaluation["switches"]}
+            "latency_ms_median": evaluation["latency_ms_median"], "switches": evaluation["switches"],
+            "peak_mb": round(max(train_peak, evaluate_peak))}
 
 
 def ratio_medians(rounds: list[dict[str, dict]], name: str, key: str, base: str = "stock") -> float | None:
@@ -107,7 +108,8 @@ def summarise(rounds: list[dict[str, dict]]) -> list[dict]:
                        inference_ratio=ratio_medians(rounds, name, "inference_images_per_second"),
                        latency_ms_median=round(statistics.median(run["latency_ms_median"] for run in runs), 3),
                        latency_ratio=ratio_medians(rounds, name, "latency_ms_median"),
-                       test_accuracy=runs[0]["test_accuracy"])
+                       test_accuracy=runs[0]["test_accuracy"],
+                       peak_mb=max(run["peak_mb"] for run in runs))
         rows.append(row)
     return rows
 
@@ -115,11 +117,12 @@ def summarise(rounds: list[dict[str, dict]]) -> list[dict]:
 def print_framework(framework: str, rows: list[dict], rounds: list[dict[str, dict]]) -> None:
     print(f"\n{framework}: medians of {len(rounds)} rounds; ratios to stock taken within each round")
     print(f"{'arm':22} {'train s':>8} {'x stock':>8} {'inf img/s':>10} {'x stock':>8} {'lat ms':>7} {'x stock':>8} "
-          f"{'test acc':>8}")
+          f"{'test acc':>8} {'peak MB':>8}")
     for row in rows:
         inference = (f"{row['inference_images_per_second']:10d} {row['inference_ratio']:8.3f} "
-                     f"{row['latency_ms_median']:7.3f} {row['latency_ratio']:8.3f} {100 * row['test_accuracy']:7.2f}%"
-                     if "inference_ratio" in row else f"{'':10} {'':8} {'':7} {'':8} {'':8}")
+                     f"{row['latency_ms_median']:7.3f} {row['latency_ratio']:8.3f} {100 * row['test_accuracy']:7.2f}% "
+                     f"{row['peak_mb']:8d}"
+                     if "inference_ratio" in row else f"{'':10} {'':8} {'':7} {'':8} {'':8} {'':8}")
         print(f"{row['arm']:22} {row['train_seconds']:8.1f} {row['train_ratio']:8.3f} {inference}")
     for bare in ("bare", "bare+det"):
         ratios = [run["stock"]["train_seconds"] / run[bare]["train_seconds"] for run in rounds]
@@ -134,8 +137,10 @@ def main() -> None:
     parser.add_argument("--seed", default="1", help="the replicate seed to train")
     parser.add_argument("-S", "--set", action="append", default=[], help="params override key=value, for all")
     parser.add_argument("--json", help="write the results here as JSON")
+    parser.add_argument("--prepared", type=Path, default=ROOT / "data" / "prepared",
+                        help="the prepared data to train on (default: data/prepared)")
     arguments = parser.parse_args()
-    prepared = ROOT / "data" / "prepared"
+    prepared = arguments.prepared.resolve()
     if not (prepared / "meta.json").is_file():
         raise SystemExit(f"{prepared} is missing: run `dvc repro preprocess` with a mirror of the real MNIST first")
     base = yamlfile.read(ROOT / "params.yaml")
