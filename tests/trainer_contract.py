@@ -636,6 +636,9 @@ def test_cuda_without_a_gpu_is_refused_first_and_says_how_to_get_the_outputs_bac
     monkeypatch.chdir(tmp_path)
     raw = project_params()
     raw["train"]["device"] = "cuda"
+    if framework not in raw["frameworks"]:  # a registered framework that params.yaml does not run by default
+        raw["frameworks"] = [*raw["frameworks"], framework]
+        raw.setdefault(framework, {})
     write_params(tmp_path, raw)
     stage = train_stage if kind == "train" else evaluate_stage
     cached, in_git = paths.replicate_outputs(kind, framework, 1)

@@ -131,7 +131,7 @@ def configure(settings: TrainParams, seed: int) -> str:
     gpus = [device for device in jax.devices() if device.platform == "gpu"]
     if settings.device == "cuda" and not gpus:
         raise StageError("train.device is 'cuda' but JAX sees no GPU (is the CUDA plugin installed? "
-                         "pip install 'jax[cuda12]==0.10.2')")
+                         "pip install 'jax[cuda12]==0.10.2'); set it to auto or cpu")
     use_gpu = bool(gpus) and settings.device != "cpu"
     jax.config.update("jax_default_device", gpus[0] if use_gpu else jax.devices("cpu")[0])
     return "cuda" if use_gpu else "cpu"
@@ -463,6 +463,6 @@ def load_model(path: Path, spec: ArchitectureSpec) -> Model:
         raise StageError(f"{path}: not a loadable Flax msgpack state for this architecture "
                          f"({type(error).__name__}: {reason})") from None
     state = nnx.state(model)
-    nnx.replace_by_pure_dict(state, restored)
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, restored))  # device arrays, as training leaves them
     nnx.update(model, state)
     return model
