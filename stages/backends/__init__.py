@@ -6,8 +6,8 @@ here and adding its name below; around them, its pins in requirements.txt (then 
 a mypy override if it ships no types, its line in ``conformance.py``, a ``tests/<name>/`` module
 that runs ``tests/trainer_contract.py`` and provides ``augment_images``, its batch-norm reader in
 ``tests/framework_worker.py``, and its ``<name>-model`` artifact in dvc.yaml (each test that
-needs one names it). ``params.yaml`` runs it once ``frameworks:`` lists it, with its override
-section ``<name>: {}``. Modules are imported on demand, one framework per process: importing this package
+needs one names it). ``params.yaml`` runs it once ``frameworks:`` lists it; an override section
+is optional. Modules are imported on demand, one framework per process: importing this package
 imports no framework.
 """
 
