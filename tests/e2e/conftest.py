@@ -21,7 +21,8 @@ import yaml
 from stages.common import yamlfile
 from tests.support import PROJECT_ROOT, MirrorServer, make_dataset
 
-PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "stages")
+# what the pipeline reads besides data (bench/results/sittings.json: quoted by the report)
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "stages", "bench/results/sittings.json")
 FRAMEWORKS = ("keras", "torch")
 SEEDS = (1, 2)  # two replicates: the fewest that give intervals and paired tests
 BIN = Path(sys.executable).parent
@@ -90,6 +91,7 @@ def make_repo(path: Path, mirror_url: str, custom: dict) -> Repo:
         if source.is_dir():
             shutil.copytree(source, path / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
+            (path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, path / name)
     repo = Repo(path)
     repo.git("init", "-q", "-b", "main")
