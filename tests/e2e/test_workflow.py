@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 import time
 
 import pytest
@@ -139,6 +140,20 @@ def test_presets_are_valid_for_dvc(pipeline_copy, preset):
     pipeline_copy.dvc("exp", "run", "--queue", "-n", preset, *overrides)
     assert preset in pipeline_copy.dvc("queue", "status").stdout
     pipeline_copy.dvc("queue", "remove", "--all")
+
+
+def test_make_quick_runs_its_preset_as_an_experiment_and_leaves_the_workspace_alone(pipeline_copy):
+    """`make quick`'s own command (read from `make -n`), in a project whose default run is done:
+    the experiment is kept, and params.yaml, reports/ and the models stay the default run's."""
+    dry = subprocess.run(["make", "-n", "quick"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    words = shlex.split(dry.stdout.strip().splitlines()[-1])
+    assert words[0].endswith("dvc") and words[1:5] == ["exp", "run", "--temp", "-n"], words
+    watched = [pipeline_copy.path / "params.yaml", *sorted((pipeline_copy.path / "reports").iterdir()),
+               *sorted((pipeline_copy.path / "models").rglob("*.*"))]
+    before = {path: path.read_bytes() for path in watched if path.is_file()}
+    pipeline_copy.dvc(*words[1:])
+    assert {path: path.read_bytes() for path in before} == before
+    assert words[5] in _experiments(pipeline_copy)
 
 
 def _experiments(repo: Repo) -> dict[str, dict]:
