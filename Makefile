@@ -25,8 +25,8 @@ run: install
 
 # Each registered framework's tests run in a pytest process of their own (tests/<framework>/):
 # importing TensorFlow and then torchvision in one process segfaults. The framework-free suite
-# (incl. end to end) runs last. The list comes from the registry (stages/backends/__init__.py).
-FRAMEWORKS = $(shell $(BIN)/python -c "from stages import backends; print(' '.join(backends.names()))")
+# (incl. end to end) runs last. The list comes from the registry (stages/common/frameworks.py).
+FRAMEWORKS = $(shell $(BIN)/python -c "from stages.common import frameworks; print(' '.join(frameworks.names()))")
 test: install lint test-frameworks test-unit
 
 lint: install

@@ -113,8 +113,9 @@ def _jax_batch_norm(model) -> list[tuple[float, float]]:
 
 
 # How each registered framework's own batch-norm layers hold (decay, epsilon): every framework in
-# stages/backends/__init__.py needs a reader here (tests/test_equivalence.py checks them all).
-BATCH_NORM_READERS = {"keras": _keras_batch_norm, "torch": _torch_batch_norm, "jax": _jax_batch_norm}
+# stages/common/frameworks.py needs a reader here (tests/test_equivalence.py checks them all).
+BATCH_NORM_READERS = {"keras": _keras_batch_norm, "torch": _torch_batch_norm, "jax": _jax_batch_norm,
+                      "keras_jax": _keras_batch_norm, "keras_torch": _keras_batch_norm}
 
 
 def batch_norm_constants(framework: str, model) -> list[tuple[float, float]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import backends
+from stages.common import frameworks
 from tests.support import PROJECT_ROOT, project_params
 
 
@@ -93,6 +93,13 @@ def covered(path: str, deps: set[str]) -> bool:
     return path in deps or any(path.startswith(f"{dep.rstrip('/')}/") for dep in deps)
 
 
+# The registry's names and labels decide only which frameworks params.yaml may name, which `validate`
+# decides first, and the labels `report` prints: no other stage's outputs depend on them, so a line
+# added for a new framework must rerun no data stage and no other framework's training.
+REGISTRY_FILE = "stages/common/frameworks.py"
+REGISTRY_READERS = ("validate", "report")
+
+
 @pytest.mark.parametrize("stage_name", sorted(expanded_stages()))
 def test_stage_lists_every_module_it_imports(stage_name):
     stage = expanded_stages()[stage_name]
@@ -100,6 +107,8 @@ def test_stage_lists_every_module_it_imports(stage_name):
     for module in modules_of(stage["cmd"]):
         needed |= project_imports(module)
     needed -= {"stages/__init__.py", "stages/common/__init__.py"}
+    if stage_name not in REGISTRY_READERS:
+        needed -= {REGISTRY_FILE}
     missing = {path for path in needed if not covered(path, dependency_paths(stage))}
     assert not missing, f"{stage_name} imports {sorted(missing)} but does not list them in dvc.yaml deps"
 
@@ -186,14 +195,36 @@ def test_every_report_figure_is_a_dvc_plot():
     assert {f"reports/{figure.file}" for figure in FIGURES} <= declared
 
 
-def test_every_framework_model_is_a_registered_artifact():
-    """Every registered framework, whether params.yaml runs it by default or not (an experiment may)."""
+def test_the_registry_is_read_only_where_its_names_matter():
+    stages = expanded_stages()
+    for name in REGISTRY_READERS:
+        assert REGISTRY_FILE in dependency_paths(stages[name]), f"{name} must list {REGISTRY_FILE}"
+    for name in ("download", "preprocess", f"init@{project_params()['replicates']['seeds'][0]}"):
+        assert not {REGISTRY_FILE, "stages/backends/__init__.py"} & dependency_paths(stages[name]), name
+
+
+def test_every_registered_framework_has_its_backend_module_and_params_section():
+    """dvc.yaml's train and evaluate stages list ``stages/backends/<name>.py``; the report and each
+    framework's stages read the framework's params section."""
     raw = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
-    for framework in backends.names():
-        assert f"{framework}-model" in raw["artifacts"], (
-            f"dvc.yaml: add an artifact {framework}-model (path: models/{framework}, type: model, desc, labels, "
+    report_params = raw["stages"]["report"]["params"]
+    for framework, (module, _) in frameworks.REGISTRY.items():
+        assert module == f"stages.backends.{framework}", f"{framework}: its backend is stages/backends/{framework}.py"
+        assert (PROJECT_ROOT / "stages" / "backends" / f"{framework}.py").is_file()
+        assert project_params().get(framework) == {}, f"params.yaml: add `{framework}: {{}}` (its overrides)"
+        assert framework in report_params, f"dvc.yaml: add {framework} to the report stage's params"
+
+
+def test_every_framework_model_is_a_registered_artifact():
+    """Every registered framework, whether params.yaml runs it by default or not (an experiment may).
+    DVC's artifact names allow no underscore: keras_jax's is keras-jax-model."""
+    raw = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
+    for framework in frameworks.names():
+        name = f"{framework.replace('_', '-')}-model"
+        assert name in raw["artifacts"], (
+            f"dvc.yaml: add an artifact {name} (path: models/{framework}, type: model, desc, labels, "
             f"meta: {{framework: {framework}}})")
-        artifact = raw["artifacts"][f"{framework}-model"]
+        artifact = raw["artifacts"][name]
         assert artifact["type"] == "model" and artifact["path"] == f"models/{framework}"
         assert artifact["meta"]["framework"] == framework and artifact["desc"] and artifact["labels"]
 

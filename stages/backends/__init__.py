@@ -1,14 +1,10 @@
-"""The framework backends, by name: the one list of frameworks this project can train.
+"""The framework backends: ``load`` imports one by name, with its process switches set first.
 
-Each entry names a module that implements ``stages.backends.base.Backend`` (checked by the type
-checker in ``stages/backends/conformance.py``). Adding a framework means writing one module
-here and adding its name below; around them, its pins in requirements.txt (then ``make lock``),
-a mypy override if it ships no types, its line in ``conformance.py``, a ``tests/<name>/`` module
-that runs ``tests/trainer_contract.py`` and provides ``augment_images``, its batch-norm reader in
-``tests/framework_worker.py``, and its ``<name>-model`` artifact in dvc.yaml (each test that
-needs one names it). ``params.yaml`` runs it once ``frameworks:`` lists it; an override section
-is optional. Modules are imported on demand, one framework per process: importing this package
-imports no framework.
+The names and labels live in ``stages/common/frameworks.py`` (the registry, a leaf module that no data
+stage depends on). Each name's module here implements ``stages.backends.base.Backend`` (checked
+by the type checker in ``stages/backends/conformance.py``); docs/adding-a-framework.md lists what
+adding one takes. Modules are imported on demand, one framework per process: importing this
+package imports no framework.
 """
 
 from __future__ import annotations
@@ -17,15 +13,12 @@ import importlib
 import os
 from typing import TYPE_CHECKING
 
+from stages.common.frameworks import REGISTRY, label, names
+
 if TYPE_CHECKING:
     from stages.backends.base import Backend
 
-# name -> (module, label used in reports and logs)
-REGISTRY: dict[str, tuple[str, str]] = {
-    "keras": ("stages.backends.keras", "Keras"),
-    "torch": ("stages.backends.torch", "PyTorch"),
-    "jax": ("stages.backends.jax", "JAX/Flax"),
-}
+__all__ = ["REGISTRY", "SWITCH_ENVIRONMENT", "label", "load", "names"]
 
 # Switches that work through the process environment, which must be set before the framework
 # is imported: framework -> switch -> variables it sets. A variable of a switch that is off is
@@ -38,18 +31,6 @@ SWITCH_ENVIRONMENT: dict[str, dict[str, dict[str, str]]] = {
 }
 
 
-def names() -> tuple[str, ...]:
-    return tuple(REGISTRY)
-
-
-def label(name: str) -> str:
-    """A framework's label (``PyTorch``), or an arm's (``torch-tuned``: ``PyTorch (tuned)``)."""
-    if name in REGISTRY:
-        return REGISTRY[name][1]
-    framework, _, level = name.rpartition("-")
-    return f"{REGISTRY[framework][1]} ({level})" if framework in REGISTRY and level == "tuned" else name
-
-
 def load(name: str, tuning: str = "stock", switches: tuple[str, ...] | None = None) -> Backend:
     """Import and return the backend module for ``name`` (and with it, its framework), with the
     process environment of its switches set first: none for ``stock``; for ``tuned``, all of
@@ -58,6 +39,9 @@ def load(name: str, tuning: str = "stock", switches: tuple[str, ...] | None = No
         from stages.common.errors import StageError
 
         raise StageError(f"unknown framework {name!r}; expected one of {', '.join(REGISTRY)}")
+    # The engine of Keras is its backend module's choice (keras.py: TensorFlow; keras_jax.py: JAX...),
+    # never the caller's shell.
+    os.environ.pop("KERAS_BACKEND", None)
     environment = SWITCH_ENVIRONMENT.get(name, {})
     on = set() if tuning != "tuned" else set(environment) if switches is None else set(switches)
     for switch, variables in environment.items():

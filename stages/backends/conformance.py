@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from stages.backends import jax, keras, torch
+    from stages.backends import jax, keras, keras_jax, keras_torch, torch
     from stages.backends.base import Backend
 
     _keras: Backend = keras
     _torch: Backend = torch
     _jax: Backend = jax
+    _keras_jax: Backend = keras_jax
+    _keras_torch: Backend = keras_torch

@@ -70,7 +70,7 @@ from stages.common.architecture import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, Arc
 from stages.common.errors import StageError
 from stages.common.params import TrainParams
 from stages.common.prepared import Split
-from stages.common.runtime import configure_threads, derive_seed
+from stages.common.runtime import configure_threads, derive_seed, restrict_cpus
 
 MODEL_FILE = "model.msgpack"
 VALIDATION_BATCH = 1000
@@ -122,9 +122,7 @@ def environment() -> dict[str, str]:
 def configure(settings: TrainParams, seed: int) -> str:
     """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda')."""
     configure_threads(settings.threads)
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if len(cpus) > settings.threads:  # read by XLA when its CPU client starts (no effect after that)
-        os.sched_setaffinity(0, cpus[:settings.threads])
+    restrict_cpus(settings.threads)  # read by XLA when its CPU client starts (no effect after that)
     if "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_gpu_deterministic_ops=true".strip()
     _state["seed"] = seed

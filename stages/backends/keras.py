@@ -1,10 +1,18 @@
-"""The TensorFlow/Keras backend (implements ``stages.backends.base.Backend``).
+"""The Keras 3 backend (implements ``stages.backends.base.Backend``), on the TensorFlow engine here.
 
 Builds the shared architecture as a ``keras.Sequential`` of Keras' own layers, trains it with
-``Model.fit`` and a Keras optimizer over a ``tf.data`` pipeline in the shared per-epoch batch
-order, and saves ``.keras`` archives normalised so identical weights give identical bytes.
-Loads only with Keras' ``safe_mode``. Only TensorFlow/Keras is imported here, never PyTorch.
-The tuning level's process switch (oneDNN) is set before the import by ``stages.backends.load``.
+``Model.fit`` and a Keras optimizer in the shared per-epoch batch order, and saves ``.keras``
+archives normalised so identical weights give identical bytes. Loads only with Keras'
+``safe_mode``.
+
+Keras runs on one engine per process (``KERAS_BACKEND``, read when Keras is imported). This module
+is the framework ``keras``: the TensorFlow engine, fed by a ``tf.data`` pipeline as TensorFlow's
+guide writes one. ``keras_jax.py`` and ``keras_torch.py`` are this same code on the JAX and
+PyTorch engines (each names its engine, then imports this module), fed by a
+``keras.utils.PyDataset``, the engine-neutral input of Keras' training guide. Only Keras and its
+engine are imported here, except that Keras' own ``keras.utils.set_random_seed`` also imports
+TensorFlow, where it is installed, to seed it. The tuning level's process switch (oneDNN) is set
+before the import by ``stages.backends.load``.
 """
 
 from __future__ import annotations
@@ -21,10 +29,12 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before the import: it reads this once
+# The engine: TensorFlow, unless keras_jax.py or keras_torch.py named another before importing this
+# module (stages.backends.load clears the caller's KERAS_BACKEND first: a shell cannot swap it).
+ENGINE = os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-from stages.backends.base import (
+from stages.backends.base import (  # noqa: E402
     EpochCallback,
     EpochRecord,
     Model,
@@ -35,12 +45,15 @@ from stages.backends.base import (
     epoch_order,
     interactive,
 )
-from stages.common import atomic
-from stages.common.architecture import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, ArchitectureSpec
-from stages.common.errors import StageError
-from stages.common.params import TrainParams
-from stages.common.prepared import Split
-from stages.common.runtime import configure_threads
+from stages.common import atomic  # noqa: E402
+from stages.common.architecture import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, ArchitectureSpec  # noqa: E402
+from stages.common.errors import StageError  # noqa: E402
+from stages.common.params import TrainParams  # noqa: E402
+from stages.common.prepared import Split  # noqa: E402
+from stages.common.runtime import configure_threads  # noqa: E402
+
+if ENGINE == "tensorflow":
+    import tensorflow as tf
 
 MODEL_FILE = "model.keras"
 VALIDATION_BATCH = 1000
@@ -205,6 +218,27 @@ def _training_dataset(images, targets, orders: list[np.ndarray], batch_size: int
     return dataset.map(gather).prefetch(tf.data.AUTOTUNE)
 
 
+class EpochBatches(keras.utils.PyDataset):
+    """Every epoch's batches in the shared order, for the engines other than TensorFlow: a
+    ``keras.utils.PyDataset`` (Keras' engine-neutral input), indexed across all epochs, since
+    ``fit`` with ``steps_per_epoch`` keeps iterating one input across epochs (as with tf.data)."""
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray, orders: list[np.ndarray], batch_size: int,
+                 scale: float) -> None:
+        super().__init__()
+        self.images, self.targets, self.scale = images, targets, np.float32(scale)
+        self.batches = [order[start:start + batch_size] for order in orders
+                        for start in range(0, len(order), batch_size)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int):
+        rows = self.batches[index]
+        batch = self.images[rows]
+        return (batch * self.scale if self.scale != 1.0 else batch), self.targets[rows]
+
+
 def compile_trainer(model: Model, settings: TrainParams, learning_rates: np.ndarray, seed: int,
                     background: float = 0.0):
     """The compiled Keras model that ``fit`` trains: augmentation (if enabled) then ``model``.
@@ -244,8 +278,10 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
         def on_train_batch_begin(self, batch, logs=None):
             # The rate the optimizer is about to apply (its schedule at its own step counter);
             # read per step only when someone listens, otherwise once per epoch, for the record.
+            # Through `self.model`: on JAX, Keras keeps the state outside the model during an
+            # epoch, and a callback's `model` property brings it back first.
             if on_step_end is not None or batch == steps_per_epoch - 1:
-                self.learning_rate = float(trainer.optimizer.learning_rate)
+                self.learning_rate = float(self.model.optimizer.learning_rate)
 
         def on_train_batch_end(self, batch, logs=None):
             check_finite(float(logs["loss"]), self.epoch, batch + 1)
@@ -266,9 +302,13 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
                 learning_rate=self.learning_rate,
                 train_seconds=self.validation_started - self.started, seconds=now - self.started))
 
-    images = tf.constant(np.asarray(train.images))
-    targets = tf.constant(np.eye(num_classes, dtype=np.float32)[train.labels])
-    dataset = _training_dataset(images, targets, orders, settings.batch_size, float(settings.input_scale))
+    targets = np.eye(num_classes, dtype=np.float32)[train.labels]
+    if ENGINE == "tensorflow":
+        dataset = _training_dataset(tf.constant(np.asarray(train.images)), tf.constant(targets), orders,
+                                    settings.batch_size, float(settings.input_scale))
+    else:
+        dataset = EpochBatches(np.asarray(train.images), targets, orders, settings.batch_size,
+                               float(settings.input_scale))
     trainer.fit(dataset, epochs=settings.epochs, steps_per_epoch=steps_per_epoch,
                 validation_data=(val_images, val_targets), validation_batch_size=VALIDATION_BATCH,
                 callbacks=[EpochCallback()], verbose=1 if interactive() else 0, shuffle=False)
@@ -276,7 +316,7 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
 
 def logits(model: Model, images: np.ndarray) -> np.ndarray:
     """Raw outputs for NHWC images, in inference mode."""
-    return np.asarray(model(np.asarray(images, dtype=np.float32), training=False))
+    return keras.ops.convert_to_numpy(model(np.asarray(images, dtype=np.float32), training=False))
 
 
 def for_inference(model: Model, switches: tuple[str, ...]) -> Model:
@@ -298,12 +338,12 @@ def predict(model: Model, images: np.ndarray, batch_size: int, input_scale: floa
     traced = getattr(model, "_comparison_call", None)
     if traced is None and images.shape[0] > batch_size:
         logits = model.predict(images * np.float32(input_scale), batch_size=batch_size, verbose=0)
-        return np.asarray(keras.ops.softmax(logits)).astype(np.float32)
+        return keras.ops.convert_to_numpy(keras.ops.softmax(logits)).astype(np.float32)
     call = traced if traced is not None else (lambda batch: model(batch, training=False))
     outputs = []
     for start in range(0, images.shape[0], batch_size):
         batch = images[start:start + batch_size] * np.float32(input_scale)
-        outputs.append(np.asarray(keras.ops.softmax(call(batch))))
+        outputs.append(keras.ops.convert_to_numpy(keras.ops.softmax(call(batch))))
     return np.concatenate(outputs).astype(np.float32)
 
 

@@ -6,7 +6,7 @@ reported at once, one line each, as ``params.yaml: <key>: <problem>``. ``params.
 single source of the defaults: every key of a section is required there, so the defaults and
 their explanatory comments cannot drift apart from code.
 
-``frameworks:`` lists the backends to compare (names from ``stages/backends/__init__.py``); each
+``frameworks:`` lists the backends to compare (names from ``stages/common/frameworks.py``); each
 has a section of the same name holding optional overrides of any ``train:`` key, which
 ``effective_train(params, framework)`` merges. ``replicates:`` lists the training seeds: every
 framework is trained and evaluated once per seed, on the same data split (``seed``).
@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from stages import backends
-from stages.common import yamlfile
+from stages.common import frameworks, yamlfile
 from stages.common.errors import StageError
 
 PARAMS_FILE = Path("params.yaml")
@@ -365,7 +364,7 @@ def _cross_checks(params: Params, problems: list[str]) -> None:
 
 
 def _replicate_checks(params: Params, present: set[str], problems: list[str]) -> None:
-    known = backends.names()
+    known = frameworks.names()
     for index, name in enumerate(params.frameworks):
         if name not in known:
             problems.append(f"frameworks[{index}]: unknown framework {name!r}; expected one of {', '.join(known)}")
@@ -401,7 +400,7 @@ def validate(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
         if "overrides" in raw:
             problems.append("overrides: unknown key; framework overrides go in a section named after the framework")
             raw.pop("overrides")
-        for framework in backends.names():
+        for framework in frameworks.names():
             if framework in raw:
                 present.add(framework)
                 section = raw.pop(framework)

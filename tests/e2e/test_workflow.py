@@ -6,6 +6,7 @@ real git repositories on tiny data.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import time
@@ -145,7 +146,11 @@ def test_presets_are_valid_for_dvc(pipeline_copy, preset):
 def test_make_quick_runs_its_preset_as_an_experiment_and_leaves_the_workspace_alone(pipeline_copy):
     """`make quick`'s own command (read from `make -n`), in a project whose default run is done:
     the experiment is kept, and params.yaml, reports/ and the models stay the default run's."""
-    dry = subprocess.run(["make", "-n", "quick"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    # Under `make test` this runs as a sub-make, which prints "Entering/Leaving directory" lines
+    # unless told not to; MAKEFLAGS from the outer make must not reach it either.
+    environment = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "quick"], cwd=PROJECT_ROOT, env=environment,
+                         capture_output=True, text=True, check=True)
     words = shlex.split(dry.stdout.strip().splitlines()[-1])
     assert words[0].endswith("dvc") and words[1:5] == ["exp", "run", "--temp", "-n"], words
     watched = [pipeline_copy.path / "params.yaml", *sorted((pipeline_copy.path / "reports").iterdir()),

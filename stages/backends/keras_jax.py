@@ -1,0 +1,87 @@
+"""Keras 3 on the JAX engine (implements ``stages.backends.base.Backend``).
+
+The Keras backend (``stages/backends/keras.py``: the same layers, ``Model.fit``, optimizers, saving
+and loading) with ``KERAS_BACKEND=jax``, so that the report separates the cost of Keras' API from
+that of its engine: against ``keras`` (the same API on TensorFlow) and against ``jax`` (JAX
+written as Flax writes it). What differs from the TensorFlow engine is the machine set-up below:
+JAX's threads, seeds, determinism and device. Keras compiles the train and predict steps with
+XLA by default on this engine (``jit_compile="auto"``), and its documentation recommends no
+further switch, so the tuned level has none: its arm reruns the stock one, a measure of the
+run-to-run noise.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["KERAS_BACKEND"] = "jax"  # read once, when Keras is imported (by the module below)
+
+import jax  # noqa: E402 - imported by Keras already, on this engine
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from stages.backends.keras import (  # noqa: E402 - after the engine is named
+    ADAM_EPSILON,
+    ENGINE,
+    MODEL_FILE,
+    SEMANTICS,
+    build_model,
+    count_parameters,
+    fit,
+    for_inference,
+    get_weights,
+    layer_kinds,
+    load_model,
+    logits,
+    predict,
+    save_model,
+    set_weights,
+)
+from stages.common.errors import StageError  # noqa: E402
+from stages.common.params import TrainParams  # noqa: E402
+from stages.common.runtime import configure_threads, restrict_cpus  # noqa: E402
+
+__all__ = ["ADAM_EPSILON", "ENGINE", "DESCRIPTION", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "build_model",
+           "configure", "count_parameters", "environment", "fit", "for_inference", "get_weights", "layer_kinds",
+           "load_model", "logits", "predict", "save_model", "set_weights"]
+
+DESCRIPTION = (
+    "Keras 3 on JAX (`KERAS_BACKEND=jax`): the same `keras.Sequential`, `Model.fit` and `keras.optimizers` "
+    "optimizer as the Keras framework, with Keras' default for this engine, train and predict steps compiled by "
+    "XLA (`jit_compile=\"auto\"`), over a `keras.utils.PyDataset` in the shared batch order. Stock inference is "
+    "`Model.predict` for many images and a plain `model(x)` call for one batch. Keras recommends no further "
+    "switch on this engine, so the tuned level is the stock one (its arm measures the run-to-run noise).")
+SWITCHES: dict[str, str] = {}
+TUNED: tuple[str, ...] = ()
+
+
+def environment() -> dict[str, str]:
+    """Keras', JAX's and jaxlib's versions, the XLA backend and its devices."""
+    from importlib import metadata
+
+    return {
+        "keras": keras.__version__, "keras_engine": keras.backend.backend(), "jax": jax.__version__,
+        "jaxlib": metadata.version("jaxlib"), "numpy": np.__version__, "xla_backend": jax.default_backend(),
+        "devices": ", ".join(f"{device.platform} ({device.device_kind})" for device in jax.devices()),
+    }
+
+
+def configure(settings: TrainParams, seed: int) -> str:
+    """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda').
+
+    As for JAX/Flax: XLA sizes its CPU thread pool from the CPUs the process may use (JAX has no
+    thread setting), so the process is restricted to ``train.threads`` CPUs first; XLA's CPU
+    kernels are deterministic, and its deterministic GPU kernels are requested before JAX starts.
+    """
+    configure_threads(settings.threads)
+    restrict_cpus(settings.threads)
+    if "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_gpu_deterministic_ops=true".strip()
+    gpus = [device for device in jax.devices() if device.platform == "gpu"]
+    if settings.device == "cuda" and not gpus:
+        raise StageError("train.device is 'cuda' but JAX sees no GPU (is the CUDA plugin installed? "
+                         "pip install 'jax[cuda12]==0.10.2'); set it to auto or cpu")
+    use_gpu = bool(gpus) and settings.device != "cpu"
+    jax.config.update("jax_default_device", gpus[0] if use_gpu else jax.devices("cpu")[0])
+    keras.utils.set_random_seed(seed)
+    return "cuda" if use_gpu else "cpu"

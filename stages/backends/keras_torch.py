@@ -1,0 +1,90 @@
+"""Keras 3 on the PyTorch engine (implements ``stages.backends.base.Backend``).
+
+The Keras backend (``stages/backends/keras.py``: the same layers, ``Model.fit``, optimizers, saving
+and loading) with ``KERAS_BACKEND=torch``, so that the report separates the cost of Keras' API
+from that of its engine: against ``keras`` (the same API on TensorFlow) and against ``torch``
+(PyTorch written as its tutorials write it). What differs from the TensorFlow engine is the
+machine set-up below: PyTorch's threads, seeds, determinism and device. Keras runs this engine
+eagerly by default (``jit_compile="auto"``); the tuned level has no switch (Keras' other choice,
+``jit_compile=True``, is documented as torch.compile but not recommended for speed), so its arm
+reruns the stock one, a measure of the run-to-run noise.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["KERAS_BACKEND"] = "torch"  # read once, when Keras is imported (by the module below)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402 - imported by Keras already, on this engine
+
+from stages.backends.keras import (  # noqa: E402 - after the engine is named
+    ADAM_EPSILON,
+    ENGINE,
+    MODEL_FILE,
+    SEMANTICS,
+    build_model,
+    count_parameters,
+    fit,
+    for_inference,
+    get_weights,
+    layer_kinds,
+    load_model,
+    logits,
+    predict,
+    save_model,
+    set_weights,
+)
+from stages.common.errors import StageError  # noqa: E402
+from stages.common.params import TrainParams  # noqa: E402
+from stages.common.runtime import configure_threads  # noqa: E402
+
+__all__ = ["ADAM_EPSILON", "ENGINE", "DESCRIPTION", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "build_model",
+           "configure", "count_parameters", "environment", "fit", "for_inference", "get_weights", "layer_kinds",
+           "load_model", "logits", "predict", "save_model", "set_weights"]
+
+DESCRIPTION = (
+    "Keras 3 on PyTorch (`KERAS_BACKEND=torch`): the same `keras.Sequential`, `Model.fit` and `keras.optimizers` "
+    "optimizer as the Keras framework, with Keras' default for this engine, eager PyTorch execution "
+    "(`jit_compile=\"auto\"`), over a `keras.utils.PyDataset` in the shared batch order. Stock inference is "
+    "`Model.predict` for many images and a plain `model(x)` call for one batch. Keras recommends no switch for "
+    "speed on this engine, so the tuned level is the stock one (its arm measures the run-to-run noise).")
+SWITCHES: dict[str, str] = {}
+TUNED: tuple[str, ...] = ()
+
+
+def environment() -> dict[str, str]:
+    """Keras' and PyTorch's versions and build, the devices."""
+    return {
+        "keras": keras.__version__, "keras_engine": keras.backend.backend(), "torch": torch.__version__,
+        "numpy": np.__version__, "onednn": "available" if torch.backends.mkldnn.is_available() else "not built",
+        "cuda": torch.version.cuda or "none", "devices": "cuda" if torch.cuda.is_available() else "cpu",
+    }
+
+
+def configure(settings: TrainParams, seed: int) -> str:
+    """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda').
+
+    As for PyTorch: its thread count, ``torch.use_deterministic_algorithms``; the seed through
+    Keras' ``keras.utils.set_random_seed`` (which seeds PyTorch on this engine). Keras chose its
+    device when it was imported (CUDA where PyTorch sees one); ``train.device: cpu`` then keeps
+    every Keras call on the CPU through Keras' ``keras.device`` scope.
+    """
+    configure_threads(settings.threads)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS; harmless on the CPU
+    torch.set_num_threads(settings.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already set in this process (tests): the first setting stays
+    available = torch.cuda.is_available()
+    if settings.device == "cuda" and not available:
+        raise StageError("train.device is 'cuda' but PyTorch sees no GPU (torch.cuda.is_available() is False); "
+                         "set it to auto or cpu")
+    if settings.device == "cpu" and available:
+        keras.device("cpu").__enter__()  # for the rest of this process (one stage, one device)
+    keras.utils.set_random_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    return "cuda" if available and settings.device != "cpu" else "cpu"

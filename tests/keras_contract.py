@@ -1,0 +1,115 @@
+"""What every Keras engine's tests share (tests/keras, tests/keras_jax, tests/keras_torch): the
+trainer contract, Keras' augmentation as fit() applies it, its safe-mode loader against a real
+payload, and the stock level read back from Keras itself. Each engine's module sets ``FRAMEWORK``,
+imports these, and runs in its own pytest process (one Keras engine per process)."""
+
+import numpy as np
+import pytest
+
+from stages.common.architecture import build_spec
+from stages.common.errors import StageError
+from tests.trainer_contract import *  # noqa: F403 - the shared contract tests
+from tests.trainer_contract import SMALL, make_params
+
+# What Keras' jit_compile="auto" gives on each engine: XLA on JAX; off on TensorFlow under op
+# determinism; eager on PyTorch.
+STOCK_JIT = {"tensorflow": False, "jax": True, "torch": False}
+
+
+def augment_images(images, settings, background, seed):
+    """The augmentation fit() puts in front of the model, applied as in training."""
+    import keras
+
+    from stages.backends.keras import _augmentation
+
+    return keras.ops.convert_to_numpy(_augmentation(settings, background, seed)(images, training=True))
+
+
+def test_keras_archive_with_a_lambda_layer_is_refused_and_never_runs(backend, tmp_path):
+    import keras
+
+    marker = tmp_path / "marker"
+    # A Lambda layer's function is stored as bytecode: loading it without safe mode runs it.
+    function = eval(f"lambda x: (open({str(marker)!r}, 'w').write('ran'), x)[1]")  # noqa: S307
+    evil = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Lambda(function, output_shape=(28, 28, 1))])
+    path = tmp_path / backend.MODEL_FILE
+    evil.save(path)
+    marker.unlink(missing_ok=True)  # saving may have traced it
+    spec = build_spec(make_params(SMALL).model, (28, 28, 1), 10)
+
+    with pytest.raises(StageError, match=rf"{path}: not a loadable Keras model .*(?i:lambda|safe)"):
+        backend.load_model(path, spec)
+    assert not marker.exists()
+
+    # The payload is live: Keras' unsafe mode runs it.
+    unsafe = keras.saving.load_model(path, compile=False, safe_mode=False)
+    unsafe(np.zeros((1, 28, 28, 1), np.float32))  # noqa: F405
+    assert marker.read_text() == "ran"
+
+
+@pytest.mark.parametrize(("optimizer", "weight_decay", "expected"), [
+    ("adamw", 1e-4, "AdamW"), ("adam", 1e-4, "Adam"), ("adam", 0.0, "Adam"), ("sgd", 1e-4, "SGD")])
+def test_a_stock_replicate_trains_with_keras_own_classes_and_loads_without_the_project(
+        backend, tmp_path, monkeypatch, optimizer, weight_decay, expected):
+    """The stock level is Keras as its users write it: read back from Keras itself, every layer of
+    the model that Model.fit trained and its optimizer are Keras' own classes with the recipe's
+    values, XLA stays at Keras' default for the engine (``STOCK_JIT``); and the saved archive loads
+    with Keras' safe mode, on the same engine, in an interpreter that never imports the project,
+    giving the project's predictions."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import keras
+
+    from tests.trainer_contract import fit_small, make_split, small_settings
+
+    trained = []
+    fit = keras.Model.fit
+
+    def recording_fit(self, *args, **kwargs):  # the real fit, remembering what it trained
+        trained.append(self)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording_fit)
+    settings = small_settings(epochs=1, optimizer=optimizer, weight_decay=weight_decay)
+    model, _ = fit_small(backend, settings, train=make_split(64, 1), val=make_split(10, 2))
+    (trainer,) = trained
+    layers, pending = [], list(trainer.layers)
+    while pending:  # every layer, inside nested models too
+        layer = pending.pop()
+        layers.append(layer)
+        pending += getattr(layer, "layers", [])
+    assert model in layers and len(layers) > len(model.layers)
+    assert all(type(layer).__module__.startswith("keras.") for layer in layers)
+    # Keras' own class; on PyTorch, Keras itself builds its engine subclass (keras.src.backend.torch).
+    assert isinstance(trainer.optimizer, getattr(keras.optimizers, expected))
+    assert type(trainer.optimizer).__module__.startswith("keras.")
+    if backend.ENGINE != "torch":
+        assert type(trainer.optimizer) is getattr(keras.optimizers, expected)
+    if expected != "SGD":
+        assert trainer.optimizer.epsilon == backend.ADAM_EPSILON
+    assert (trainer.optimizer.weight_decay or 0.0) == pytest.approx(weight_decay)
+    assert keras.backend.backend() == backend.ENGINE
+    assert trainer.jit_compile is STOCK_JIT[backend.ENGINE]
+    assert "LD_PRELOAD" not in os.environ
+
+    backend.save_model(model, tmp_path / "model.keras")
+    images = make_split(8, 3).images
+    np.save(tmp_path / "images.npy", images)
+    plain = """
+import json, sys
+import keras, numpy as np
+model = keras.saving.load_model("model.keras", compile=False, safe_mode=True)
+np.save("plain.npy", keras.ops.convert_to_numpy(keras.ops.softmax(model(np.load("images.npy"), training=False))))
+print(json.dumps([sorted({type(layer).__module__.split(".")[0] for layer in model.layers}),
+                  sorted(name for name in sys.modules if name.split(".")[0] == "stages")]))
+"""
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", plain], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env={**environment, "KERAS_BACKEND": backend.ENGINE})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == [["keras"], []]
+    np.testing.assert_allclose(np.load(tmp_path / "plain.npy"), backend.predict(model, images, batch_size=8),
+                               atol=1e-6)
