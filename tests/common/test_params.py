@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from stages.common import params
+from stages.common import frameworks, params
 from stages.common.errors import StageError
 from stages.common.params import effective_train, load_params, validate
 from tests.support import PROJECT_ROOT, make_dataset, project_params, write_params
@@ -45,7 +45,7 @@ def test_the_project_params_file_is_valid(raw):
     # as_dict gives back the plain structure (lists for tuples), override sections included.
     plain = params.as_dict(loaded)
     assert plain["model"] == raw["model"]
-    assert plain["overrides"] == {name: raw[name] for name in raw["frameworks"]}
+    assert plain["overrides"] == {name: raw[name] for name in frameworks.names() if name in raw}
 
 
 def test_params_are_frozen(raw):
