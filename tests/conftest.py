@@ -11,7 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import SHARED_DATASETS, MirrorServer, make_dataset
+from tests.support import SHARED_DATASETS, MirrorServer, make_dataset, register_extra_frameworks
+
+EXTRA_FRAMEWORKS = "COMPARISON_TEST_FRAMEWORKS"  # NAME=MODULE:LABEL;...: read by tests/framework_worker.py too
+
+
+def pytest_addoption(parser):
+    parser.addoption("--extra-framework", action="append", default=[], metavar="NAME=MODULE:LABEL",
+                     help="register one more framework for this run, e.g. numpy=tests.numpy_backend:NumPy: the "
+                          "suites parametrised over the registry then include it (tests/e2e/test_third_backend.py)")
+
+
+def pytest_configure(config):
+    """Before any test module is imported (they read the registry at import)."""
+    extra = config.getoption("--extra-framework")
+    if extra:
+        os.environ[EXTRA_FRAMEWORKS] = ";".join(extra)  # the worker subprocesses register them too
+    register_extra_frameworks()
 
 
 @dataclass(frozen=True)

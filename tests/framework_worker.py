@@ -126,6 +126,9 @@ def batch_norm_constants(framework: str, model) -> list[tuple[float, float]]:
 
 
 def main(argv: list[str]) -> None:
+    from tests.support import register_extra_frameworks
+
+    register_extra_frameworks()  # frameworks the test run registered (pytest --extra-framework)
     framework, mode = argv[:2]
     backend = backends.load(framework)
     if mode == "fit":

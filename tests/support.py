@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import http.server
 import shutil
 import threading
@@ -269,3 +270,15 @@ class FakeClock:
         if self.calls % 2 == 0:
             self.now += self.durations.pop(0)
         return self.now
+
+
+def register_extra_frameworks() -> None:
+    """Add the frameworks named in ``COMPARISON_TEST_FRAMEWORKS`` (``NAME=MODULE:LABEL;...``, set by
+    pytest's ``--extra-framework``) to the registry of this process: one line each, as a user
+    would add to stages/common/frameworks.py."""
+    from stages.common import frameworks
+
+    for entry in filter(None, os.environ.get("COMPARISON_TEST_FRAMEWORKS", "").split(";")):
+        name, _, rest = entry.partition("=")
+        module, _, label = rest.partition(":")
+        frameworks.REGISTRY[name] = (module, label or name)

@@ -12,6 +12,7 @@ run-to-run noise.
 
 from __future__ import annotations
 
+import logging
 import os
 
 os.environ["KERAS_BACKEND"] = "jax"  # read once, when Keras is imported (by the module below)
@@ -53,6 +54,8 @@ DESCRIPTION = (
     "switch on this engine, so the tuned level is the stock one (its arm measures the run-to-run noise).")
 SWITCHES: dict[str, str] = {}
 TUNED: tuple[str, ...] = ()
+# JAX logs at INFO, on every start without a TPU, that it found none; the stages' logs show INFO.
+logging.getLogger("jax").setLevel(logging.WARNING)
 
 
 def environment() -> dict[str, str]:

@@ -66,3 +66,21 @@ def test_a_third_backend_runs_through_train_evaluate_and_report(two_framework_ru
     assert "| | Keras | PyTorch | NumPy |".replace("| |", "|  |") in text
     for pair in ("## Keras vs PyTorch", "## Keras vs NumPy", "## PyTorch vs NumPy"):
         assert pair in text
+
+
+def test_the_suites_parametrised_over_the_registry_run_on_a_third_backend():
+    """Registered for a pytest run (``--extra-framework``: its one registry line), the numpy backend
+    joins the suites that iterate over the registry, here the parity suite on the architecture
+    family it builds: its weights moved to and from Keras give the same logits, in worker
+    processes of their own. Nothing in the suite names it."""
+    import subprocess
+    import sys
+
+    from tests.support import PROJECT_ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/test_parity.py", "-k", "tutorial and numpy", "-q", "-p",
+         "no:cacheprovider", "--extra-framework", "numpy=tests.numpy_backend:NumPy"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "2 passed" in result.stdout, result.stdout[-2000:]
