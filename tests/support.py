@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import http.server
+import os
 import shutil
 import threading
 import time
