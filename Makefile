@@ -65,8 +65,8 @@ quick: install
 
 # Every registered framework (presets/every-framework.args) on the default recipe, as a DVC
 # experiment outside the workspace; its report lands in results/every-framework/ (committed, linked
-# from the README). The stages it shares with the default run (data, Keras and PyTorch) come from
-# DVC's run cache, so only the other frameworks train.
+# from the README). The stages it shares with the default run (data, Keras and PyTorch) match the
+# committed dvc.lock and are not rerun, so only the other frameworks train.
 EVERY = results/every-framework
 .PHONY: every-framework
 every-framework: install

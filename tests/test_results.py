@@ -25,7 +25,7 @@ def test_the_every_framework_report_compares_every_pair_of_registered_frameworks
 
 
 def test_the_every_framework_report_holds_the_default_runs_keras_and_pytorch_replicates():
-    """Its Keras and PyTorch stages came from the default run (DVC's run cache), so their
+    """Its Keras and PyTorch stages are the default run's (they match the committed dvc.lock), so their
     per-replicate accuracies are the committed default report's."""
     every = json.loads((EVERY / "metrics.json").read_text(encoding="utf-8"))
     default = json.loads((PROJECT_ROOT / "reports" / "metrics.json").read_text(encoding="utf-8"))
