@@ -23,9 +23,11 @@ $(STAMP): requirements.lock
 run: install
 	$(BIN)/dvc repro
 
-# Each registered framework's tests run in a pytest process of their own (tests/<framework>/):
-# importing TensorFlow and then torchvision in one process segfaults. The framework-free suite
-# (incl. end to end) runs last. The list comes from the registry (stages/common/frameworks.py).
+# Each registered framework's tests run in a pytest process of their own: importing TensorFlow and
+# then torchvision in one process segfaults. A framework with checks of its own has tests/<name>/
+# (which star-imports the trainer contract); any other runs the contract alone
+# (tests/trainer_contract.py --framework <name>). The framework-free suite (incl. end to end) runs
+# last. The list comes from the registry (stages/common/frameworks.py).
 FRAMEWORKS = $(shell $(BIN)/python -c "from stages.common import frameworks; print(' '.join(frameworks.names()))")
 test: install lint test-frameworks test-unit
 
@@ -35,10 +37,13 @@ lint: install
 
 test-frameworks: install
 	@set -e; for framework in $(FRAMEWORKS); do \
-		echo "== tests/$$framework"; $(BIN)/python -m pytest tests/$$framework; done
+		if [ -d tests/$$framework ]; then echo "== tests/$$framework"; $(BIN)/python -m pytest tests/$$framework; \
+		else echo "== the trainer contract for $$framework"; \
+			$(BIN)/python -m pytest tests/trainer_contract.py --framework $$framework; fi; done
 
 test-%: install
-	$(BIN)/python -m pytest tests/$*
+	@if [ -d tests/$* ]; then $(BIN)/python -m pytest tests/$*; \
+	else $(BIN)/python -m pytest tests/trainer_contract.py --framework $*; fi
 
 test-unit: install
 	$(BIN)/python -m pytest tests $(foreach framework,$(FRAMEWORKS),--ignore=tests/$(framework))

@@ -14,12 +14,17 @@ import pytest
 from tests.support import SHARED_DATASETS, MirrorServer, make_dataset, register_extra_frameworks
 
 EXTRA_FRAMEWORKS = "COMPARISON_TEST_FRAMEWORKS"  # NAME=MODULE:LABEL;...: read by tests/framework_worker.py too
+SELECTED_FRAMEWORKS = "COMPARISON_TEST_ONLY"  # NAME;...: read by tests.support.selected_frameworks
 
 
 def pytest_addoption(parser):
     parser.addoption("--extra-framework", action="append", default=[], metavar="NAME=MODULE:LABEL",
                      help="register one more framework for this run, e.g. numpy=tests.numpy_backend:NumPy: the "
                           "suites parametrised over the registry then include it (tests/e2e/test_third_backend.py)")
+    parser.addoption("--framework", action="append", default=[], metavar="NAME",
+                     help="run the suites parametrised over the registry for these registered frameworks only "
+                          "(the equivalence and parity suites, the latter against the registry's first), and "
+                          "tests/trainer_contract.py, given as a path, for this one")
 
 
 def pytest_configure(config):
@@ -28,6 +33,7 @@ def pytest_configure(config):
     if extra:
         os.environ[EXTRA_FRAMEWORKS] = ";".join(extra)  # the worker subprocesses register them too
     register_extra_frameworks()
+    os.environ[SELECTED_FRAMEWORKS] = ";".join(config.getoption("--framework"))
 
 
 @dataclass(frozen=True)

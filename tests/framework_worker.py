@@ -8,15 +8,13 @@
     python -m tests.framework_worker <framework> import <model.json> <in.npz> <out.npz>
         build the same architecture, load the weights from in.npz, and save its logits on
         in.npz's input batch.
-    python -m tests.framework_worker <framework> constants <model.json> <out.json>
-        the batch-norm constants as the framework's own layers hold them, as (decay, epsilon)
-        in the architecture's convention (Keras and Flax momentum = decay; PyTorch momentum = 1 - decay).
     python -m tests.framework_worker <framework> fit <cases.json> <out_dir>
         for each case: build the model, load the framework-neutral initial weights of
         ``stages.common.architecture.initial_weights`` (seeded), train it with the backend's own
         ``fit`` on seeded random data, and save ``<out_dir>/<case>.npz``: the trained weights,
         every epoch record and every step record (batch rows, the learning rate read back from
-        the optimizer, the running loss); with ``"save_model": true`` also the saved model file.
+        the optimizer, the running loss), the batch-norm constants as the framework's own layers
+        hold them (``batch_norm_constants``); with ``"save_model": true`` also the saved model file.
 """
 
 from __future__ import annotations
@@ -84,45 +82,10 @@ def fit_cases(backend, cases: list[dict], out_dir: Path) -> None:
         arrays["step_rows"] = np.concatenate([np.asarray(record.rows, dtype=np.int64) for record in steps])
         arrays["step_sizes"] = np.array([len(record.rows) for record in steps])
         arrays["table"] = learning_rates(settings, steps_per_epoch)
-        arrays["batch_norm_constants"] = np.array(batch_norm_constants(backend.__name__.rsplit(".", 1)[-1], model),
-                                                  dtype=np.float64).reshape(-1, 2)
+        arrays["batch_norm_constants"] = np.array(backend.batch_norm_constants(model), dtype=np.float64).reshape(-1, 2)
         np.savez(out_dir / f"{case['name']}.npz", **arrays)
         if case.get("save_model"):
             backend.save_model(model, out_dir / f"{case['name']}.{backend.MODEL_FILE}")
-
-
-def _keras_batch_norm(model) -> list[tuple[float, float]]:
-    import keras
-
-    return [(float(layer.momentum), float(layer.epsilon)) for layer in model.layers
-            if isinstance(layer, keras.layers.BatchNormalization)]
-
-
-def _torch_batch_norm(model) -> list[tuple[float, float]]:
-    import torch
-
-    return [(1.0 - float(module.momentum), float(module.eps)) for module in model
-            if isinstance(module, torch.nn.BatchNorm2d)]
-
-
-def _jax_batch_norm(model) -> list[tuple[float, float]]:
-    from flax import nnx
-
-    return [(float(layer.momentum), float(layer.epsilon)) for layer in model.layers
-            if isinstance(layer, nnx.BatchNorm)]
-
-
-# How each registered framework's own batch-norm layers hold (decay, epsilon): every framework in
-# stages/common/frameworks.py needs a reader here (tests/test_equivalence.py checks them all).
-BATCH_NORM_READERS = {"keras": _keras_batch_norm, "torch": _torch_batch_norm, "jax": _jax_batch_norm,
-                      "keras_jax": _keras_batch_norm, "keras_torch": _keras_batch_norm}
-
-
-def batch_norm_constants(framework: str, model) -> list[tuple[float, float]]:
-    if framework not in BATCH_NORM_READERS:
-        raise SystemExit(f"tests/framework_worker.py: no batch-norm reader for framework {framework!r}; "
-                         "add one to BATCH_NORM_READERS")
-    return BATCH_NORM_READERS[framework](model)
 
 
 def main(argv: list[str]) -> None:
@@ -156,8 +119,6 @@ def main(argv: list[str]) -> None:
         backend.set_weights(model, [source[f"weight_{index}"] for index in range(count)])
         np.savez(argv[4], logits=backend.logits(model, source["inputs"]),
                  kinds=np.array(backend.layer_kinds(model)), parameters=backend.count_parameters(model))
-    elif mode == "constants":
-        Path(argv[3]).write_text(json.dumps(batch_norm_constants(framework, model)))
     else:
         raise SystemExit(f"unknown mode {mode}")
 

@@ -1,6 +1,6 @@
 """What every Keras engine's tests share (tests/keras, tests/keras_jax, tests/keras_torch): the
-trainer contract, Keras' augmentation as fit() applies it, its safe-mode loader against a real
-payload, and the stock level read back from Keras itself. Each engine's module sets ``FRAMEWORK``,
+trainer contract, Keras' safe-mode loader against a real payload, and the stock level read back
+from Keras itself. Each engine's module sets ``FRAMEWORK``,
 imports these, and runs in its own pytest process (one Keras engine per process)."""
 
 import numpy as np
@@ -14,15 +14,6 @@ from tests.trainer_contract import SMALL, make_params
 # What Keras' jit_compile="auto" gives on each engine: XLA on JAX; off on TensorFlow under op
 # determinism; eager on PyTorch.
 STOCK_JIT = {"tensorflow": False, "jax": True, "torch": False}
-
-
-def augment_images(images, settings, background, seed):
-    """The augmentation fit() puts in front of the model, applied as in training."""
-    import keras
-
-    from stages.backends.keras import _augmentation
-
-    return keras.ops.convert_to_numpy(_augmentation(settings, background, seed)(images, training=True))
 
 
 def test_keras_archive_with_a_lambda_layer_is_refused_and_never_runs(backend, tmp_path):

@@ -1,20 +1,34 @@
-"""A third framework backend, in plain numpy, for the extensibility test (tests/e2e/test_third_backend.py).
+"""A toy framework, in plain numpy: the framework-free reference packaged as a backend.
 
-It implements ``stages.backends.base.Backend`` for one family of the shared architecture, the
-classic tutorial's: one conv layer (valid padding, with bias) -> ReLU -> max-pool -> flatten ->
-dense logits, trained for real by mini-batch gradient descent on the shared learning-rate table
-and batch order. Anything else is refused with a ``StageError``.
+It implements ``stages.backends.base.Backend`` on ``tests.reference_trainer.Reference`` (every
+layer of the shared architecture, forward and backward written out in float64; weights kept as
+float32 in the canonical layout) with the shared batch order and learning-rate table, Adam/AdamW
+and SGD under the ``SEMANTICS`` below, label smoothing, inverted dropout, and augmentation by one
+bilinear resampling (``scipy.ndimage.map_coordinates``). It is never registered in
+stages/common/frameworks.py: a test run registers it with its one registry line,
+``pytest --extra-framework numpy=tests.numpy_backend:NumPy`` (tests/e2e/test_third_backend.py),
+to show that a framework needs one module and that every suite parametrised over the registry
+runs on it.
+
+``NUMPY_BACKEND_DEVIATION`` (environment) makes it train with one recipe point changed while it
+still declares the ``SEMANTICS`` below, as a backend that deviates silently would:
+``approximate_gelu``, ``pytorch_momentum`` or ``biased_variance``. The equivalence suite must then
+fail (tests/e2e/test_third_backend.py checks that it does).
 """
 
 from __future__ import annotations
 
 import io
+import math
+import os
 import time
+import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from stages.backends.base import (
     EpochCallback,
@@ -24,143 +38,167 @@ from stages.backends.base import (
     StepRecord,
     batch_indices,
     check_finite,
+    check_finite_weights,
 )
 from stages.common import atomic
-from stages.common.architecture import ArchitectureSpec, initial_weights
+from stages.common.architecture import ArchitectureSpec, canonical_layout, initial_weights
 from stages.common.errors import StageError
 from stages.common.params import TrainParams
 from stages.common.prepared import Split
+from tests.reference_trainer import Reference, cross_entropy, optimizer_step
 
 MODEL_FILE = "model.npz"
-DESCRIPTION = ("NumPy: the tutorial architecture family trained by plain mini-batch gradient descent; the tuned "
-               "level changes nothing (numpy has no switches), so it measures the project's own overhead.")
-SWITCHES = {"float32_matmul": "numpy's float32 matrix products (https://numpy.org/doc/stable/reference/routines.linalg.html)"}
-TUNED: tuple[str, ...] = ("float32_matmul",)
+DESCRIPTION = ("NumPy (a toy framework for the tests): the framework-free reference of the equivalence suite, "
+               "float64 forward and backward passes written out by hand, run as a backend. numpy has no speed "
+               "switches, so the tuned level is the stock one.")
+SWITCHES: dict[str, str] = {}
+TUNED: tuple[str, ...] = ()
 SEMANTICS = {"moving_variance": "unbiased", "adam_epsilon": "corrected", "sgd_momentum": "weight_units",
              "sgd_weight_decay": "decoupled", "gelu": "exact"}
-SUPPORTED = ["conv", "activation", "max_pool", "flatten", "dense"]
+# A silent deviation for the equivalence suite to catch: the convention trained instead of the declared one.
+DEVIATIONS = {"approximate_gelu": ("gelu", "tanh"), "pytorch_momentum": ("sgd_momentum", "gradient_units"),
+              "biased_variance": ("moving_variance", "biased")}
+BATCH_NORM = "batch_norm"
+
+
+def _trained_conventions() -> dict[str, str]:
+    deviation = os.environ.get("NUMPY_BACKEND_DEVIATION", "")
+    if not deviation:
+        return dict(SEMANTICS)
+    if deviation not in DEVIATIONS:
+        raise StageError(f"NUMPY_BACKEND_DEVIATION is {deviation!r}; expected one of {', '.join(DEVIATIONS)}")
+    point, convention = DEVIATIONS[deviation]
+    return {**SEMANTICS, point: convention}
+
+
+@dataclass
+class NumpyModel:
+    spec: ArchitectureSpec
+    reference: Reference
+    seed: int = 0
+    rates: list[float] = field(default_factory=list)  # the optimizer's rate at each step of the last fit
+
+
+_state = {"seed": 0}
 
 
 def environment() -> dict[str, str]:
-    return {"numpy": np.__version__}
-_state: dict[str, Any] = {"seed": 0}
+    import scipy
+
+    return {"numpy": np.__version__, "scipy": scipy.__version__}
 
 
 def configure(settings: TrainParams, seed: int) -> str:
+    if settings.device == "cuda":
+        raise StageError("train.device is 'cuda' but the numpy backend runs on the CPU only; set it to auto or cpu")
     _state["seed"] = seed
     return "cpu"
 
 
 def build_model(spec: ArchitectureSpec) -> Model:
-    kinds = [layer.kind for layer in spec.layers]
-    conv = spec.layers[0]
-    if kinds != SUPPORTED or conv.config["padding"] != "valid" or not conv.config["bias"]:
-        raise StageError(f"the numpy backend builds only {' -> '.join(SUPPORTED)} (valid padding), not {kinds}")
-    model = {"kernel_size": conv.config["kernel_size"], "pool": spec.layers[2].config["pool"]}
-    set_weights(model, initial_weights(spec, np.random.default_rng(_state["seed"])))
-    return model
+    """The spec's layers with weights drawn as ``stages/init.py`` draws them, from the configured seed."""
+    weights = initial_weights(spec, np.random.default_rng(_state["seed"]))
+    return NumpyModel(spec, Reference(spec, weights, _trained_conventions()), _state["seed"])
 
 
 def layer_kinds(model: Model) -> list[str]:
-    return list(SUPPORTED)
+    return [layer.kind for layer in model.reference.spec.layers]
 
 
 def count_parameters(model: Model) -> int:
-    return int(sum(weight.size for weight in get_weights(model)))
+    trainable = model.reference.trainable
+    return int(sum(model.reference.weights[index].size for index in trainable))
 
 
 def get_weights(model: Model) -> list[np.ndarray]:
-    return [model["conv_kernel"], model["conv_bias"], model["dense_kernel"], model["dense_bias"]]
+    return [weight.astype(np.float32) for weight in model.reference.weights]
 
 
 def set_weights(model: Model, weights: Sequence[np.ndarray]) -> None:
-    names = ("conv_kernel", "conv_bias", "dense_kernel", "dense_bias")
-    if len(weights) != len(names):
-        raise ValueError(f"expected {len(names)} weight arrays, got {len(weights)}")
-    for name, weight in zip(names, weights):
-        model[name] = np.array(weight, dtype=np.float32)
+    expected = [shape for shape, _ in canonical_layout(model.spec)]
+    if [tuple(np.shape(weight)) for weight in weights] != expected:
+        raise ValueError(f"expected weights of shapes {expected}, got {[np.shape(weight) for weight in weights]}")
+    model.reference.weights = [np.asarray(weight, dtype=np.float32).astype(np.float64) for weight in weights]
 
 
-def _forward(model: Model, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    k, pool = model["kernel_size"], model["pool"]
-    windows = np.lib.stride_tricks.sliding_window_view(images, (k, k), axis=(1, 2))  # N, Ho, Wo, C, k, k
-    patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(*windows.shape[:3], -1)  # N, Ho, Wo, k*k*C
-    kernel = model["conv_kernel"].reshape(-1, model["conv_kernel"].shape[-1])
-    active = np.maximum(patches @ kernel + model["conv_bias"], 0.0)
-    n, height, width, filters = active.shape
-    cropped = active[:, : height // pool * pool, : width // pool * pool]
-    blocks = cropped.reshape(n, height // pool, pool, width // pool, pool, filters)
-    pooled = blocks.max(axis=(2, 4))
-    features = pooled.reshape(n, -1)
-    logits = features @ model["dense_kernel"] + model["dense_bias"]
-    return logits, {"patches": patches, "active": active, "blocks": blocks, "pooled": pooled, "features": features}
+def augment(images: np.ndarray, settings: TrainParams, background: float, seed: int) -> np.ndarray:
+    return _augment(np.asarray(images, np.float64), settings, background, np.random.default_rng(seed)).astype(
+        np.float32)
 
 
-def _step(model: Model, images: np.ndarray, labels: np.ndarray, rate: float) -> float:
-    logits, cache = _forward(model, images)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-    count = labels.shape[0]
-    loss = float(-np.mean(np.log(probabilities[np.arange(count), labels] + 1e-12)))
-    grad_logits = probabilities
-    grad_logits[np.arange(count), labels] -= 1.0
-    grad_logits /= count
-    grad_dense = cache["features"].T @ grad_logits
-    grad_pooled = (grad_logits @ model["dense_kernel"].T).reshape(cache["pooled"].shape)
-    blocks, pooled = cache["blocks"], cache["pooled"]
-    mask = blocks == pooled[:, :, None, :, None, :]
-    grad_blocks = mask * grad_pooled[:, :, None, :, None, :] / np.maximum(mask.sum(axis=(2, 4), keepdims=True), 1)
-    grad_active = np.zeros_like(cache["active"])
-    n, height, width, filters = cache["active"].shape
-    pool = model["pool"]
-    grad_active[:, : height // pool * pool, : width // pool * pool] = grad_blocks.reshape(
-        n, height // pool * pool, width // pool * pool, filters)
-    grad_active *= cache["active"] > 0
-    patches = cache["patches"].reshape(-1, cache["patches"].shape[-1])
-    grad_kernel = patches.T @ grad_active.reshape(-1, filters)
-    model["conv_kernel"] -= rate * grad_kernel.reshape(model["conv_kernel"].shape).astype(np.float32)
-    model["conv_bias"] -= rate * grad_active.sum(axis=(0, 1, 2)).astype(np.float32)
-    model["dense_kernel"] -= rate * grad_dense.astype(np.float32)
-    model["dense_bias"] -= rate * grad_logits.sum(axis=0).astype(np.float32)
-    return loss
+def _augment(images: np.ndarray, settings: TrainParams, background: float,
+             draws: np.random.Generator) -> np.ndarray:
+    """Each image rotated about its centre by up to ``max_rotation_deg`` and shifted by up to
+    ``max_shift`` of its size, as one bilinear resampling; uncovered pixels are ``background``."""
+    count, height, width, channels = images.shape
+    uniform = draws.uniform(-1.0, 1.0, size=(3, count))
+    angles = uniform[0] * math.radians(settings.augment.max_rotation_deg)
+    shift = settings.augment.max_shift
+    shifts_x, shifts_y = uniform[1] * shift * width, uniform[2] * shift * height
+    rows, columns = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij")
+    centre_y, centre_x = (height - 1) / 2, (width - 1) / 2
+    output = np.empty_like(images)
+    for index in range(count):
+        # Output pixel p (centred) shows input pixel R^-1 (p - shift).
+        x, y = columns - centre_x - shifts_x[index], rows - centre_y - shifts_y[index]
+        cos, sin = math.cos(angles[index]), math.sin(angles[index])
+        source = np.stack([-sin * x + cos * y + centre_y, cos * x + sin * y + centre_x])
+        for channel in range(channels):
+            output[index, :, :, channel] = ndimage.map_coordinates(images[index, :, :, channel], source, order=1,
+                                                                   mode="constant", cval=background)
+    return output
+
+
+def batch_norm_constants(model: Model) -> list[tuple[float, float]]:
+    return [(float(layer.config["decay"]), float(layer.config["epsilon"])) for layer in model.spec.layers
+            if layer.kind == BATCH_NORM]
+
+
+def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_rates: np.ndarray, seed: int,
+        on_epoch_end: EpochCallback, background: float = 0.0, on_step_end: StepCallback | None = None) -> None:
+    reference = model.reference
+    reference.semantics = _trained_conventions()
+    order, draws = np.random.default_rng(seed), np.random.default_rng([seed, 1])  # batches; dropout, augmentation
+    count = train.labels.shape[0]
+    classes = model.spec.num_classes
+    targets = np.eye(classes)[train.labels] * (1 - settings.label_smoothing) + settings.label_smoothing / classes
+    optimizer: dict = {}
+    model.rates, step = [], 0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for epoch in range(1, settings.epochs + 1):
+            started = time.perf_counter()
+            loss_sum, correct, seen = 0.0, 0, 0
+            for batch, rows in enumerate(batch_indices(count, settings.batch_size, order), start=1):
+                images = np.asarray(train.images[rows], np.float64) * settings.input_scale
+                if settings.augment.enabled:
+                    images = _augment(images, settings, background, draws)
+                logits, caches = reference.forward(images, training=True, draws=draws)
+                loss, upstream = cross_entropy(logits, targets[rows])
+                check_finite(loss, epoch, batch)
+                rate = float(learning_rates[step])
+                step += 1
+                optimizer_step(reference, reference.backward(upstream, caches), optimizer, settings, rate, step)
+                model.rates.append(rate)
+                correct += int(np.sum(logits.argmax(axis=1) == train.labels[rows]))
+                loss_sum, seen = loss_sum + loss * len(rows), seen + len(rows)
+                if on_step_end is not None:
+                    on_step_end(StepRecord(epoch, batch, rows, model.rates[-1], loss_sum / seen))
+            check_finite_weights(all(np.isfinite(weight).all() for weight in reference.weights), epoch)
+            trained = time.perf_counter()
+            val_loss, val_accuracy = _evaluate(model, val, settings.input_scale)
+            on_epoch_end(EpochRecord(epoch, loss_sum / count, correct / count, val_loss, val_accuracy,
+                                     model.rates[-1], trained - started, time.perf_counter() - started))
 
 
 def _evaluate(model: Model, split: Split, scale: float) -> tuple[float, float]:
     probabilities = predict(model, np.asarray(split.images), 256, scale)
     labels = split.labels.astype(np.int64)
-    loss = float(-np.mean(np.log(probabilities[np.arange(labels.shape[0]), labels] + 1e-12)))
+    loss = float(-np.mean(np.log(probabilities[np.arange(labels.shape[0]), labels].astype(np.float64) + 1e-12)))
     return loss, float(np.mean(probabilities.argmax(axis=1) == labels))
 
 
-def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_rates: np.ndarray, seed: int,
-        on_epoch_end: EpochCallback, background: float = 0.0, on_step_end: StepCallback | None = None) -> None:
-    generator = np.random.default_rng(seed)
-    step = 0
-    for epoch in range(1, settings.epochs + 1):
-        started = time.perf_counter()
-        loss_sum, correct = 0.0, 0
-        for batch, rows in enumerate(batch_indices(train.labels.shape[0], settings.batch_size, generator), start=1):
-            rows = np.sort(rows)
-            images = np.asarray(train.images[rows], dtype=np.float32) * np.float32(settings.input_scale)
-            labels = train.labels[rows].astype(np.int64)
-            correct += int(np.sum(logits(model, images).argmax(axis=1) == labels))
-            loss = _step(model, images, labels, float(learning_rates[step]))
-            check_finite(loss, epoch, step)
-            loss_sum += loss * labels.shape[0]
-            step += 1
-            if on_step_end is not None:
-                seen = sum(min(settings.batch_size, train.labels.shape[0] - i * settings.batch_size)
-                           for i in range(batch))
-                on_step_end(StepRecord(epoch, batch, rows, float(learning_rates[step - 1]), loss_sum / seen))
-        trained = time.perf_counter()
-        val_loss, val_accuracy = _evaluate(model, val, settings.input_scale)
-        on_epoch_end(EpochRecord(epoch, loss_sum / train.labels.shape[0], correct / train.labels.shape[0], val_loss,
-                                 val_accuracy, float(learning_rates[step - 1]), trained - started,
-                                 time.perf_counter() - started))
-
-
 def logits(model: Model, images: np.ndarray) -> np.ndarray:
-    return _forward(model, np.asarray(images, dtype=np.float32))[0]
+    return model.reference.forward(np.asarray(images, np.float64), training=False)[0].astype(np.float32)
 
 
 def for_inference(model: Model, switches: tuple[str, ...]) -> Model:
@@ -170,30 +208,34 @@ def for_inference(model: Model, switches: tuple[str, ...]) -> Model:
 def predict(model: Model, images: np.ndarray, batch_size: int, input_scale: float = 1.0) -> np.ndarray:
     outputs = []
     for start in range(0, images.shape[0], batch_size):
-        batch = np.asarray(images[start:start + batch_size], dtype=np.float32) * np.float32(input_scale)
-        raw = logits(model, batch)
+        batch = np.asarray(images[start:start + batch_size], np.float64) * input_scale
+        raw = model.reference.forward(batch, training=False)[0]
         exp = np.exp(raw - raw.max(axis=1, keepdims=True))
         outputs.append(exp / exp.sum(axis=1, keepdims=True))
     return np.concatenate(outputs).astype(np.float32)
 
 
 def save_model(model: Model, path: Path) -> None:
+    """The canonical weights as an npz archive (fixed zip timestamps: same weights, same bytes)."""
     buffer = io.BytesIO()
-    arrays: dict[str, Any] = {f"w{index}": weight for index, weight in enumerate(get_weights(model))}
-    np.savez(buffer, **arrays)
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index, weight in enumerate(get_weights(model)):
+            with archive.open(f"w{index}.npy", "w") as handle:
+                np.lib.format.write_array(handle, weight, allow_pickle=False)
     atomic.write_bytes(path, buffer.getvalue())
 
 
 def load_model(path: Path, spec: ArchitectureSpec) -> Model:
     if not path.is_file():
         raise StageError(f"{path}: missing; run the training stage first (dvc repro train)")
-    model = build_model(spec)
     try:
         with np.load(path, allow_pickle=False) as archive:
-            weights = [archive[f"w{index}"] for index in range(4)]
-    except (OSError, ValueError, KeyError) as error:
+            weights = [archive[f"w{index}"] for index in range(len(archive.files))]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise StageError(f"{path}: not a numpy-backend model ({error})") from None
-    if [weight.shape for weight in weights] != [weight.shape for weight in get_weights(model)]:
-        raise StageError(f"{path}: weights do not fit the architecture in architecture.json")
-    set_weights(model, weights)
+    model = build_model(spec)
+    try:
+        set_weights(model, weights)
+    except ValueError:
+        raise StageError(f"{path}: weights do not fit the architecture in architecture.json") from None
     return model

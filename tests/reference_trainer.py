@@ -9,10 +9,14 @@ Where frameworks' public APIs express a recipe point differently, ``semantics`` 
 convention (one of ``stages.common.semantics.SEMANTIC_CHOICES`` per key), so that each framework
 is checked against the reference under the conventions its backend declares (``SEMANTICS``).
 
-Supported: conv (stride 1, valid padding), batch norm (training statistics, running statistics
-updated with the decay), relu/tanh/sigmoid/gelu, max-pool, flatten, dense, dropout at rate 0;
-Adam/AdamW (beta 0.9/0.999, epsilon 1e-8, decoupled weight decay) and SGD with momentum; label
-smoothing. Anything else raises ``ValueError``. Imports no framework.
+``Reference`` supports every layer of the shared architecture: conv (stride 1, valid or same
+padding, with or without bias), batch norm (training statistics, running statistics updated with
+the decay), relu/tanh/sigmoid/gelu, max-pool, flatten, dense, and inverted dropout with masks
+from a numpy generator; ``optimizer_step`` runs Adam/AdamW (beta 0.9/0.999, epsilon 1e-8,
+decoupled weight decay) and SGD with momentum; ``cross_entropy`` takes label-smoothed targets.
+``train_reference`` trains the equivalence cases (dropout and augmentation off: their draws are
+framework-specific). tests/numpy_backend.py packages ``Reference`` as a toy framework backend.
+Imports no framework.
 """
 
 from __future__ import annotations
@@ -55,6 +59,13 @@ def _activation(name: str, x: np.ndarray, semantics: dict[str, str]) -> tuple[np
     raise ValueError(f"reference: no activation {name!r}")
 
 
+def _padding(size: int, padding: str) -> tuple[int, int]:
+    """Zeros before and after each spatial axis: ``same`` keeps the size, the odd one after
+    (TensorFlow's, PyTorch's and XLA's convention for even kernels)."""
+    total = size - 1 if padding == "same" else 0
+    return total // 2, total - total // 2
+
+
 def _patches(x: np.ndarray, size: int) -> np.ndarray:
     """(N, H, W, C) -> (N, H - size + 1, W - size + 1, size * size * C), in (kh, kw, c) order."""
     n, h, w, c = x.shape
@@ -73,8 +84,6 @@ class Reference:
         position = 0
         for layer in spec.layers:
             if layer.kind == "conv":
-                if layer.config["padding"] != "valid":
-                    raise ValueError("reference: valid padding only")
                 count = 1 + int(layer.config["bias"])
             elif layer.kind == "batch_norm":
                 count = 4
@@ -82,22 +91,25 @@ class Reference:
                 count = 2
             else:
                 count = 0
-            if layer.kind == "dropout" and layer.config["rate"] > 0:
-                raise ValueError("reference: dropout off only")
             self.slots.append({"indices": list(range(position, position + count))})
             position += count
         self.trainable = [index for layer, slot in zip(spec.layers, self.slots) for index in
                           (slot["indices"][:2] if layer.kind == "batch_norm" else slot["indices"])]
 
-    def forward(self, x: np.ndarray, training: bool) -> tuple[np.ndarray, list]:
+    def forward(self, x: np.ndarray, training: bool,
+                draws: np.random.Generator | None = None) -> tuple[np.ndarray, list]:
+        """Logits and what ``backward`` needs. In training, batch norm uses the batch's statistics
+        and updates the running ones, and dropout drops with masks drawn from ``draws``."""
         caches = []
         for layer, slot in zip(self.spec.layers, self.slots):
             w = [self.weights[index] for index in slot["indices"]]
             config = layer.config
             if layer.kind == "conv":
+                before, after = _padding(config["kernel_size"], config["padding"])
+                x = np.pad(x, ((0, 0), (before, after), (before, after), (0, 0)))
                 patches = _patches(x, config["kernel_size"])
                 y = patches @ w[0].reshape(-1, w[0].shape[-1]) + (w[1] if len(w) > 1 else 0.0)
-                caches.append((patches, x.shape))
+                caches.append((patches, x.shape, (before, after)))
             elif layer.kind == "batch_norm":
                 gamma, beta, mean, variance = w
                 axes = tuple(range(x.ndim - 1))
@@ -130,8 +142,14 @@ class Reference:
             elif layer.kind == "dense":
                 caches.append(x)
                 y = x @ w[0] + w[1]
-            else:  # dropout at rate 0
-                caches.append(None)
+            elif training and config["rate"] > 0:  # dropout: inverted, as every framework scales it
+                if draws is None:
+                    raise ValueError("reference: dropout in training needs a generator for its masks")
+                mask = (draws.random(x.shape) >= config["rate"]) / (1 - config["rate"])
+                caches.append(mask)
+                y = x * mask
+            else:  # dropout in inference
+                caches.append(1.0)
                 y = x
             x = y
         return x, caches
@@ -141,7 +159,7 @@ class Reference:
         for layer, slot, cache in reversed(list(zip(self.spec.layers, self.slots, caches))):
             indices = slot["indices"]
             if layer.kind == "conv":
-                patches, shape = cache
+                patches, shape, (before, after) = cache
                 kernel = self.weights[indices[0]]
                 size, outputs = layer.config["kernel_size"], kernel.shape[-1]
                 flat = upstream.reshape(-1, outputs)
@@ -155,7 +173,7 @@ class Reference:
                 for i in range(size):
                     for j in range(size):
                         dx[:, i:i + rows, j:j + cols, :] += d_patches[:, :, :, i, j, :]
-                upstream = dx
+                upstream = dx[:, before:shape[1] - after, before:shape[2] - after, :]
             elif layer.kind == "batch_norm":
                 normalised, inverse, axes = cache
                 gamma = self.weights[indices[0]]
@@ -181,10 +199,12 @@ class Reference:
                 grads[indices[0]] = cache.T @ upstream
                 grads[indices[1]] = upstream.sum(axis=0)
                 upstream = upstream @ self.weights[indices[0]].T
+            elif layer.kind == "dropout":
+                upstream = upstream * cache
         return grads
 
 
-def _loss(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+def cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean cross-entropy from logits, and its gradient."""
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -192,7 +212,8 @@ def _loss(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
     return loss, (np.exp(log_probabilities) - targets) / logits.shape[0]
 
 
-def _step(reference: Reference, grads: dict[int, np.ndarray], state: dict, settings, rate: float, step: int) -> None:
+def optimizer_step(reference: Reference, grads: dict[int, np.ndarray], state: dict, settings, rate: float,
+                   step: int) -> None:
     """One optimizer step at ``rate`` (step counts from 1), in the semantics' conventions."""
     semantics, decay = reference.semantics, settings.weight_decay
     for index in reference.trainable:
@@ -234,6 +255,8 @@ def train_reference(case: dict, semantics: dict[str, str]) -> dict[str, np.ndarr
     if settings.augment.enabled or settings.input_scale != 1.0:
         raise ValueError("reference: no augmentation, input scale 1")
     spec = build_spec(params.model, (case["image_size"], case["image_size"], 1), 10)
+    if any(layer.kind == "dropout" for layer in spec.layers):
+        raise ValueError("reference: the equivalence cases run with dropout off")
     reference = Reference(spec, initial_weights(spec, np.random.default_rng(case["seed"])), semantics)
     train, _ = case_data(case)
     images, count = train.images.astype(np.float64), train.labels.shape[0]
@@ -246,10 +269,10 @@ def train_reference(case: dict, semantics: dict[str, str]) -> dict[str, np.ndarr
         total, seen = 0.0, 0
         for rows in batch_indices(count, settings.batch_size, generator):
             logits, caches = reference.forward(images[rows], training=True)
-            loss, upstream = _loss(logits, targets[rows])
+            loss, upstream = cross_entropy(logits, targets[rows])
             grads = reference.backward(upstream, caches)
             step += 1
-            _step(reference, grads, state, settings, float(table[step - 1]), step)
+            optimizer_step(reference, grads, state, settings, float(table[step - 1]), step)
             total, seen = total + loss * len(rows), seen + len(rows)
             step_losses.append(total / seen)
     return {"weights": reference.weights, "step_loss": np.array(step_losses)}

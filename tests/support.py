@@ -282,3 +282,16 @@ def register_extra_frameworks() -> None:
         name, _, rest = entry.partition("=")
         module, _, label = rest.partition(":")
         frameworks.REGISTRY[name] = (module, label or name)
+
+
+def selected_frameworks() -> list[str]:
+    """The registered frameworks this test run covers: those pytest's ``--framework`` names (in
+    ``COMPARISON_TEST_ONLY``), else all; a name not registered stops the run, naming the choices."""
+    from stages.common import frameworks
+
+    named = [name for name in os.environ.get("COMPARISON_TEST_ONLY", "").split(";") if name]
+    unknown = [name for name in named if name not in frameworks.names()]
+    if unknown:
+        raise SystemExit(f"--framework {unknown[0]}: not a registered framework; registered: "
+                         f"{', '.join(frameworks.names())} (add one with --extra-framework NAME=MODULE:LABEL)")
+    return named or list(frameworks.names())

@@ -41,14 +41,13 @@ import sys
 import numpy as np
 import pytest
 
-from stages import backends
 from stages.backends.base import batch_indices
 from stages.common.architecture import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, build_spec, initial_weights
 from stages.common.params import ModelParams, parse_section
 from stages.common.semantics import SEMANTIC_CHOICES
-from tests.support import PROJECT_ROOT, assert_glorot_initialisation, project_params
+from tests.support import PROJECT_ROOT, assert_glorot_initialisation, project_params, selected_frameworks
 
-FRAMEWORKS = backends.names()  # every registered framework, each in its own worker process
+FRAMEWORKS = selected_frameworks()  # every registered framework (or those --framework names), each in its own worker
 PAIRS = list(itertools.combinations(FRAMEWORKS, 2))
 WEIGHT_ATOL = 2e-3
 VARIANCE_RTOL = 1e-5
@@ -295,7 +294,7 @@ def test_optimizers_apply_the_scheduled_rate_at_every_step(trained, name):
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_both_frameworks_visit_the_same_batches_in_the_shared_order(trained, name):
+def test_every_framework_visits_the_same_batches_in_the_shared_order(trained, name):
     runs = load(trained, name)
     generator = np.random.default_rng(DATA["seed"])
     expected = [rows for _ in range(2) for rows in batch_indices(DATA["train_count"], 16, generator)]

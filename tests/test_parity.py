@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from stages import backends
-from tests.support import PROJECT_ROOT, project_params
+from tests.support import PROJECT_ROOT, project_params, selected_frameworks
 
-REFERENCE, *OTHERS = backends.names()
+REFERENCE = backends.names()[0]  # every other framework (or those --framework names) against the registry's first
+OTHERS = [name for name in selected_frameworks() if name != REFERENCE]
 DIRECTIONS = [direction for other in OTHERS for direction in ((REFERENCE, other), (other, REFERENCE))]
 
 TUTORIAL_MODEL = {

@@ -1,8 +1,11 @@
 """Tests that every trainer must pass: the same contract, checked once per framework.
 
-Each registered framework's ``tests/<framework>/test_train_<framework>.py`` (Keras, PyTorch,
-JAX/Flax) imports these tests, sets ``FRAMEWORK`` and provides ``augment_images``; each runs in
-its own pytest process, so only one framework is ever imported per process.
+Run for one registered framework, in a pytest process of its own (importing two frameworks in one
+process can crash it): ``pytest tests/trainer_contract.py --framework NAME``, which is what
+``make test`` does, in a loop over the registry, for a framework without a ``tests/<name>/``
+folder. A framework with checks of its own (Keras, PyTorch, JAX/Flax) has
+``tests/<name>/test_train_<name>.py``, which sets ``FRAMEWORK`` and star-imports these tests
+beside its own; ``make test`` then runs that folder instead.
 """
 
 from __future__ import annotations
@@ -49,9 +52,44 @@ def make_split(count: int, seed: int) -> prepared.Split:
     return prepared.Split((images - 60.0) / 80.0, labels)
 
 
+def framework_under_test(request) -> str:
+    """The importing module's ``FRAMEWORK``, else the one ``--framework`` names (exactly one)."""
+    if hasattr(request.module, "FRAMEWORK"):
+        return request.module.FRAMEWORK
+    named = request.config.getoption("--framework")
+    if len(named) != 1 or named[0] not in backends.names():
+        pytest.fail(f"tests/trainer_contract.py runs for one registered framework: --framework NAME, one of "
+                    f"{', '.join(backends.names())} (given: {named or 'none'})", pytrace=False)
+    return named[0]
+
+
 @pytest.fixture(scope="module")
-def backend(request):
-    return backends.load(request.module.FRAMEWORK)
+def framework(request) -> str:
+    return framework_under_test(request)
+
+
+@pytest.fixture(scope="module")
+def backend(framework):
+    return backends.load(framework)
+
+
+def test_the_backend_has_every_member_of_the_protocol_with_its_signature(backend):
+    """What mypy checks for the modules listed in stages/backends/conformance.py, checked at run
+    time for any registered module (a framework registered only for a test run included)."""
+    import inspect
+
+    from stages.backends.base import Backend
+
+    for name, member in vars(Backend).items():
+        if name.startswith("_"):
+            continue
+        assert hasattr(backend, name), f"{backend.__name__} has no {name}"
+        if callable(member):
+            expected = list(inspect.signature(member).parameters)[1:]  # without self
+            assert list(inspect.signature(getattr(backend, name)).parameters) == expected, name
+    for name in Backend.__annotations__:
+        assert hasattr(backend, name), f"{backend.__name__} has no {name}"
+    assert isinstance(backend.MODEL_FILE, str) and isinstance(backend.SEMANTICS, dict)
 
 
 SMALL_INITIAL = "shared"  # fit_small(initial=SMALL_INITIAL): stages.common.architecture's draw for seed 0
@@ -308,12 +346,11 @@ def trained_weights(backend, framework: str, seed: int, spec) -> list[np.ndarray
     return backend.get_weights(backend.load_model(paths.model_dir(framework, seed) / backend.MODEL_FILE, spec))
 
 
-def test_replicate_seed_reaches_the_trainer_through_the_train_stage(backend, tmp_path, monkeypatch):
+def test_replicate_seed_reaches_the_trainer_through_the_train_stage(backend, framework, tmp_path, monkeypatch):
     """Same initial weights for seeds 1 and 2 and no dropout: their models differ only if the seed
     reaches fit (the batch order); seed 1 trained twice gives the same weights. (The same bytes
     in two processes, as DVC runs stages: tests/test_equivalence.py; within one process Keras
     numbers its layer names on, and the names are in the archive.)"""
-    framework = backend.__name__.rsplit(".", 1)[-1]
     monkeypatch.chdir(tmp_path)
     spec = stage_project(tmp_path, framework, model={**STAGE_MODEL, "dense_dropout": 0.0})
 
@@ -330,9 +367,8 @@ def test_replicate_seed_reaches_the_trainer_through_the_train_stage(backend, tmp
     assert (info["framework"], info["seed"], info["init"]) == (framework, 2, "shared")
 
 
-def test_replicate_seed_draws_the_initial_weights_when_each_framework_draws_its_own(backend, tmp_path,
+def test_replicate_seed_draws_the_initial_weights_when_each_framework_draws_its_own(backend, framework, tmp_path,
                                                                                     monkeypatch):
-    framework = backend.__name__.rsplit(".", 1)[-1]
     monkeypatch.chdir(tmp_path)
     spec = stage_project(tmp_path, framework, init="framework", epochs=1)
 
@@ -343,9 +379,8 @@ def test_replicate_seed_draws_the_initial_weights_when_each_framework_draws_its_
     assert not np.allclose(one[0], two[0], atol=1e-3)
 
 
-def test_input_scale_override_is_applied_in_training_and_in_evaluation(backend, tmp_path, monkeypatch):
+def test_input_scale_override_is_applied_in_training_and_in_evaluation(backend, framework, tmp_path, monkeypatch):
     """The tutorial preset's case: raw 0..255 inputs, this framework alone scaling them by 1/255."""
-    framework = backend.__name__.rsplit(".", 1)[-1]
     monkeypatch.chdir(tmp_path)
     scale = 0.00392156862745098
     spec = stage_project(tmp_path, framework, input_scale=scale, epochs=4)
@@ -368,8 +403,7 @@ def test_input_scale_override_is_applied_in_training_and_in_evaluation(backend, 
     assert dvclive_summary["epochs"] == 4
 
 
-def test_evaluate_refuses_a_model_built_for_other_images(backend, tmp_path, monkeypatch):
-    framework = backend.__name__.rsplit(".", 1)[-1]
+def test_evaluate_refuses_a_model_built_for_other_images(backend, framework, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     stage_project(tmp_path, framework, epochs=1)
     train_stage.main([framework, "1"])
@@ -382,9 +416,8 @@ def test_evaluate_refuses_a_model_built_for_other_images(backend, tmp_path, monk
 
 
 # --------------------------------------------------------------------------------------------
-# Augmentation, checked on images: each framework's test module provides
-# augment_images(images NHWC, settings, background, seed) -> images NHWC, calling its backend's own
-# augmentation as fit does.
+# Augmentation, checked on images: the backend's ``augment`` (images NHWC, settings, background,
+# seed) -> images NHWC, the augmentation fit applies to each training batch.
 # --------------------------------------------------------------------------------------------
 SIZE = 28
 BACKGROUND = -0.5
@@ -410,8 +443,8 @@ def centroids(images: np.ndarray) -> np.ndarray:
     return np.stack([(mass * rows).sum(axis=(1, 2)) / total, (mass * columns).sum(axis=(1, 2)) / total], axis=1)
 
 
-def test_augmentation_shifts_images_within_max_shift(request):
-    augment = request.module.augment_images
+def test_augmentation_shifts_images_within_max_shift(backend):
+    augment = backend.augment
     images = square_images(64, 12, 12)  # centred: a rotation would not move it
 
     moved = centroids(augment(images, augment_settings(0.1, 0.0), BACKGROUND, 5)) - centroids(images)
@@ -422,8 +455,8 @@ def test_augmentation_shifts_images_within_max_shift(request):
     assert np.mean(np.abs(moved).max(axis=1) > 0.5) > 0.5  # most images moved
 
 
-def test_augmentation_rotates_images_within_max_rotation(request):
-    augment = request.module.augment_images
+def test_augmentation_rotates_images_within_max_rotation(backend):
+    augment = backend.augment
     images = square_images(64, 4, 12)  # 8 px above the centre (13.5, 13.5)
     centre = (SIZE - 1) / 2
 
@@ -435,8 +468,8 @@ def test_augmentation_rotates_images_within_max_rotation(request):
     np.testing.assert_allclose(np.hypot(after[:, 0], after[:, 1]), 8.0, atol=1.0)  # rotated about the centre
 
 
-def test_augmentation_fills_uncovered_pixels_with_the_background_and_invents_no_values(request):
-    augment = request.module.augment_images
+def test_augmentation_fills_uncovered_pixels_with_the_background_and_invents_no_values(backend):
+    augment = backend.augment
     images = np.ones((16, SIZE, SIZE, 1), np.float32)
 
     output = augment(images, augment_settings(0.1, 10.0), BACKGROUND, 5)
@@ -447,15 +480,15 @@ def test_augmentation_fills_uncovered_pixels_with_the_background_and_invents_no_
     assert np.mean(filled > 0) > 0.5  # most images moved something out of frame
 
 
-def test_augmentation_with_zero_bounds_leaves_images_unchanged(request):
-    augment = request.module.augment_images
+def test_augmentation_with_zero_bounds_leaves_images_unchanged(backend):
+    augment = backend.augment
     images = make_split(8, 3).images
 
     np.testing.assert_allclose(augment(images, augment_settings(0.0, 0.0), BACKGROUND, 5), images, atol=1e-5)
 
 
-def test_augmentation_is_seeded(request):
-    augment = request.module.augment_images
+def test_augmentation_is_seeded(backend):
+    augment = backend.augment
     images = square_images(16, 4, 12)
     settings = augment_settings(0.1, 10.0)
 
@@ -465,10 +498,10 @@ def test_augmentation_is_seeded(request):
     assert not np.array_equal(first, other)
 
 
-def test_evaluate_stage_writes_the_measured_metrics_and_the_per_image_files(backend, tmp_path, monkeypatch, caplog):
+def test_evaluate_stage_writes_the_measured_metrics_and_the_per_image_files(backend, framework, tmp_path, monkeypatch,
+                                                                            caplog):
     """metrics.json, per_class.json, confusion.csv and predictions.npy of one real evaluation; the
     clock is replaced, so the speed figures are known exactly."""
-    framework = backend.__name__.rsplit(".", 1)[-1]
     monkeypatch.chdir(tmp_path)
     spec = stage_project(tmp_path, framework, epochs=1, input_scale=0.5)
     raw = yamlfile.read(tmp_path / "params.yaml")
@@ -520,9 +553,8 @@ def test_evaluate_stage_writes_the_measured_metrics_and_the_per_image_files(back
     assert result.environment["threads"] == "1" and result.environment["numpy"] == np.__version__
 
 
-def test_the_tuned_level_trains_and_evaluates_into_its_own_arm_and_records_its_switches(backend, tmp_path,
+def test_the_tuned_level_trains_and_evaluates_into_its_own_arm_and_records_its_switches(backend, framework, tmp_path,
                                                                                         monkeypatch):
-    framework = backend.__name__.rsplit(".", 1)[-1]
     monkeypatch.chdir(tmp_path)
     stage_project(tmp_path, framework, epochs=1)
 
@@ -538,8 +570,7 @@ def test_the_tuned_level_trains_and_evaluates_into_its_own_arm_and_records_its_s
     assert not paths.model_dir(framework, 1).exists() and not paths.eval_dir(framework, 1).exists()
 
 
-def test_evaluate_without_a_trained_model_names_the_stage_to_run(backend, tmp_path, monkeypatch):
-    framework = backend.__name__.rsplit(".", 1)[-1]
+def test_evaluate_without_a_trained_model_names_the_stage_to_run(backend, framework, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     stage_project(tmp_path, framework)
 
@@ -586,9 +617,8 @@ def swap_for_another_shape(arrays: list[np.ndarray]) -> None:
     (poison_with_nan, r"w0 holds 1 NaN or infinite values; expected finite weights; rerun `dvc repro init`"),
     (swap_for_another_shape, r"w0 has shape \(5, 5, 1, 4\), expected \(3, 3, 1, 4\); the model in params\.yaml "),
 ])
-def test_train_refuses_damaged_initial_weights_naming_the_file_before_training(backend, tmp_path, monkeypatch,
-                                                                                change, problem):
-    framework = backend.__name__.rsplit(".", 1)[-1]
+def test_train_refuses_damaged_initial_weights_naming_the_file_before_training(backend, framework, tmp_path,
+                                                                                monkeypatch, change, problem):
     monkeypatch.chdir(tmp_path)
     spec = stage_project(tmp_path, framework)
     weights = initial_weights(spec, np.random.default_rng(0))
@@ -601,8 +631,7 @@ def test_train_refuses_damaged_initial_weights_naming_the_file_before_training(b
     assert not paths.model_dir(framework, 1).exists() and not paths.logs_dir(framework, 1).exists()
 
 
-def test_evaluate_refuses_a_model_file_with_nan_weights_naming_it(backend, tmp_path, monkeypatch):
-    framework = backend.__name__.rsplit(".", 1)[-1]
+def test_evaluate_refuses_a_model_file_with_nan_weights_naming_it(backend, framework, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = stage_project(tmp_path, framework, epochs=1)
     train_stage.main([framework, "1"])
@@ -628,11 +657,10 @@ def has_gpu(backend) -> bool:
 
 
 @pytest.mark.parametrize("kind", ["train", "evaluate"])
-def test_cuda_without_a_gpu_is_refused_first_and_says_how_to_get_the_outputs_back(backend, tmp_path, monkeypatch,
-                                                                                  kind):
+def test_cuda_without_a_gpu_is_refused_first_and_says_how_to_get_the_outputs_back(backend, framework, tmp_path,
+                                                                                  monkeypatch, kind):
     """The one check that needs the machine runs after DVC removed the stage's outputs: it comes
     before any data is read (no data/prepared here), and its line says how to restore them."""
-    framework = backend.__name__.rsplit(".", 1)[-1]
     if has_gpu(backend):
         pytest.skip("this machine has a GPU: train.device: cuda runs")
     monkeypatch.chdir(tmp_path)

@@ -110,6 +110,19 @@ class Backend(Protocol):
         if given, is called after every optimizer step (costs a device sync per step)."""
         ...
 
+    def augment(self, images: np.ndarray, settings: TrainParams, background: float, seed: int) -> np.ndarray:
+        """NHWC float32 images augmented as ``fit`` augments a training batch (``settings.augment``'s
+        bounds, uncovered pixels filled with ``background``), drawn from a generator seeded with
+        ``seed``; the framework's global random state is left as it was. (What training sees: the
+        trainer contract checks it on images.)"""
+        ...
+
+    def batch_norm_constants(self, model: Model) -> list[tuple[float, float]]:
+        """(decay, epsilon) of each of ``model``'s batch-norm layers, read from the framework's own
+        layer objects and given in the architecture's convention (decay: the share of the running
+        statistic kept per step). The equivalence suite checks them against the architecture's."""
+        ...
+
     def for_inference(self, model: Model, switches: tuple[str, ...]) -> Model:
         """``model`` ready for ``predict`` as the framework's users run it (stock: no
         ``switches``), or with the given tuned ``switches``; same weights, same outputs."""

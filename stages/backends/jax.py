@@ -276,6 +276,18 @@ def augment_batch(images, key, max_shift: float, max_rotation_deg: float, backgr
     return jax.vmap(one)(images, angles, shifts_x, shifts_y)
 
 
+def augment(images: np.ndarray, settings: TrainParams, background: float, seed: int) -> np.ndarray:
+    augmentation = settings.augment
+    return np.asarray(augment_batch(jnp.asarray(images, jnp.float32), jax.random.key(seed), augmentation.max_shift,
+                                    augmentation.max_rotation_deg, background))
+
+
+def batch_norm_constants(model: Model) -> list[tuple[float, float]]:
+    """Flax's ``momentum`` is the share of the running statistic kept: the decay itself."""
+    return [(float(layer.momentum), float(layer.epsilon)) for layer in _module(model).layers
+            if isinstance(layer, nnx.BatchNorm)]
+
+
 def _loss(model, images, labels, smoothing: float, rngs):
     logits = model(images, rngs=rngs)
     targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)

@@ -199,6 +199,18 @@ def _augmentation(settings: TrainParams, background: float, seed: int):
     ], name="augmentation")
 
 
+def augment(images: np.ndarray, settings: TrainParams, background: float, seed: int) -> np.ndarray:
+    """The augmentation layers fit() puts in front of the model, applied in training mode (their
+    own seed generators: Keras' global one is untouched)."""
+    return keras.ops.convert_to_numpy(_augmentation(settings, background, seed)(images, training=True))
+
+
+def batch_norm_constants(model: Model) -> list[tuple[float, float]]:
+    """Keras' ``momentum`` is the share of the running statistic kept: the decay itself."""
+    return [(float(layer.momentum), float(layer.epsilon)) for layer in model.layers
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
 def _training_dataset(images, targets, orders: list[np.ndarray], batch_size: int, scale: float):
     """Every epoch's batches, each epoch in its own seeded order, gathered in-graph.
 

@@ -25,6 +25,8 @@ from stages.backends.keras import (  # noqa: E402 - after the engine is named
     ENGINE,
     MODEL_FILE,
     SEMANTICS,
+    augment,
+    batch_norm_constants,
     build_model,
     count_parameters,
     fit,
@@ -41,9 +43,10 @@ from stages.common.errors import StageError  # noqa: E402
 from stages.common.params import TrainParams  # noqa: E402
 from stages.common.runtime import configure_threads  # noqa: E402
 
-__all__ = ["ADAM_EPSILON", "ENGINE", "DESCRIPTION", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "build_model",
-           "configure", "count_parameters", "environment", "fit", "for_inference", "get_weights", "layer_kinds",
-           "load_model", "logits", "predict", "save_model", "set_weights"]
+__all__ = ["ADAM_EPSILON", "ENGINE", "DESCRIPTION", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "augment",
+           "batch_norm_constants", "build_model", "configure", "count_parameters", "environment", "fit",
+           "for_inference", "get_weights", "layer_kinds", "load_model", "logits", "predict", "save_model",
+           "set_weights"]
 
 DESCRIPTION = (
     "Keras 3 on PyTorch (`KERAS_BACKEND=torch`): the same `keras.Sequential`, `Model.fit` and `keras.optimizers` "

@@ -317,6 +317,19 @@ def _augmenter(settings: TrainParams, background: float):
     return apply
 
 
+def augment(images: np.ndarray, settings: TrainParams, background: float, seed: int) -> np.ndarray:
+    with torch.random.fork_rng(devices=[]):  # PyTorch's global generator, as configure() seeded it, untouched
+        torch.manual_seed(seed)
+        batch = torch.from_numpy(np.ascontiguousarray(np.asarray(images, np.float32).transpose(0, 3, 1, 2)))
+        return np.ascontiguousarray(_augmenter(settings, background)(batch).numpy().transpose(0, 2, 3, 1))
+
+
+def batch_norm_constants(model: Model) -> list[tuple[float, float]]:
+    """PyTorch's ``momentum`` is the share of the batch statistic: decay = 1 - momentum."""
+    return [(1.0 - float(module.momentum), float(module.eps)) for module in model
+            if isinstance(module, nn.BatchNorm2d)]
+
+
 def _memory_format(batch):
     return torch.channels_last if batch.dim() == 4 and not batch.is_contiguous() else torch.contiguous_format
 

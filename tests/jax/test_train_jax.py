@@ -1,5 +1,5 @@
 """The trainer contract (tests/trainer_contract.py) for JAX/Flax, in a JAX-only process, and what
-only this backend has: its augmentation, its levels read back from JAX, and its recipe points."""
+only this backend has: its levels read back from JAX and its recipe points."""
 
 import numpy as np
 import pytest
@@ -9,17 +9,6 @@ from tests.trainer_contract import *  # noqa: F403 - the shared contract tests
 from tests.trainer_contract import SMALL, make_params
 
 FRAMEWORK = "jax"
-
-
-def augment_images(images, settings, background, seed):
-    """The augmentation fit() applies to each batch, with a key from the seed as fit() derives one."""
-    import jax
-
-    from stages.backends.jax import augment_batch
-
-    augment = settings.augment
-    return np.asarray(augment_batch(jax.numpy.asarray(images), jax.random.key(seed), augment.max_shift,
-                                    augment.max_rotation_deg, background))
 
 
 PLAIN_FLAX = """

@@ -1,6 +1,6 @@
 """The trainer contract (tests/trainer_contract.py) for PyTorch, in a PyTorch-only process, and
-what only PyTorch has: its augmentation transforms and its weights-only loader against a real
-pickle payload."""
+what only PyTorch has: its own classes and switches read back, and its weights-only loader
+against a real pickle payload."""
 
 import os
 
@@ -13,17 +13,6 @@ from tests.trainer_contract import *  # noqa: F403 - the shared contract tests
 from tests.trainer_contract import SMALL, make_params
 
 FRAMEWORK = "torch"
-
-
-def augment_images(images, settings, background, seed):
-    """The augmentation fit() applies to each batch, seeded as configure() seeds it."""
-    import torch
-
-    from stages.backends.torch import _augmenter
-
-    torch.manual_seed(seed)
-    batch = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-    return _augmenter(settings, background)(batch).numpy().transpose(0, 2, 3, 1)
 
 
 class WritesMarker:
