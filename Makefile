@@ -35,15 +35,15 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# One framework's tests (shell; $(1) is its name): its folder, or the trainer contract alone.
+framework_tests = if [ -d tests/$(1) ]; then echo "== tests/$(1)"; $(BIN)/python -m pytest tests/$(1); \
+	else echo "== the trainer contract for $(1)"; $(BIN)/python -m pytest tests/trainer_contract.py --framework $(1); fi
+
 test-frameworks: install
-	@set -e; for framework in $(FRAMEWORKS); do \
-		if [ -d tests/$$framework ]; then echo "== tests/$$framework"; $(BIN)/python -m pytest tests/$$framework; \
-		else echo "== the trainer contract for $$framework"; \
-			$(BIN)/python -m pytest tests/trainer_contract.py --framework $$framework; fi; done
+	@set -e; for framework in $(FRAMEWORKS); do $(call framework_tests,$$framework); done
 
 test-%: install
-	@if [ -d tests/$* ]; then $(BIN)/python -m pytest tests/$*; \
-	else $(BIN)/python -m pytest tests/trainer_contract.py --framework $*; fi
+	@$(call framework_tests,$*)
 
 test-unit: install
 	$(BIN)/python -m pytest tests $(foreach framework,$(FRAMEWORKS),--ignore=tests/$(framework))

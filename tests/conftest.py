@@ -11,10 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import SHARED_DATASETS, MirrorServer, make_dataset, register_extra_frameworks
-
-EXTRA_FRAMEWORKS = "COMPARISON_TEST_FRAMEWORKS"  # NAME=MODULE:LABEL;...: read by tests/framework_worker.py too
-SELECTED_FRAMEWORKS = "COMPARISON_TEST_ONLY"  # NAME;...: read by tests.support.selected_frameworks
+from tests.support import (
+    EXTRA_FRAMEWORKS,
+    SELECTED_FRAMEWORKS,
+    SHARED_DATASETS,
+    MirrorServer,
+    make_dataset,
+    register_extra_frameworks,
+)
 
 
 def pytest_addoption(parser):

@@ -24,7 +24,7 @@ import os
 import time
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,6 @@ SEMANTICS = {"moving_variance": "unbiased", "adam_epsilon": "corrected", "sgd_mo
 # A silent deviation for the equivalence suite to catch: the convention trained instead of the declared one.
 DEVIATIONS = {"approximate_gelu": ("gelu", "tanh"), "pytorch_momentum": ("sgd_momentum", "gradient_units"),
               "biased_variance": ("moving_variance", "biased")}
-BATCH_NORM = "batch_norm"
 
 
 def _trained_conventions() -> dict[str, str]:
@@ -74,9 +73,7 @@ def _trained_conventions() -> dict[str, str]:
 @dataclass
 class NumpyModel:
     spec: ArchitectureSpec
-    reference: Reference
-    seed: int = 0
-    rates: list[float] = field(default_factory=list)  # the optimizer's rate at each step of the last fit
+    reference: Reference  # the weights (float64) and the conventions it trains with
 
 
 _state = {"seed": 0}
@@ -98,7 +95,7 @@ def configure(settings: TrainParams, seed: int) -> str:
 def build_model(spec: ArchitectureSpec) -> Model:
     """The spec's layers with weights drawn as ``stages/init.py`` draws them, from the configured seed."""
     weights = initial_weights(spec, np.random.default_rng(_state["seed"]))
-    return NumpyModel(spec, Reference(spec, weights, _trained_conventions()), _state["seed"])
+    return NumpyModel(spec, Reference(spec, weights, _trained_conventions()))
 
 
 def layer_kinds(model: Model) -> list[str]:
@@ -151,19 +148,18 @@ def _augment(images: np.ndarray, settings: TrainParams, background: float,
 
 def batch_norm_constants(model: Model) -> list[tuple[float, float]]:
     return [(float(layer.config["decay"]), float(layer.config["epsilon"])) for layer in model.spec.layers
-            if layer.kind == BATCH_NORM]
+            if layer.kind == "batch_norm"]
 
 
 def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_rates: np.ndarray, seed: int,
         on_epoch_end: EpochCallback, background: float = 0.0, on_step_end: StepCallback | None = None) -> None:
     reference = model.reference
-    reference.semantics = _trained_conventions()
     order, draws = np.random.default_rng(seed), np.random.default_rng([seed, 1])  # batches; dropout, augmentation
     count = train.labels.shape[0]
     classes = model.spec.num_classes
     targets = np.eye(classes)[train.labels] * (1 - settings.label_smoothing) + settings.label_smoothing / classes
-    optimizer: dict = {}
-    model.rates, step = [], 0
+    optimizer: dict = {}  # its moments; the rate it applies at each step is the table's
+    step, rate = 0, float("nan")
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for epoch in range(1, settings.epochs + 1):
             started = time.perf_counter()
@@ -178,16 +174,15 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
                 rate = float(learning_rates[step])
                 step += 1
                 optimizer_step(reference, reference.backward(upstream, caches), optimizer, settings, rate, step)
-                model.rates.append(rate)
                 correct += int(np.sum(logits.argmax(axis=1) == train.labels[rows]))
                 loss_sum, seen = loss_sum + loss * len(rows), seen + len(rows)
                 if on_step_end is not None:
-                    on_step_end(StepRecord(epoch, batch, rows, model.rates[-1], loss_sum / seen))
+                    on_step_end(StepRecord(epoch, batch, rows, rate, loss_sum / seen))
             check_finite_weights(all(np.isfinite(weight).all() for weight in reference.weights), epoch)
             trained = time.perf_counter()
             val_loss, val_accuracy = _evaluate(model, val, settings.input_scale)
             on_epoch_end(EpochRecord(epoch, loss_sum / count, correct / count, val_loss, val_accuracy,
-                                     model.rates[-1], trained - started, time.perf_counter() - started))
+                                     rate, trained - started, time.perf_counter() - started))
 
 
 def _evaluate(model: Model, split: Split, scale: float) -> tuple[float, float]:

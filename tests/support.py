@@ -272,13 +272,18 @@ class FakeClock:
         return self.now
 
 
+# pytest's --extra-framework and --framework (tests/conftest.py), passed on to worker subprocesses
+EXTRA_FRAMEWORKS = "COMPARISON_TEST_FRAMEWORKS"  # NAME=MODULE:LABEL;...
+SELECTED_FRAMEWORKS = "COMPARISON_TEST_ONLY"  # NAME;...
+
+
 def register_extra_frameworks() -> None:
     """Add the frameworks named in ``COMPARISON_TEST_FRAMEWORKS`` (``NAME=MODULE:LABEL;...``, set by
     pytest's ``--extra-framework``) to the registry of this process: one line each, as a user
     would add to stages/common/frameworks.py."""
     from stages.common import frameworks
 
-    for entry in filter(None, os.environ.get("COMPARISON_TEST_FRAMEWORKS", "").split(";")):
+    for entry in filter(None, os.environ.get(EXTRA_FRAMEWORKS, "").split(";")):
         name, _, rest = entry.partition("=")
         module, _, label = rest.partition(":")
         frameworks.REGISTRY[name] = (module, label or name)
@@ -289,7 +294,7 @@ def selected_frameworks() -> list[str]:
     ``COMPARISON_TEST_ONLY``), else all; a name not registered stops the run, naming the choices."""
     from stages.common import frameworks
 
-    named = [name for name in os.environ.get("COMPARISON_TEST_ONLY", "").split(";") if name]
+    named = [name for name in os.environ.get(SELECTED_FRAMEWORKS, "").split(";") if name]
     unknown = [name for name in named if name not in frameworks.names()]
     if unknown:
         raise SystemExit(f"--framework {unknown[0]}: not a registered framework; registered: "

@@ -115,6 +115,11 @@ CASES = {
 GELU_CASE = "sgd_momentum_constant_gelu_no_batch_norm"
 
 
+def case(name: str) -> dict:
+    """One of ``CASES`` as a worker (and the reference) trains it."""
+    return {"name": name, "model": CASES[name][0], "train": CASES[name][1], **DATA}
+
+
 def exercised(name: str) -> set[str]:
     """The SEMANTICS keys whose convention changes this case's trained weights."""
     settings = CASES[name][1]
@@ -168,8 +173,7 @@ def run_workers(cases: list[dict], folder) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    cases = [SHIPPED] + [{"name": name, "model": spec, "train": settings, **DATA}
-                         for name, (spec, settings) in CASES.items()]
+    cases = [SHIPPED] + [case(name) for name in CASES]
     return run_workers(cases, tmp_path_factory.mktemp("equivalence"))
 
 
@@ -309,20 +313,10 @@ def test_every_framework_visits_the_same_batches_in_the_shared_order(trained, na
 
 
 @pytest.fixture(scope="module")
-def references(trained) -> dict:
-    """Each case trained by the framework-free reference (tests/reference_trainer.py) under each
-    framework's declared SEMANTICS: (case, conventions) -> its weights and step losses."""
-    from tests.reference_trainer import train_reference
-
-    found: dict = {}
-    for name in CASES:
-        case = {"name": name, "model": CASES[name][0], "train": CASES[name][1], **DATA}
-        for framework in FRAMEWORKS:
-            conventions = semantics(trained, framework)
-            key = (name, json.dumps(conventions, sort_keys=True))
-            if key not in found:
-                found[key] = train_reference(case, conventions)
-    return found
+def references() -> dict:
+    """The cases trained by the framework-free reference (tests/reference_trainer.py), each under
+    the conventions asked for, once: (case, conventions) -> its weights and step losses."""
+    return {}
 
 
 def reference_for(references: dict, name: str, conventions: dict[str, str]) -> dict:
@@ -330,8 +324,7 @@ def reference_for(references: dict, name: str, conventions: dict[str, str]) -> d
 
     key = (name, json.dumps(conventions, sort_keys=True))
     if key not in references:
-        case = {"name": name, "model": CASES[name][0], "train": CASES[name][1], **DATA}
-        references[key] = train_reference(case, conventions)
+        references[key] = train_reference(case(name), conventions)
     return references[key]
 
 

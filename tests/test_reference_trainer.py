@@ -10,14 +10,10 @@ import pytest
 from stages.common.architecture import build_spec, initial_weights
 from tests.framework_worker import case_data, case_settings
 from tests.reference_trainer import Reference, cross_entropy, train_reference
-from tests.test_equivalence import CASES, DATA, model, running_variance_indices, train
+from tests.test_equivalence import DATA, case, model, running_variance_indices, train
 
 KERAS_LIKE = {"moving_variance": "biased", "adam_epsilon": "uncorrected", "sgd_momentum": "weight_units",
               "sgd_weight_decay": "decoupled", "gelu": "exact"}
-
-
-def case(name: str) -> dict:
-    return {"name": name, "model": CASES[name][0], "train": CASES[name][1], **DATA}
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu"])
