@@ -2,21 +2,24 @@
 tuned and stock runs): each arm maps seed -> replicate, and the comparison pairs them on the
 seeds both have.
 
-Per compared metric (``compare.METRICS``): the paired difference or ratio across seeds, its
-Holm-adjusted p-value within the pair's family (every metric plus time to accuracy), TOST
-against the metric's equivalence margin, the minimum detectable difference at 80% power with
-the seeds run and the seeds that would detect the margin; for the quality metrics also the
-interval over seeds and test images (two-level bootstrap), the sign-flip test over all seeds
-together and the floor that the test set's size sets. Per seed: McNemar and the number of
-images whose predicted classes differ. Plus time to the target validation accuracy, and how
-busy the machine was while timing.
+Per compared metric (``compare.METRICS``): the paired difference or ratio across seeds, TOST
+against the metric's equivalence margin across seeds, the minimum detectable difference at 80%
+power with the seeds run and the seeds the verdict within reach needs (a range: the seed-to-seed
+spread is itself uncertain); for the quality metrics also the interval over seeds and test images
+(two-level bootstrap), TOST on that same bootstrap (what an "equivalent" verdict rests on), the
+test set's own standard error and floor, and the sign-flip test of these trained models on this
+test set. Per seed: McNemar and the number of images whose predicted classes differ. Plus time to
+the target validation accuracy, and how busy the machine was while timing.
+
+``adjust`` Holm-adjusts one family over every pair of the report: each metric's paired test,
+time to accuracy, and each metric's TOST (the one its verdict rests on).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,14 +46,25 @@ class Arm:
 @dataclass(frozen=True)
 class MetricComparison:
     paired: stats.Paired
-    holm_p: float | None  # the paired test's p, Holm-adjusted within the pair's family
+    holm_p: float | None  # the paired test's p, Holm-adjusted over the report's family (``adjust``)
     margin: float  # equivalence margin on the tested scale (log ratio for ratios)
-    tost: stats.Tost | None
+    tost: stats.Tost | None  # across seeds (t)
     detectable: float | None  # minimum detectable difference at 80% power, tested scale
-    seeds_for_margin: int | None  # seeds with 80% power to detect a difference of the margin
-    resampled: stats.Interval | None  # over seeds and test images (quality metrics)
-    sign_flip_p: float | None  # over all seeds and test images together (per-image metrics)
-    floor: power.Floor | None  # what the test set's size lets any number of seeds detect
+    seeds: power.SeedsForVerdict | None  # the seeds the verdict within reach needs
+    resampled: stats.Interval | None  # 95%, over seeds and test images (quality metrics)
+    equivalence: resampling.Equivalence | None  # TOST over seeds and test images (quality metrics)
+    tost_holm_p: float | None  # ``verdict_tost_p``, Holm-adjusted over the report's family
+    sign_flip_p: float | None  # these trained models on this test set (per-image metrics)
+    floor: power.Floor | None  # what the test set's size lets any number of seeds detect (per-image metrics)
+    test_error: float | None  # the test set's standard error of the seed-averaged difference (quality)
+
+    @property
+    def verdict_tost_p(self) -> float | None:
+        """The TOST an "equivalent" verdict rests on: over seeds and test images for the quality
+        metrics, over seeds for the speeds (timed on this machine, no test set involved)."""
+        if self.equivalence is not None:
+            return self.equivalence.p_value
+        return None if self.tost is None else self.tost.p_value
 
 
 @dataclass(frozen=True)
@@ -106,8 +120,8 @@ def contention(records: Sequence[object]) -> Contention:
 
 
 def _metric(metric: Metric, a: list[float], b: list[float], settings: ReportParams,
-            images: tuple[resampling.ArmImages, resampling.ArmImages] | None,
-            labels: np.ndarray) -> MetricComparison:
+            images: tuple[resampling.ArmImages, resampling.ArmImages], labels: np.ndarray,
+            resamples: int) -> MetricComparison:
     paired = stats.paired_difference(a, b) if metric.compare == "difference" else stats.paired_ratio(a, b)
     tested = np.asarray(a, np.float64) - np.asarray(b, np.float64) if metric.compare == "difference" \
         else np.log(a) - np.log(b)
@@ -116,23 +130,29 @@ def _metric(metric: Metric, a: list[float], b: list[float], settings: ReportPara
     sd = float(np.std(tested, ddof=1)) if n >= 2 else None
     if sd is not None and sd <= 1e-12 * max(1.0, abs(float(np.mean(tested)))):
         sd = 0.0  # identical to rounding, as stats.paired_difference treats them
-    resampled = sign_flip = floor = None
-    if images is not None and metric.key in RESAMPLED:
-        resampled = resampling.two_level_bootstrap(metric.key, *images, labels)
+    resampled = equivalence = sign_flip = floor = error = None
+    if metric.key in RESAMPLED:
+        distribution = resampling.two_level_distribution(metric.key, *images, labels, resamples)
+        resampled = resampling.percentile_interval(distribution)
+        equivalence = resampling.equivalence(distribution, limit) if n >= 2 else None  # no verdict from one seed
         if metric.key in PER_IMAGE:
             sign_flip = resampling.sign_flip(metric.key, *images, labels)
             floor = power.test_set_floor(resampling.per_image(metric.key, images[0], labels),
                                          resampling.per_image(metric.key, images[1], labels))
+            error = floor.standard_error
+        else:
+            error = resampling.test_set_error(metric.key, *images, labels)
     return MetricComparison(
         paired, None, limit, stats.tost(tested.tolist(), limit),
         None if sd is None else power.minimum_detectable(sd, n),
-        None if sd is None or sd == 0 else power.seeds_needed(limit, sd),
-        resampled, sign_flip, floor)
+        None if sd is None else power.seeds_for_verdict(float(np.mean(tested)), sd, n, limit),
+        resampled, equivalence, None, sign_flip, floor, error)
 
 
 def compare_arms(first: Arm, second: Arm, seeds: Sequence[int], labels: np.ndarray, settings: ReportParams,
-                 metrics: Sequence[Metric]) -> PairResult:
-    """``first`` against ``second`` on ``seeds`` (each must be in both arms)."""
+                 metrics: Sequence[Metric], resamples: int = resampling.RESAMPLES) -> PairResult:
+    """``first`` against ``second`` on ``seeds`` (each must be in both arms); the Holm-adjusted
+    p-values are left for ``adjust``, over every pair of the report."""
     missing = [seed for seed in seeds if seed not in first.replicates or seed not in second.replicates]
     if missing or not seeds:
         raise ValueError(f"{first.name} vs {second.name}: seeds {missing or list(seeds)} not in both arms")
@@ -142,20 +162,45 @@ def compare_arms(first: Arm, second: Arm, seeds: Sequence[int], labels: np.ndarr
     images = (resampling.arm_images([r.probabilities for r in a_items], labels),
               resampling.arm_images([r.probabilities for r in b_items], labels))
     compared = {metric.key: _metric(metric, [metric.value(r) for r in a_items], [metric.value(r) for r in b_items],
-                                    settings, images, labels) for metric in metrics}
+                                    settings, images, labels, resamples) for metric in metrics}
     target = settings.target_val_accuracy
     ttt = time_to_accuracy.compare(
         [time_to_accuracy.reached(r.curves["val/accuracy"], r.curves["epoch_seconds"], target) for r in a_items],
         [time_to_accuracy.reached(r.curves["val/accuracy"], r.curves["epoch_seconds"], target) for r in b_items],
         target)
-    family = [item.paired.p_value for item in compared.values()] + [None if ttt.seconds is None
-                                                                    else ttt.seconds.p_value]
-    adjusted = stats.holm(family)
-    compared = {key: MetricComparison(**{**item.__dict__, "holm_p": p})
-                for (key, item), p in zip(compared.items(), adjusted)}
     return PairResult(
         first.name, second.name, first.label, second.label, tuple(seeds), compared,
         [stats.mcnemar(a.predicted == labels, b.predicted == labels) for a, b in zip(a_items, b_items)],
         [int(np.sum(a.predicted != b.predicted)) for a, b in zip(a_items, b_items)],
-        ttt, adjusted[-1],
+        ttt, None,
         contention([r.training for r in a_items + b_items]), contention([r.evaluation for r in a_items + b_items]))
+
+
+def tests_per_pair(metrics: Sequence[Metric]) -> int:
+    """Tests each pair adds to the family: a paired test and a TOST per metric, and time to accuracy."""
+    return 2 * len(metrics) + 1
+
+
+def family(pairs: Sequence[PairResult]) -> list[float | None]:
+    """Every raw p-value the report states a verdict on, pair by pair: the paired tests of every
+    metric, time to accuracy, then the TOST of every metric (``MetricComparison.verdict_tost_p``)."""
+    raw: list[float | None] = []
+    for pair in pairs:
+        raw += [item.paired.p_value for item in pair.metrics.values()]
+        raw.append(None if pair.time_to_target.seconds is None else pair.time_to_target.seconds.p_value)
+        raw += [item.verdict_tost_p for item in pair.metrics.values()]
+    return raw
+
+
+def adjust(pairs: Sequence[PairResult]) -> list[PairResult]:
+    """The pairs with their p-values Holm-adjusted as one family (``family``)."""
+    adjusted = iter(stats.holm(family(pairs)))
+    result = []
+    for pair in pairs:
+        tests = [next(adjusted) for _ in pair.metrics]
+        time_to_target = next(adjusted)
+        tosts = [next(adjusted) for _ in pair.metrics]
+        metrics = {key: replace(item, holm_p=test, tost_holm_p=tost)
+                   for (key, item), test, tost in zip(pair.metrics.items(), tests, tosts)}
+        result.append(replace(pair, metrics=metrics, time_to_target_holm_p=time_to_target))
+    return result

@@ -1,6 +1,7 @@
 """The comparison: per arm (framework), each metric over seeds; per pair of arms, the paired
 comparison of ``arms.compare_arms`` (differences for quality, ratios for speed, McNemar per seed,
-equivalence, power, time to accuracy). The sentences are in ``conclusions.py``.
+equivalence, power, time to accuracy), its p-values Holm-adjusted as one family over every pair
+(``arms.adjust``). The sentences are in ``conclusions.py``.
 
 ``METRICS`` is the one definition of what is compared; the Markdown table, the figures, the
 top-level ``reports/metrics.json`` and the tests all read it.
@@ -17,8 +18,8 @@ import numpy as np
 
 from stages import backends
 from stages.common.params import ReportParams
-from stages.report import stats
-from stages.report.arms import Arm, PairResult, compare_arms
+from stages.report import resampling, stats
+from stages.report.arms import Arm, PairResult, adjust, compare_arms, family, tests_per_pair
 from stages.report.inputs import Replicate
 
 
@@ -70,6 +71,8 @@ class Comparison:
     pairs: list[PairResult]
     inference_noise: float  # median relative spread (max - min) / median of repeated inference passes
     settings: ReportParams
+    family: int  # p-values in the report's one Holm family (``arms.family``)
+    resamples: int  # of each seeds-and-test-images bootstrap
 
     @property
     def n(self) -> int:
@@ -101,12 +104,15 @@ def compare(results: dict[str, list[Replicate]], labels: np.ndarray, settings: R
     wilson = {framework: [stats.wilson(int(round(r.evaluation.test_accuracy * count)), count) for r in items]
               for framework, items in results.items()}
     arms = {framework: arm(framework, items) for framework, items in results.items()}
+    combinations = list(itertools.combinations(frameworks, 2))
+    resamples = resampling.resamples_for(len(combinations) * tests_per_pair(METRICS))
     pairs = []
-    for first, second in itertools.combinations(frameworks, 2):
+    for first, second in combinations:
         common = [seed for seed in seeds if seed in arms[second].replicates]
-        pairs.append(compare_arms(arms[first], arms[second], common, labels, settings, METRICS))
+        pairs.append(compare_arms(arms[first], arms[second], common, labels, settings, METRICS, resamples))
+    size = sum(p is not None for p in family(pairs))
     return Comparison(frameworks, {name: item.label for name, item in arms.items()}, seeds, count, spreads, wilson,
-                      pairs, inference_noise(results), settings)
+                      adjust(pairs), inference_noise(results), settings, size, resamples)
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,11 +123,13 @@ def _rounded(value: float) -> float:
 
 
 def summary_metrics(comparison: Comparison) -> dict[str, Any]:
-    """Few columns, numbers only: per framework the mean test accuracy with the half-width of its
-    95% CI over seeds, and the geometric-mean training time with its (log-scale) 95% CI; per pair the
-    accuracy difference (pp) with its CI half-width, paired-test p (raw and Holm-adjusted) and TOST p,
-    and the training-time ratio with its CI. Intervals need 2+ seeds."""
-    summary: dict[str, Any] = {"seeds": comparison.n}
+    """Few columns, numbers only: the size of the report's Holm family; per framework the mean test
+    accuracy with the half-width of its 95% CI over seeds, and the geometric-mean training time
+    with its (log-scale) 95% CI; per pair the accuracy difference (pp) with its CI half-width over
+    seeds, paired-test p (raw and Holm-adjusted), its 90% interval over seeds and test images (pp)
+    with the TOST p on that evidence (raw and Holm-adjusted), the same TOST p for test loss and
+    macro F1, and the training-time ratio with its CI. Intervals over seeds need 2+ seeds."""
+    summary: dict[str, Any] = {"seeds": comparison.n, "holm_family": comparison.family}
     for framework in comparison.frameworks:
         quality, seconds = (comparison.spreads[framework][key] for key in ("test_accuracy", "train_seconds"))
         entry: dict[str, float] = {"test_accuracy": _rounded(quality.mean)}
@@ -140,8 +148,15 @@ def summary_metrics(comparison: Comparison) -> dict[str, Any]:
             entry["accuracy_diff_p"] = _rounded(accuracy.paired.p_value)
         if accuracy.holm_p is not None:
             entry["accuracy_diff_p_holm"] = _rounded(accuracy.holm_p)
-        if accuracy.tost is not None:
-            entry["accuracy_tost_p"] = _rounded(accuracy.tost.p_value)
+        if accuracy.equivalence is not None:
+            entry["accuracy_ci90_seeds_test_low_pp"] = _rounded(100 * accuracy.equivalence.interval.low)
+            entry["accuracy_ci90_seeds_test_high_pp"] = _rounded(100 * accuracy.equivalence.interval.high)
+            entry["accuracy_tost_p"] = _rounded(accuracy.equivalence.p_value)
+        if accuracy.tost_holm_p is not None:
+            entry["accuracy_tost_p_holm"] = _rounded(accuracy.tost_holm_p)
+        for key in ("test_loss", "macro_f1"):
+            if (equivalence := pair.metrics[key].equivalence) is not None:
+                entry[f"{key}_tost_p"] = _rounded(equivalence.p_value)
         entry["train_time_ratio"] = _rounded(time.estimate)
         if time.ci is not None:
             entry["train_time_ratio_ci_low"] = _rounded(time.ci.low)

@@ -1,17 +1,22 @@
 """One plain sentence per compared metric of a pair of arms, claiming only what the tests support.
 
-Each says one of three things:
+Every p-value a verdict rests on is Holm-adjusted over one family: every pair of the report,
+each metric's paired test and TOST, and time to accuracy (``arms.adjust``). Each sentence says one
+of three things:
 
-- **different**, with the direction: the paired test across seeds, Holm-adjusted within the
-  pair's family of metrics, is below 5%;
-- **equivalent** within the metric's margin (``report.equivalence``): both one-sided tests
-  (TOST) reject a difference as large as the margin at 5%;
-- **inconclusive**: neither; the sentence says what would settle it (the seeds that would
-  detect the margin at 80% power, and, for accuracy and loss, whether the test set's size
-  already rules that out).
+- **different**, with the direction: the paired test across seeds, Holm-adjusted, is below 5%;
+- **equivalent** within the metric's margin (``report.equivalence``): the TOST the verdict rests
+  on, Holm-adjusted, is below 5%. For the quality metrics that TOST is on the bootstrap over seeds
+  *and* test images, and its 90% interval must lie inside the margin: the claim is about the
+  frameworks, not this test set. For speeds it is the t-based TOST across seeds;
+- **inconclusive**: neither; the sentence says what would settle it: the seeds the verdict within
+  reach needs (a range, as the seed-to-seed spread is itself uncertain) and, for the quality
+  metrics, what the test set's size rules out. Where only the interval across seeds fits inside
+  the margin, it says so in plain words: "equivalent across seeds on this test set; the test set
+  cannot resolve differences below X", which is not the verdict "equivalent".
 
-Quality sentences add the interval that covers the test set too; speed sentences say when the
-machine was busy while timing.
+The sign-flip test holds the trained models fixed: it is a test of these models on this test
+set, shown in the pair's table and kept out of every verdict.
 """
 
 from __future__ import annotations
@@ -51,6 +56,25 @@ def _p(value: float | None) -> str:
     return "-" if value is None else f"{value:.2g}"
 
 
+def seeds_text(metric: Metric, item: MetricComparison) -> str:
+    """The seeds the verdict within reach needs, with the range from the spread's uncertainty."""
+    needed = item.seeds
+    if needed is None:
+        return ""
+
+    def count(value: int | None) -> str:
+        return f"more than {power.MAX_SEEDS:,}" if value is None else f"{value:,}"
+    verdict = "show equivalence" if needed.verdict == "equivalence" else "detect the difference"
+    return (f"about {count(needed.seeds)} seeds ({count(needed.low)} to {count(needed.high)} over the 95% interval "
+            f"of the seed-to-seed spread) would {verdict} with {100 * power.TARGET_POWER:.0f}% power if the true "
+            f"{'ratio' if metric.compare == 'ratio' else 'difference'} is the one estimated")
+
+
+def resolution(item: MetricComparison) -> float | None:
+    """What the test set alone cannot resolve: half of the 90% interval its sampling leaves."""
+    return None if item.test_error is None else power.resolution(item.test_error)
+
+
 def settle(metric: Metric, item: MetricComparison, test_images: int) -> str:
     """What would settle an inconclusive comparison."""
     parts = []
@@ -59,9 +83,17 @@ def settle(metric: Metric, item: MetricComparison, test_images: int) -> str:
                       else difference_text(metric, item.detectable, signed=False))
         parts.append(f"with these seeds only a difference of {detectable} or more is detected at "
                      f"{100 * power.TARGET_POWER:.0f}% power")
-    if item.seeds_for_margin is not None:
-        parts.append(f"about {item.seeds_for_margin} seeds would detect a difference the size of the margin")
-    if item.floor is not None and item.floor.detectable > item.margin:
+    if seeds := seeds_text(metric, item):
+        parts.append(seeds)
+    estimate = abs(item.paired.estimate)
+    floor = resolution(item)
+    if item.seeds is not None and item.seeds.verdict == "equivalence" and floor is not None \
+            and estimate + floor >= item.margin:
+        parts.append(f"but with {test_images:,} test images no number of seeds shows equivalence within "
+                     f"{margin_text(metric, item)}: the test set cannot resolve differences below "
+                     f"{difference_text(metric, floor, signed=False)}, so settling it needs a larger test set")
+    elif item.seeds is not None and item.seeds.verdict == "difference" and item.floor is not None \
+            and item.floor.detectable > estimate:
         parts.append(f"but with {test_images:,} test images no number of seeds detects less than "
                      f"{difference_text(metric, item.floor.detectable, signed=False)} (the test set's floor): "
                      "settling it needs a larger test set")
@@ -72,9 +104,26 @@ def test_set_text(metric: Metric, item: MetricComparison) -> str:
     if item.resampled is None:
         return ""
     interval = item.resampled
-    text = (f"; over seeds and test images together "
+    return (f"; 95% interval over seeds and test images together "
             f"{difference_text(metric, interval.low)} to {difference_text(metric, interval.high)}")
-    return text + ("" if item.sign_flip_p is None else f", sign-flip test p = {_p(item.sign_flip_p)}")
+
+
+def equivalence_text(metric: Metric, item: MetricComparison) -> str:
+    """The TOST an "equivalent" verdict rests on, with its interval where it has one."""
+    adjusted = f"Holm-adjusted {_p(item.tost_holm_p)}"
+    if item.equivalence is None:
+        return f"TOST p = {_p(item.verdict_tost_p)}, {adjusted}"
+    interval = item.equivalence.interval
+    return (f"90% interval over seeds and test images {difference_text(metric, interval.low)} to "
+            f"{difference_text(metric, interval.high)}, TOST p = {_p(item.equivalence.p_value)}, {adjusted}")
+
+
+def equivalent(item: MetricComparison) -> bool:
+    """The verdict "equivalent": the TOST it rests on, Holm-adjusted, below the level, and for the
+    quality metrics the 90% interval over seeds and test images inside the margin."""
+    if item.tost_holm_p is None or item.tost_holm_p >= LEVEL:
+        return False
+    return item.equivalence is None or item.equivalence.inside
 
 
 def difference_sentence(metric: Metric, pair: PairResult, n: int, test_images: int = 0) -> str:
@@ -88,22 +137,29 @@ def difference_sentence(metric: Metric, pair: PairResult, n: int, test_images: i
     interval = f"95% CI {difference_text(metric, result.ci.low)} to {difference_text(metric, result.ci.high)}"
     detail = (f"{estimate}, {interval} across {_seeds(n)}, paired t-test p = {_p(result.p_value)} "
               f"(Holm-adjusted {_p(item.holm_p)}){test_set_text(metric, item)}")
-    tost = "" if item.tost is None else f"TOST p = {_p(item.tost.p_value)}"
     if item.holm_p is not None and item.holm_p < LEVEL:
         better = (result.estimate > 0) == metric.higher_is_better
         winner, loser = (first, second) if better else (second, first)
         text = f"Different: {winner} has the better {metric.noun} than {loser} ({first} minus {second}: {detail})."
-        if item.tost is not None and item.tost.equivalent:
-            text += f" The difference lies inside the {margin_text(metric, item)} margin ({tost}): real but negligible."
+        if equivalent(item):
+            text += (f" The difference lies inside the {margin_text(metric, item)} margin "
+                     f"({equivalence_text(metric, item)}): real but negligible.")
         if item.resampled is not None and item.resampled.low <= 0 <= item.resampled.high:
             text += " Counting the sampling of the test images too, the interval includes 0: the test set cannot " \
                     "tell the difference from chance."
         return text
-    if item.tost is not None and item.tost.equivalent:
+    if equivalent(item):
         return (f"Equivalent: {first} and {second} do not differ in {metric.noun} by more than "
-                f"{margin_text(metric, item)} ({tost}; {detail}).")
+                f"{margin_text(metric, item)} ({equivalence_text(metric, item)}; {detail}).")
+    seeds_only = "" if item.tost is None else f"TOST across seeds p = {_p(item.tost.p_value)}; "
+    floor = resolution(item)
+    if item.tost is not None and item.tost.equivalent and item.equivalence is not None and floor is not None:
+        return (f"Inconclusive for {metric.noun}: equivalent across seeds on this test set; the test set cannot "
+                f"resolve differences below {difference_text(metric, floor, signed=False)}, and over seeds and "
+                f"test images together equivalence within {margin_text(metric, item)} is not shown "
+                f"({equivalence_text(metric, item)}; {seeds_only}{detail}); {settle(metric, item, test_images)}.")
     return (f"Inconclusive for {metric.noun}: not shown different, nor equivalent within {margin_text(metric, item)} "
-            f"({tost}; {detail}); {settle(metric, item, test_images)}.")
+            f"({equivalence_text(metric, item)}; {seeds_only}{detail}); {settle(metric, item, test_images)}.")
 
 
 def contention_text(load: Contention) -> str:
@@ -132,7 +188,7 @@ def ratio_sentence(metric: Metric, pair: PairResult, n: int, noise: float | None
     ci = (result.ci.low, result.ci.high) if metric.higher_is_better else (1 / result.ci.high, 1 / result.ci.low)
     tests = f"paired t on log ratios p = {_p(result.p_value)}, Holm-adjusted {_p(item.holm_p)}"
     detail = f"95% CI {ci[0]:.2f}-{ci[1]:.2f}x across {_seeds(n)}, {tests}; one sitting on this machine"
-    tost = "" if item.tost is None else f"TOST p = {_p(item.tost.p_value)}"
+    tost = equivalence_text(metric, item)
     if noise is not None and abs(math.log(factor)) < math.log1p(noise):
         return (f"{metric.noun.capitalize()}: {first} {factor:.2f}x as fast as {second} ({detail}), which is "
                 f"within the {100 * noise:.0f}% spread between repeated timings: no winner.{load}")
@@ -141,7 +197,7 @@ def ratio_sentence(metric: Metric, pair: PairResult, n: int, noise: float | None
         low, high = (ci[0], ci[1]) if factor > 1 else (1 / ci[1], 1 / ci[0])
         return (f"Different: {winner} is {times:.2f}x as fast as {loser} in {metric.noun} (95% CI {low:.2f}-"
                 f"{high:.2f}x across {_seeds(n)}, {tests}; one sitting on this machine).{load}")
-    if item.tost is not None and item.tost.equivalent:
+    if equivalent(item):
         return (f"Equivalent: {first} and {second} are within {margin_text(metric, item)} of each other in "
                 f"{metric.noun} ({tost}; {first} {factor:.2f}x as fast, {detail}).{load}")
     return (f"Inconclusive for {metric.noun}: {first} {factor:.2f}x as fast as {second} ({detail}), not shown "

@@ -11,8 +11,8 @@ import yaml
 
 from stages import backends
 from stages.common.params import Params, as_dict
-from stages.report import power, resampling, sittings, stats, time_to_accuracy, tuning
-from stages.report.arms import PairResult
+from stages.report import power, sittings, stats, time_to_accuracy, tuning
+from stages.report.arms import MetricComparison, PairResult
 from stages.report.compare import METRICS, Comparison, per_seed_rows, percent
 from stages.report.conclusions import difference_text, margin_text, sentences
 from stages.report.figures import FIGURES
@@ -87,12 +87,15 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
                   "the test set.", ""]
     margins = params.report.equivalence
     lines += ["## Conclusions", "",
-              "Each sentence says *different* (the paired test across seeds at the 5% level, its p-value "
-              "Holm-adjusted over the pair's family of compared metrics, time to accuracy included), *equivalent* "
-              "(two one-sided tests, TOST, reject a difference as large as the margin of `report.equivalence`: "
+              "Each sentence says *different* (the paired test across seeds at the 5% level), *equivalent* (two "
+              "one-sided tests, TOST, reject a difference as large as the margin of `report.equivalence`: "
               f"±{margins.accuracy_pp:g} pp accuracy, ±{margins.test_loss:g} loss, ±{margins.macro_f1:g} macro F1, "
               f"{1 / margins.speed_ratio:.3f}-{margins.speed_ratio:g}x for speeds) or *inconclusive* (neither, with "
-              f"what would settle it). {sittings.sentence(between_sittings)}", ""]
+              "the seeds the verdict within reach needs). For accuracy, loss and macro F1 the TOST rests on the "
+              "bootstrap over seeds and test images, and *equivalent* needs its 90% interval inside the margin: "
+              "where only the interval across seeds fits, the sentence says *equivalent across seeds on this test "
+              f"set* and how small a difference the test set can resolve. {family_text(comparison)} "
+              f"{sittings.sentence(between_sittings)}", ""]
     for pair in comparison.pairs:
         lines += [f"**{pair.first_label} vs {pair.second_label}**", ""]
         lines += [f"- {sentence}" for sentence in sentences(comparison, pair)]
@@ -132,6 +135,27 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
     return "\n".join(lines)
 
 
+def family_text(comparison: Comparison) -> str:
+    """Which family the Holm adjustment covers."""
+    pairs = len(comparison.pairs)
+    if comparison.family == 0:
+        return "No p-value to adjust: the tests need at least two seeds."
+    return (f"Every p-value a verdict rests on is Holm-adjusted in one family of {comparison.family} tests over the "
+            f"whole report: {pairs} pair{'s' if pairs != 1 else ''} of frameworks, each with the paired test and "
+            f"the TOST of each of its {len(METRICS)} metrics, and its time to accuracy. The tuning section is "
+            "descriptive and outside it.")
+
+
+def seeds_cell(item: MetricComparison) -> str:
+    needed = item.seeds
+    if needed is None:
+        return "-"
+
+    def count(value: int | None) -> str:
+        return f">{power.MAX_SEEDS:,}" if value is None else f"{value:,}"
+    return f"{needed.verdict}: {count(needed.seeds)} ({count(needed.low)}-{count(needed.high)})"
+
+
 def modes(found: Iterable[str]) -> str:
     """The distinct tuning levels replicates ran at, as Markdown."""
     return " and ".join(f"`{mode}`" for mode in sorted(set(found)))
@@ -149,43 +173,55 @@ def pair_section(comparison: Comparison, pair: PairResult) -> list[str]:
                 f"{difference_text(metric, result.ci.low)} to {difference_text(metric, result.ci.high)}"
             both = "" if item.resampled is None else \
                 f"{difference_text(metric, item.resampled.low)} to {difference_text(metric, item.resampled.high)}"
+            close = None if item.equivalence is None else item.equivalence.interval
+            ninety = "" if close is None else \
+                f"{difference_text(metric, close.low)} to {difference_text(metric, close.high)}"
             detectable = "" if item.detectable is None else difference_text(metric, item.detectable, signed=False)
             kind = f"{first} - {second}"
         else:
             estimate = f"{result.estimate:.3f}x"
             interval = "" if result.ci is None else f"{result.ci.low:.3f}x to {result.ci.high:.3f}x"
-            both = ""
+            both = ninety = ""
             detectable = "" if item.detectable is None else f"{math.exp(item.detectable):.3f}x"
             kind = f"{first} / {second}"
-        rows.append([metric.label, kind, estimate, interval or "needs 2+ seeds", both or "-", _p(result.p_value),
-                     _p(item.holm_p), _p(item.sign_flip_p),
-                     f"{_p(None if item.tost is None else item.tost.p_value)} ({margin_text(metric, item)})",
-                     detectable or "-", "-" if item.seeds_for_margin is None else str(item.seeds_for_margin)])
+        rows.append([metric.label, kind, estimate, interval or "needs 2+ seeds", both or "-", ninety or "-",
+                     _p(result.p_value), _p(item.holm_p), margin_text(metric, item),
+                     _p(None if item.tost is None else item.tost.p_value),
+                     _p(None if item.equivalence is None else item.equivalence.p_value), _p(item.tost_holm_p),
+                     detectable or "-", seeds_cell(item), _p(item.sign_flip_p)])
     ttt = pair.time_to_target
     target = f"Time to {100 * ttt.target:g}% val. accuracy (s)"
     if ttt.seconds is None:
-        rows.append([target, f"{first} / {second}", f"not estimable ({ttt.censored} censored)", "-", "-", "-", "-",
-                     "-", "-", "-", "-"])
+        rows.append([target, f"{first} / {second}", f"not estimable ({ttt.censored} censored)"] + ["-"] * 12)
     else:
         ci = "needs 2+ seeds" if ttt.seconds.ci is None else f"{ttt.seconds.ci.low:.3f}x to {ttt.seconds.ci.high:.3f}x"
-        rows.append([target, f"{first} / {second}", f"{ttt.seconds.estimate:.3f}x", ci, "-", _p(ttt.seconds.p_value),
-                     _p(pair.time_to_target_holm_p), "-", "-", "-", "-"])
+        rows.append([target, f"{first} / {second}", f"{ttt.seconds.estimate:.3f}x", ci, "-", "-",
+                     _p(ttt.seconds.p_value), _p(pair.time_to_target_holm_p)] + ["-"] * 7)
     n = len(pair.seeds)
     lines = [f"## {first} vs {second}", "",
              f"Paired over {n} seed(s) (the primary comparison): each seed trains both arms from the same starting "
              "point, so the per-seed differences cancel what the seeds share. *95% CI (seeds)*: t interval over "
              "training randomness across seeds; ratios are geometric means (t interval on log ratios). *95% CI "
              "(seeds + test)*: paired two-level bootstrap, resampling seeds and, with them, the test images within "
-             f"each class (percentile interval of {resampling.RESAMPLES:,} resamples): it covers training randomness "
-             "and the sampling of the test images. *p*: paired t-test across seeds; *Holm p*: adjusted over this "
-             "table's rows; *sign-flip p*: one test over all seeds and test images together (per-image differences "
-             "averaged over seeds, signs flipped at random); *TOST p*: equivalence within the margin in brackets; "
-             f"*detectable*: the smallest true difference the paired t-test over these seeds finds with "
-             f"{100 * power.TARGET_POWER:.0f}% power; *seeds for margin*: the seeds that would detect a difference "
-             "the size of the margin with that power.", "",
-             table(["Metric", "Compared as", "Estimate", "95% CI (seeds)", "95% CI (seeds + test)", "p", "Holm p",
-                    "Sign-flip p", "TOST p (margin)", "Detectable", "Seeds for margin"], rows,
-                   ["left", "left"] + ["right"] * 9), ""]
+             f"each class (percentile interval of {comparison.resamples:,} resamples): it covers training "
+             "randomness and the sampling of the test images; *90% CI (seeds + test)*: the same bootstrap's 90% "
+             "interval, which must lie inside the margin for *equivalent*. *p*: paired t-test across seeds; *Holm "
+             f"p*: adjusted in the report's one family of {comparison.family} tests (every pair, every metric's "
+             "paired test and TOST, time to accuracy); *TOST p (seeds)*: equivalence within the margin across "
+             "seeds (t); *TOST p (seeds + test)*: the same on the bootstrap over seeds and test images (the larger "
+             "share of resamples beyond either end of the margin), the one the quality verdicts rest on; *TOST Holm "
+             "p*: the verdict's TOST, adjusted in the same family; *detectable*: the smallest true difference the "
+             f"paired t-test over these seeds finds with {100 * power.TARGET_POWER:.0f}% power; *seeds needed*: "
+             "for the verdict within reach (equivalence when the estimate lies inside the margin, by the power of "
+             "TOST; a difference otherwise, by the paired t-test's), if the true difference is the one estimated, "
+             "at the observed seed-to-seed spread (in brackets: at the ends of the spread's 95% chi-square "
+             "interval); *sign-flip p (these models)*: a test of these trained models on this test set (per-image "
+             "differences averaged over seeds, signs flipped at random): it holds the models fixed, covers only the "
+             "sampling of the test images, and no verdict about the frameworks rests on it.", "",
+             table(["Metric", "Compared as", "Estimate", "95% CI (seeds)", "95% CI (seeds + test)",
+                    "90% CI (seeds + test)", "p", "Holm p", "Margin", "TOST p (seeds)", "TOST p (seeds + test)",
+                    "TOST Holm p", "Detectable", "Seeds needed", "Sign-flip p (these models)"], rows,
+                   ["left", "left"] + ["right"] * 13), ""]
     accuracy = pair.metrics["test_accuracy"]
     if accuracy.floor is not None:
         metric = METRICS[0]
@@ -205,7 +241,8 @@ def pair_section(comparison: Comparison, pair: PairResult) -> list[str]:
               "exactly one of the two models gets right (the two *only ... right* columns); *predictions differ* "
               "also counts images both get wrong with different answers. The interval of each accuracy is "
               "Wilson's, covering the sampling of the test set. The seeds share one test set, so their counts are "
-              "not pooled into one McNemar test (the sign-flip test above is the test over all seeds).", ""]
+              "not pooled into one McNemar test (the sign-flip test above pools them, for these trained models on this "
+              "test set).", ""]
     seed_rows = []
     for index, (seed, test) in enumerate(zip(pair.seeds, pair.mcnemar)):
         wilson_first = comparison.wilson[pair.first][comparison.seeds.index(seed)]

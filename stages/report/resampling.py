@@ -11,15 +11,26 @@ Every seed scores its models on the same test images, so the across-seed t inter
   interval is the percentile interval (the 2.5th and 97.5th percentiles of the difference over
   resamples; BCa would need a jackknife over every test image). Fixed seed: the same inputs give
   the same interval.
-- ``sign_flip``: one test over all seeds together. For each test image, the difference between
-  the arms averaged over seeds; under "no difference" its sign is as likely either way, so
-  ``scipy.stats.permutation_test`` (``permutation_type='samples'`` on one sample flips signs)
-  compares the observed sum with sign-flipped ones (exactly when the images that differ are
-  few enough).
+- ``equivalence``: from the same bootstrap distribution, the 90% percentile interval and the
+  bootstrap TOST p-value against a margin: per side, ``(1 + resamples at or below -margin)`` or
+  ``(1 + resamples at or above +margin)`` over ``resamples + 1``, and the larger of the two. The
+  90% interval lies inside the margin when each side holds fewer than 5% of the resamples. The smallest p-value it
+  can give is ``1 / (resamples + 1)``, so ``resamples_for(family)`` grows the resamples with
+  the family the p-values are Holm-adjusted in.
+- ``test_set_error``: the jackknife standard error, over test images, of the seed-averaged
+  difference (every seed kept): what the test set's sampling alone contributes. For a mean
+  over images (accuracy, loss) it is the standard error of the per-image differences.
+- ``sign_flip``: a test of these trained models on this test set. For each test image, the
+  difference between the arms averaged over seeds; under "no difference" its sign is as likely
+  either way, so ``scipy.stats.permutation_test`` (``permutation_type='samples'`` on one sample
+  flips signs) compares the observed sum with sign-flipped ones (exactly when the images that
+  differ are few enough). It holds the trained models fixed, so it covers the sampling of the
+  test images and nothing of training randomness: no verdict about the frameworks rests on it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +44,7 @@ RESAMPLES = 2000
 PERMUTATIONS = 9999
 RANDOM_SEED = 20240601
 BATCH = 32  # resamples per vectorised call: bounds memory at BATCH x seeds x test images
+ALPHA = 0.05  # each one-sided test of TOST; the 90% interval
 
 
 @dataclass(frozen=True)
@@ -92,10 +104,10 @@ def difference_statistic(metric: str, first: ArmImages, second: ArmImages,
     return mean_difference
 
 
-def two_level_bootstrap(metric: str, first: ArmImages, second: ArmImages, labels: np.ndarray,
-                        resamples: int = RESAMPLES) -> Interval:
-    """95% percentile interval of first - second (mean over seeds of the metric), resampling seeds
-    and stratified test images together."""
+def two_level_distribution(metric: str, first: ArmImages, second: ArmImages, labels: np.ndarray,
+                           resamples: int = RESAMPLES) -> np.ndarray:
+    """The bootstrap distribution (``resamples`` values) of first - second (mean over seeds of the
+    metric), resampling seeds and stratified test images together."""
     labels = np.asarray(labels, np.int64)
     n = first.predicted.shape[0]
     statistic = difference_statistic(metric, first, second, labels)
@@ -115,14 +127,69 @@ def two_level_bootstrap(metric: str, first: ArmImages, second: ArmImages, labels
     result = scipy_stats.bootstrap(samples, vectorised, n_resamples=resamples, paired=False, vectorized=True,
                                    confidence_level=LEVEL, method="percentile", batch=BATCH,
                                    random_state=np.random.default_rng(RANDOM_SEED))
-    low, high = (float(np.squeeze(bound)) for bound in (result.confidence_interval.low,
-                                                         result.confidence_interval.high))
-    return Interval(low, high, SEEDS_AND_TEST)
+    return np.asarray(result.bootstrap_distribution, np.float64).ravel()
+
+
+def percentile_interval(distribution: np.ndarray, level: float = LEVEL) -> Interval:
+    """The percentile interval of a bootstrap distribution (as ``scipy.stats.bootstrap`` takes it)."""
+    low, high = np.percentile(distribution, [50 * (1 - level), 50 * (1 + level)])
+    return Interval(float(low), float(high), SEEDS_AND_TEST, level)
+
+
+def two_level_bootstrap(metric: str, first: ArmImages, second: ArmImages, labels: np.ndarray,
+                        resamples: int = RESAMPLES) -> Interval:
+    """95% percentile interval of first - second (mean over seeds of the metric), resampling seeds
+    and stratified test images together."""
+    return percentile_interval(two_level_distribution(metric, first, second, labels, resamples))
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """TOST on the seeds-and-test-images bootstrap distribution."""
+
+    margin: float
+    interval: Interval  # 90% percentile interval
+    p_value: float  # the larger of the two one-sided bootstrap p-values
+
+    @property
+    def inside(self) -> bool:
+        return -self.margin < self.interval.low and self.interval.high < self.margin
+
+
+def equivalence(distribution: np.ndarray, margin: float) -> Equivalence:
+    values = np.asarray(distribution, np.float64)
+    below, above = int(np.sum(values <= -margin)), int(np.sum(values >= margin))
+    p_value = (1 + max(below, above)) / (values.size + 1)
+    return Equivalence(margin, percentile_interval(values, 1 - 2 * ALPHA), float(min(1.0, p_value)))
+
+
+def resamples_for(family: int) -> int:
+    """Resamples whose smallest bootstrap p-value, 1 / (resamples + 1), stays below half the level
+    after Holm's largest factor (the family's size): at least ``RESAMPLES``."""
+    return max(RESAMPLES, math.ceil(2 * family / ALPHA))
+
+
+def test_set_error(metric: str, first: ArmImages, second: ArmImages, labels: np.ndarray) -> float:
+    """Jackknife standard error over test images of first - second (mean over every seed)."""
+    labels = np.asarray(labels, np.int64)
+    statistic = difference_statistic(metric, first, second, labels)
+    n, count = first.predicted.shape[0], labels.shape[0]
+    kept = np.arange(count - 1)
+    values = []
+    for start in range(0, count, BATCH):
+        left_out = np.arange(start, min(start + BATCH, count))
+        images = kept[None, :] + (kept[None, :] >= left_out[:, None])  # every image but one, per row
+        values.append(statistic(np.broadcast_to(np.arange(n), (left_out.size, n)), images))
+    leave_one_out = np.concatenate(values)
+    return float(math.sqrt((count - 1) / count * np.sum((leave_one_out - leave_one_out.mean()) ** 2)))
+
+
+test_set_error.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
 def sign_flip(metric: str, first: ArmImages, second: ArmImages, labels: np.ndarray,
               permutations: int = PERMUTATIONS) -> float:
-    """Two-sided p-value of 'no difference' over all seeds and test images together."""
+    """Two-sided p-value of 'no difference' for these trained models on this test set."""
     differences = (per_image(metric, first, labels) - per_image(metric, second, labels)).mean(axis=0)
     differing = differences[np.abs(differences) > 1e-12]  # a zero keeps its value when flipped
     if differing.size == 0:

@@ -11,7 +11,7 @@ import pytest
 from stages import backends
 from stages.common import paths
 from stages.common.params import load_params
-from stages.report import compare, conclusions, inputs, power, stats
+from stages.report import arms, compare, conclusions, inputs, markdown, power, resampling, stats
 from tests.report import generated
 
 
@@ -69,13 +69,47 @@ def paired(estimate, low, high, p_value):
     return stats.Paired((estimate,) * 3, estimate, stats.Interval(low, high, stats.ACROSS_SEEDS), p_value)
 
 
-def test_an_equivalent_difference_says_so_with_the_margin(workspace, monkeypatch):
+def seeds_and_test(low, high, p_value, margin=0.001):
+    return resampling.Equivalence(margin, stats.Interval(low, high, resampling.SEEDS_AND_TEST, 0.90), p_value)
+
+
+def test_equivalent_is_accepted_when_the_seeds_and_test_interval_lies_inside_the_margin(workspace, monkeypatch):
     pair = pair_with(workspace, monkeypatch, "test_accuracy", paired=paired(0.0002, -0.0003, 0.0007, 0.4),
-                     holm_p=0.9, tost=stats.Tost(0.001, 0.01))
+                     holm_p=0.9, tost=stats.Tost(0.001, 0.01), equivalence=seeds_and_test(-0.0004, 0.0008, 0.004),
+                     tost_holm_p=0.02)
     text = conclusions.difference_sentence(compare.METRIC["test_accuracy"], pair, 3, 10_000)
     assert text.startswith("Equivalent: Keras and PyTorch do not differ in test accuracy by more than ±0.10 pp "
-                           "(TOST p = 0.01;")
+                           "(90% interval over seeds and test images -0.04 pp to +0.08 pp, TOST p = 0.004, "
+                           "Holm-adjusted 0.02;")
     assert "paired t-test p = 0.4 (Holm-adjusted 0.9)" in text
+
+
+def test_equivalent_is_refused_when_the_seeds_and_test_interval_crosses_the_margin(workspace, monkeypatch):
+    """The seeds-only TOST passes (p = 0.01) and even the adjusted bootstrap p is small, but the 90%
+    interval over seeds and test images reaches +0.12 pp, past the 0.10 pp margin: not equivalent."""
+    pair = pair_with(workspace, monkeypatch, "test_accuracy", paired=paired(0.0003, -0.0006, 0.0012, 0.27),
+                     holm_p=0.9, tost=stats.Tost(0.001, 0.01), equivalence=seeds_and_test(-0.0006, 0.0012, 0.03),
+                     tost_holm_p=0.03, test_error=0.00034)
+    item = pair.metrics["test_accuracy"]
+    assert not conclusions.equivalent(item)
+    text = conclusions.difference_sentence(compare.METRIC["test_accuracy"], pair, 3, 10_000)
+    assert not text.startswith("Equivalent")
+    # the resolution: 1.645 x the test set's standard error (0.034 pp) = 0.056 pp
+    assert text.startswith("Inconclusive for test accuracy: equivalent across seeds on this test set; the test set "
+                           "cannot resolve differences below 0.06 pp, and over seeds and test images together "
+                           "equivalence within ±0.10 pp is not shown (90% interval over seeds and test images "
+                           "-0.06 pp to +0.12 pp")
+    assert "TOST across seeds p = 0.01" in text
+
+
+def test_equivalent_is_refused_when_the_holm_adjusted_tost_is_not_below_5_percent(workspace, monkeypatch):
+    pair = pair_with(workspace, monkeypatch, "test_loss", paired=paired(0.0002, -0.0003, 0.0007, 0.4), holm_p=0.9,
+                     tost=stats.Tost(0.005, 0.01), equivalence=seeds_and_test(-0.001, 0.002, 0.004, 0.005),
+                     tost_holm_p=0.06, margin=0.005)
+    assert not conclusions.equivalent(pair.metrics["test_loss"])
+    text = conclusions.difference_sentence(compare.METRIC["test_loss"], pair, 3, 10_000)
+    assert text.startswith("Inconclusive for test loss")
+    assert conclusions.equivalent(dataclasses.replace(pair.metrics["test_loss"], tost_holm_p=0.04))
 
 
 def test_a_different_metric_names_the_better_arm_by_direction_using_the_adjusted_p(workspace, monkeypatch):
@@ -89,18 +123,29 @@ def test_a_different_metric_names_the_better_arm_by_direction_using_the_adjusted
 
 
 def test_an_inconclusive_difference_says_what_would_settle_it(workspace, monkeypatch):
+    needed = power.SeedsForVerdict("equivalence", 6, 3, 40)
     pair = pair_with(workspace, monkeypatch, "test_accuracy", paired=paired(-0.0002, -0.001, 0.0006, 0.4),
-                     holm_p=0.9, tost=stats.Tost(0.001, 0.13), detectable=0.001, seeds_for_margin=6,
-                     floor=power.Floor(0.00035, 0.00098))
+                     holm_p=0.9, tost=stats.Tost(0.001, 0.13), detectable=0.001, seeds=needed,
+                     equivalence=seeds_and_test(-0.0011, 0.0007, 0.2), tost_holm_p=1.0,
+                     floor=power.Floor(0.0002, 0.00056), test_error=0.0002)
     text = conclusions.difference_sentence(compare.METRIC["test_accuracy"], pair, 3, 10_000)
     assert text.startswith("Inconclusive for test accuracy: not shown different, nor equivalent within ±0.10 pp")
     assert "only a difference of 0.10 pp or more is detected at 80% power" in text
-    assert "about 6 seeds would detect a difference the size of the margin" in text
-    assert "test set's floor" not in text  # the floor (0.098 pp) is below the margin (0.10 pp)
+    assert ("about 6 seeds (3 to 40 over the 95% interval of the seed-to-seed spread) would show equivalence with "
+            "80% power") in text
+    assert "no number of seeds" not in text  # 0.02 pp + 1.645 x 0.02 pp = 0.053 pp, inside the 0.10 pp margin
     floored = pair_with(workspace, monkeypatch, "test_accuracy", paired=paired(-0.0002, -0.001, 0.0006, 0.4),
-                        holm_p=0.9, tost=stats.Tost(0.0005, 0.5), margin=0.0005, floor=power.Floor(0.00035, 0.00098))
-    assert "no number of seeds detects less than 0.10 pp (the test set's floor)" in conclusions.difference_sentence(
-        compare.METRIC["test_accuracy"], floored, 3, 10_000)
+                        holm_p=0.9, tost=stats.Tost(0.0005, 0.5), margin=0.0005, seeds=needed,
+                        equivalence=seeds_and_test(-0.0011, 0.0007, 0.5, 0.0005), tost_holm_p=1.0,
+                        floor=power.Floor(0.00035, 0.00098), test_error=0.00035)
+    assert ("no number of seeds shows equivalence within ±0.05 pp: the test set cannot resolve differences below "
+            "0.06 pp") in conclusions.difference_sentence(compare.METRIC["test_accuracy"], floored, 3, 10_000)
+    beyond = dataclasses.replace(needed, verdict="difference", high=None)
+    detect = pair_with(workspace, monkeypatch, "test_accuracy", paired=paired(-0.0008, -0.002, 0.0004, 0.2),
+                       holm_p=0.9, seeds=beyond, floor=power.Floor(0.00035, 0.00098))
+    assert ("(3 to more than 1,000 over the 95% interval of the seed-to-seed spread) would detect the difference"
+            in (text := conclusions.difference_sentence(compare.METRIC["test_accuracy"], detect, 3, 10_000)))
+    assert "no number of seeds detects less than 0.10 pp (the test set's floor)" in text
 
 
 def test_one_seed_says_intervals_need_two(workspace, monkeypatch):
@@ -135,13 +180,32 @@ def test_a_busy_machine_is_flagged_next_to_the_speed_verdict(workspace, monkeypa
     assert "Warning" not in conclusions.ratio_sentence(compare.METRIC["latency_ms"], pair, 3)
 
 
-def test_every_metric_of_a_pair_is_in_one_holm_family(workspace, monkeypatch):
-    results = load(workspace, ["keras", "torch"], [1, 2, 3], monkeypatch)
-    pair = compare.compare(results, generated.labels().astype(np.int64), settings(workspace)).pairs[0]
-    raw = [item.paired.p_value for item in pair.metrics.values()] + [pair.time_to_target.seconds.p_value]
-    adjusted = [item.holm_p for item in pair.metrics.values()] + [pair.time_to_target_holm_p]
+def test_one_holm_family_covers_every_pair_metric_and_tost_of_the_report(workspace, monkeypatch):
+    results = load(workspace, ["keras", "torch", "numpy"], [1, 2, 3], monkeypatch)
+    comparison = compare.compare(results, generated.labels().astype(np.int64), settings(workspace))
+    raw, adjusted = [], []
+    for pair in comparison.pairs:
+        for item in pair.metrics.values():
+            raw += [item.paired.p_value, item.verdict_tost_p]
+            adjusted += [item.holm_p, item.tost_holm_p]
+            if item.equivalence is not None:  # the quality verdicts rest on the seeds-and-test TOST
+                assert item.verdict_tost_p == item.equivalence.p_value != item.tost.p_value
+        raw.append(pair.time_to_target.seconds.p_value)
+        adjusted.append(pair.time_to_target_holm_p)
+    assert len(raw) == comparison.family == 3 * (2 * len(compare.METRICS) + 1) == 45
     assert adjusted == pytest.approx(stats.holm(raw))
-    assert len(raw) == len(compare.METRICS) + 1
+    # per pair only, the smallest p would be multiplied by 15, not 45: the family is the whole report
+    smallest = min(range(len(raw)), key=raw.__getitem__)
+    assert adjusted[smallest] == pytest.approx(min(1.0, 45 * raw[smallest]))
+    text = markdown.family_text(comparison)
+    assert "one family of 45 tests over the whole report: 3 pairs of frameworks" in text
+
+
+def test_the_bootstrap_resamples_grow_with_the_family():
+    assert resampling.resamples_for(15) == resampling.RESAMPLES
+    # ten pairs of 15 tests: the smallest bootstrap p, 1 / (resamples + 1), times 150 stays below 0.025
+    resamples = resampling.resamples_for(10 * arms.tests_per_pair(compare.METRICS))
+    assert 150 / (resamples + 1) < 0.025 <= 150 / resamples
 
 
 def test_time_to_target_is_compared_and_censoring_is_shown(workspace, monkeypatch):
@@ -164,14 +228,21 @@ def test_summary_metrics_are_few_and_numeric(workspace, monkeypatch):
     results = load(workspace, ["keras", "torch"], [1, 2, 3], monkeypatch)
     comparison = compare.compare(results, generated.labels().astype(np.int64), settings(workspace))
     summary = compare.summary_metrics(comparison)
-    assert set(summary) == {"seeds", "keras", "torch", "keras_vs_torch"}
+    assert set(summary) == {"seeds", "holm_family", "keras", "torch", "keras_vs_torch"}
+    assert summary["holm_family"] == 2 * len(compare.METRICS) + 1
     assert set(summary["keras"]) == {"test_accuracy", "test_accuracy_ci95", "train_seconds", "train_seconds_ci_low",
                                      "train_seconds_ci_high"}
     assert 0 < summary["keras"]["train_seconds_ci_low"] < summary["keras"]["train_seconds_ci_high"]
     assert set(summary["keras_vs_torch"]) == {"accuracy_diff_pp", "accuracy_diff_pp_ci95", "accuracy_diff_p",
-                                              "accuracy_diff_p_holm", "accuracy_tost_p", "train_time_ratio",
-                                              "train_time_ratio_ci_low", "train_time_ratio_ci_high"}
-    assert summary["keras_vs_torch"]["accuracy_diff_pp"] == pytest.approx(-2.5)
+                                              "accuracy_diff_p_holm", "accuracy_ci90_seeds_test_low_pp",
+                                              "accuracy_ci90_seeds_test_high_pp", "accuracy_tost_p",
+                                              "accuracy_tost_p_holm", "test_loss_tost_p", "macro_f1_tost_p",
+                                              "train_time_ratio", "train_time_ratio_ci_low", "train_time_ratio_ci_high"}
+    entry, accuracy = summary["keras_vs_torch"], comparison.pairs[0].metrics["test_accuracy"]
+    assert entry["accuracy_diff_pp"] == pytest.approx(-2.5)
+    assert entry["accuracy_tost_p"] == pytest.approx(accuracy.equivalence.p_value, rel=1e-5)  # seeds + test
+    assert entry["accuracy_ci90_seeds_test_high_pp"] == pytest.approx(100 * accuracy.equivalence.interval.high,
+                                                                      rel=1e-5)
 
 
 def test_summary_metrics_of_one_seed_carry_no_intervals(workspace, monkeypatch):
@@ -179,6 +250,7 @@ def test_summary_metrics_of_one_seed_carry_no_intervals(workspace, monkeypatch):
     comparison = compare.compare(results, generated.labels().astype(np.int64), settings(workspace))
     summary = compare.summary_metrics(comparison)
     assert set(summary["keras"]) == {"test_accuracy", "train_seconds"}
+    assert summary["holm_family"] == 0
     assert set(summary["keras_vs_torch"]) == {"accuracy_diff_pp", "train_time_ratio"}
 
 
