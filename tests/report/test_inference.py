@@ -209,3 +209,86 @@ def test_log_scale_intervals_of_a_spread_out_time_stay_positive():
     assert spread.sd == pytest.approx(math.exp(np.std(logs, ddof=1)))
     with pytest.raises(ValueError, match="positive"):
         stats.over_seeds_log([1.0, 0.0])
+
+
+# ---------------------------------------------------------------- equivalence on seeds and test images
+def test_equivalence_on_the_bootstrap_is_its_90_percent_interval_and_its_tail_shares():
+    first, second, labels = synthetic_arms(seeds=3, images=1500, seed=3)
+    distribution = resampling.two_level_distribution("test_accuracy", first, second, labels, resamples=400)
+    assert distribution.shape == (400,)
+    # the same draws as scipy's percentile interval at 95% (the reported one) ...
+    assert resampling.two_level_bootstrap("test_accuracy", first, second, labels, resamples=400) == \
+        resampling.percentile_interval(distribution)
+    for margin in (0.01, 0.02, 0.03, 0.05):
+        result = resampling.equivalence(distribution, margin)
+        low, high = np.percentile(distribution, [5, 95])
+        assert (result.interval.low, result.interval.high) == pytest.approx((low, high), rel=1e-12, abs=1e-15)
+        assert result.interval.level == pytest.approx(0.90)
+        below, above = np.sum(distribution <= -margin), np.sum(distribution >= margin)
+        assert result.p_value == pytest.approx((1 + max(below, above)) / 401)
+        assert result.inside == (-margin < low and high < margin)
+        if result.p_value < 0.05:  # a bootstrap TOST below 5% implies the 90% interval inside the margin
+            assert result.inside
+
+
+def test_the_smallest_bootstrap_tost_p_is_one_over_resamples_plus_one():
+    result = resampling.equivalence(np.zeros(999), 0.001)
+    assert result.p_value == pytest.approx(1 / 1000) and result.inside
+    assert resampling.equivalence(np.full(999, 0.002), 0.001).p_value == 1.0
+
+
+def test_the_test_set_error_is_the_jackknife_over_images():
+    first, second, labels = synthetic_arms(seeds=2, images=120, seed=5)
+    # a mean over images: the jackknife standard error is the standard error of the mean
+    per_image = ((first.predicted == labels).astype(float) - (second.predicted == labels)).mean(axis=0)
+    assert resampling.test_set_error("test_accuracy", first, second, labels) == pytest.approx(sp.sem(per_image))
+    # macro F1: leave each image out, recompute every seed's F1 with the evaluation's own scores
+    from stages.common import metrics
+
+    def f1(predicted, truth):
+        return metrics.per_class_scores(metrics.confusion_matrix(truth, predicted, 10))["f1"].mean()
+    left_out = []
+    for image in range(labels.size):
+        keep = np.arange(labels.size) != image
+        left_out.append(np.mean([f1(a[keep], labels[keep]) - f1(b[keep], labels[keep])
+                                 for a, b in zip(first.predicted, second.predicted)]))
+    left_out = np.array(left_out)
+    expected = math.sqrt((labels.size - 1) / labels.size * np.sum((left_out - left_out.mean()) ** 2))
+    assert resampling.test_set_error("macro_f1", first, second, labels) == pytest.approx(expected)
+    assert power.resolution(0.0034) == pytest.approx(sp.norm.ppf(0.95) * 0.0034)
+
+
+# ---------------------------------------------------------------- seeds for a verdict
+@pytest.mark.parametrize(("delta", "sd", "n", "margin"), [(0.0, 1.0, 5, 1.5), (0.3, 1.0, 10, 1.0),
+                                                          (0.2, 1.0, 3, 2.0)])
+def test_tost_power_matches_a_simulation_of_the_two_one_sided_t_tests(delta, sd, n, margin):
+    simulated = np.random.default_rng(7).normal(delta, sd, size=(40_000, n))
+    above = sp.ttest_1samp(simulated, -margin, axis=1, alternative="greater").pvalue
+    below = sp.ttest_1samp(simulated, margin, axis=1, alternative="less").pvalue
+    shown = np.mean(np.maximum(above, below) < 0.05)
+    assert power.tost_power(delta, sd, n, margin) == pytest.approx(shown, abs=0.01)
+
+
+def test_the_sd_interval_is_the_chi_square_interval():
+    low, high = power.sd_interval(0.0007, 3)
+    # var * df / s^2 ~ chi2(df): the 95% interval of sigma from the 2.5% and 97.5% quantiles
+    assert sp.chi2.cdf(2 * 0.0007**2 / low**2, 2) == pytest.approx(0.975)
+    assert sp.chi2.cdf(2 * 0.0007**2 / high**2, 2) == pytest.approx(0.025)
+    assert low < 0.0007 < high
+
+
+def test_seeds_for_a_verdict_are_sought_by_the_right_power_over_the_sd_range():
+    sd, n, margin = 0.0007, 3, 0.001
+    equivalence = power.seeds_for_verdict(0.0003, sd, n, margin)
+    assert equivalence.verdict == "equivalence"
+    low_sd, high_sd = power.sd_interval(sd, n)
+    for seeds, spread in ((equivalence.seeds, sd), (equivalence.low, low_sd), (equivalence.high, high_sd)):
+        assert power.tost_power(0.0003, spread, seeds, margin) >= 0.8 > power.tost_power(0.0003, spread, seeds - 1,
+                                                                                          margin)
+    assert equivalence.low <= equivalence.seeds <= equivalence.high
+    difference = power.seeds_for_verdict(0.0015, sd, n, margin)  # outside the margin: detect it
+    assert difference.verdict == "difference"
+    linear = next(count for count in range(2, 1000) if power.power(0.0015, sd, count) >= 0.8)
+    assert difference.seeds == linear
+    assert power.seeds_for_verdict(0.0, 0.0, 3, margin) is None and power.seeds_for_verdict(0.0, sd, 1, margin) is None
+    assert power.seeds_for_verdict(0.0015, 1.0, 3, margin).high is None  # beyond MAX_SEEDS
