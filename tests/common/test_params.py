@@ -352,7 +352,7 @@ def test_invalid_yaml_gives_line_and_column(tmp_path):
     with pytest.raises(StageError) as caught:
         load_params(path)
 
-    assert str(caught.value) == f"{path} is not valid YAML: line 4, column 14: mapping values are not allowed here"
+    assert str(caught.value) == f"{path} is not valid YAML: line 4, column 14: mapping values are not allowed in this context"
 
 
 def test_invalid_yaml_names_where_the_unclosed_part_starts(tmp_path):
@@ -362,8 +362,8 @@ def test_invalid_yaml_names_where_the_unclosed_part_starts(tmp_path):
     with pytest.raises(StageError) as caught:
         load_params(path)
 
-    assert str(caught.value) == (f"{path} is not valid YAML: line 3, column 1: expected ',' or ']', but got "
-                                 "'<stream end>' (while parsing a flow sequence at line 2, column 7)")
+    assert str(caught.value) == (f"{path} is not valid YAML: line 3, column 1: did not find expected ',' or "
+                                 "']' (while parsing a flow sequence at line 2, column 7)")
 
 
 def test_missing_file_names_it(tmp_path):
