@@ -352,7 +352,8 @@ def test_invalid_yaml_gives_line_and_column(tmp_path):
     with pytest.raises(StageError) as caught:
         load_params(path)
 
-    assert str(caught.value) == f"{path} is not valid YAML: line 4, column 14: mapping values are not allowed in this context"
+    assert str(caught.value) == (f"{path} is not valid YAML: line 4, column 14: mapping values are not allowed in "
+                                 "this context")
 
 
 def test_invalid_yaml_names_where_the_unclosed_part_starts(tmp_path):
