@@ -305,6 +305,19 @@ def test_custom_dataset_details_are_checked(raw, custom):
     ]
 
 
+def test_two_custom_files_of_one_name_are_refused(raw, custom):
+    custom["files"]["test_images"]["name"] = custom["files"]["train_images"]["name"]
+    custom["files"]["test_labels"]["name"] = custom["files"]["train_images"]["name"]
+    raw["data"].update(dataset="custom", custom=custom, mirrors=["/srv/mirror"])
+    name = custom["files"]["train_images"]["name"]
+
+    assert problems_of(raw) == [
+        f"data.custom.files.test_images.name: {name!r} is also train_images's name; each file needs its own name "
+        "on the mirror",
+        f"data.custom.files.test_labels.name: {name!r} is also train_images's name; each file needs its own name "
+        "on the mirror"]
+
+
 @pytest.mark.parametrize("mirror", ["ftp://example.org/mnist/", "s3://bucket/mnist/", "HTTP2://example.org/"])
 def test_unsupported_mirror_scheme(raw, mirror):
     raw["data"]["mirrors"] = ["https://example.org/mnist/", "/srv/mnist", mirror]
