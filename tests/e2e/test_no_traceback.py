@@ -155,6 +155,14 @@ def test_an_unknown_flag(tmp_path):
     assert result.returncode == 2
 
 
+@pytest.mark.parametrize("stage_name", ["stages.train", "stages.evaluate"])
+def test_an_empty_switch_list_is_refused_before_anything_is_written(tmp_path, stage_name):
+    result = stage(tmp_path, stage_name, "torch", "1", "--tuning", "tuned", "--switches=")
+
+    assert_one_line_error(result, "argument --switches: expected one or more switch names")
+    assert result.returncode == 2 and list(tmp_path.iterdir()) == []
+
+
 def test_a_framework_that_cannot_be_imported(tmp_path):
     from tests.trainer_contract import stage_project
 
