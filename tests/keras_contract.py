@@ -16,6 +16,28 @@ from tests.trainer_contract import SMALL, make_params
 STOCK_JIT = {"tensorflow": False, "jax": True, "torch": False}
 
 
+def test_the_train_stage_prints_only_the_projects_own_lines(framework, tmp_path):
+    """No TensorFlow start-up lines, on any engine: on JAX and PyTorch, Keras looks TensorFlow up
+    when imported and imports it in ``keras.utils.set_random_seed`` (stages/common/errors.py)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from tests.support import PROJECT_ROOT
+    from tests.trainer_contract import stage_project
+
+    stage_project(tmp_path, framework)
+    env = {key: value for key, value in os.environ.items() if key not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BACKEND")}
+    result = subprocess.run([sys.executable, "-m", "stages.train", framework, "1"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, env={**env, "PYTHONPATH": str(PROJECT_ROOT)})
+
+    assert result.returncode == 0, result.stderr
+    own = re.compile(r"\d\d:\d\d:\d\d [\w.]+ (INFO|WARNING) .*")
+    assert [line for line in result.stderr.splitlines() if not own.fullmatch(line)] == []
+    assert "trained in" in result.stderr and result.stdout == ""
+
+
 @pytest.mark.parametrize("damage", ["garbage", "hdf5", "truncated", "empty"])
 def test_a_model_file_that_exists_but_does_not_load_is_not_a_keras_archive(backend, tmp_path, damage):
     import h5py
