@@ -32,7 +32,7 @@ def git(root: Path, *arguments: str, check: bool = True) -> str:
     if check and result.returncode != 0:
         message = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
         raise RepoError(f"git {' '.join(arguments)}: {message}")
-    return result.stdout.strip()
+    return result.stdout.rstrip()  # not lstrip: `git status --porcelain` lines start with a space
 
 
 def toplevel(path: Path) -> Path:

@@ -74,7 +74,18 @@ def load(path: Path | None, extra: list[str] | None = None) -> tuple[str, list[l
 def _overrides(value, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) and "=" in item for item in value):
         raise GridError(f"{where}: expected a list of `key=value` strings (dvc exp run -S syntax), got {value!r}")
+    for item in value:  # Hydra's parser takes `=5` and `+=5`, a key of nothing
+        if not setting_key(item):
+            raise GridError(f"{where}: {item!r} names no key; expected key=value, e.g. train.epochs=5")
     return list(value)
+
+
+def setting_key(override: str) -> str:
+    """The key an override sets, without its ``file:`` part and Hydra's ``+``/``++``/``~`` prefixes."""
+    name = override.partition("=")[0]
+    if ":" in name:
+        name = name.partition(":")[2]
+    return name.lstrip("+~").strip()
 
 
 def expand(overrides: list[str]) -> list[tuple[str, ...]]:
@@ -118,7 +129,7 @@ def override_keys(all_points: list[Point]) -> list[str]:
     keys = set()
     for point in all_points:
         for override in point.overrides:
-            file, _, setting = override.partition(":") if ":" in override.partition("=")[0] else ("", "", override)
-            key = setting.partition("=")[0].lstrip("+~")
+            file = override.partition(":")[0] if ":" in override.partition("=")[0] else ""
+            key = setting_key(override)
             keys.add(f"{file}:{key}" if file else key)
     return sorted(keys)

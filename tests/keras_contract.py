@@ -16,6 +16,52 @@ from tests.trainer_contract import SMALL, make_params
 STOCK_JIT = {"tensorflow": False, "jax": True, "torch": False}
 
 
+def test_the_train_stage_prints_only_the_projects_own_lines(framework, tmp_path):
+    """No TensorFlow start-up lines, on any engine: on JAX and PyTorch, Keras looks TensorFlow up
+    when imported and imports it in ``keras.utils.set_random_seed`` (stages/common/errors.py)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from tests.support import PROJECT_ROOT
+    from tests.trainer_contract import stage_project
+
+    stage_project(tmp_path, framework)
+    env = {key: value for key, value in os.environ.items() if key not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BACKEND")}
+    result = subprocess.run([sys.executable, "-m", "stages.train", framework, "1"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, env={**env, "PYTHONPATH": str(PROJECT_ROOT)})
+
+    assert result.returncode == 0, result.stderr
+    own = re.compile(r"\d\d:\d\d:\d\d [\w.]+ (INFO|WARNING) .*")
+    assert [line for line in result.stderr.splitlines() if not own.fullmatch(line)] == []
+    assert "trained in" in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("damage", ["garbage", "hdf5", "truncated", "empty"])
+def test_a_model_file_that_exists_but_does_not_load_is_not_a_keras_archive(backend, tmp_path, damage):
+    import h5py
+
+    spec = build_spec(make_params(SMALL).model, (28, 28, 1), 10)
+    path = tmp_path / backend.MODEL_FILE
+    if damage == "truncated":
+        backend.save_model(backend.build_model(spec), path)
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    elif damage == "hdf5":  # Keras 2's format, under the .keras name
+        with h5py.File(path, "w") as handle:
+            handle["weights"] = np.zeros(3, np.float32)
+    else:
+        path.write_bytes(bytes(range(256)) * 8 if damage == "garbage" else b"")
+
+    with pytest.raises(StageError) as caught:
+        backend.load_model(path, spec)
+
+    found = {"garbage": "it starts with b'\\x00\\x01", "hdf5": "it is an HDF5 file",
+             "truncated": "it is a zip archive cut short", "empty": "it is empty"}[damage]
+    assert str(caught.value).startswith(f"{path}: not a Keras archive ({found}"), caught.value
+    assert "rerun the training stage (dvc repro train)" in str(caught.value)
+
+
 def test_keras_archive_with_a_lambda_layer_is_refused_and_never_runs(backend, tmp_path):
     import keras
 

@@ -66,11 +66,27 @@ def test_same_seed_same_bytes_other_seed_other_weights(workspace):
                               load_initial_weights(paths.init_weights(4), default_spec())[0])
 
 
+@pytest.mark.parametrize("garbage", [bytes(range(256)) * 4, b"", b"\x80\x04\x95 looks like a pickle"],
+                         ids=["random-bytes", "empty", "pickle-opcodes"])
+def test_random_bytes_are_not_a_numpy_file(workspace, garbage):
+    path = paths.init_weights(5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(garbage)
+
+    with pytest.raises(StageError) as caught:
+        load_initial_weights(path, default_spec())
+
+    found = f"it starts with {garbage[:6]!r}" if garbage else "it is empty"
+    assert str(caught.value) == (f"{path}: not a numpy file ({found}; a .npz file is a zip archive); rerun "
+                                 "`dvc repro init`")
+
+
 def test_a_corrupt_archive_is_a_clear_error(workspace):
     path = paths.init_weights(5)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"not a zip")
-    with pytest.raises(StageError, match="not an initial-weights archive"):
+    init.main(["5"])
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])  # a zip cut short
+    with pytest.raises(StageError, match="not an initial-weights archive .*rerun `dvc repro init`$"):
         load_initial_weights(path, default_spec())
     with pytest.raises(StageError, match="missing; run `dvc repro init`"):
         load_initial_weights(paths.init_weights(6), default_spec())

@@ -376,8 +376,8 @@ def test_load_prepared_not_an_npy_file(saved):
     with pytest.raises(StageError) as caught:
         prepared.load_prepared(saved)
 
-    assert str(caught.value) == (rf"{path}: not a .npy file (starts with b'not nu', expected b'\x93NUMPY'); "
-                                 "rerun the preprocess stage")
+    assert str(caught.value) == (rf"{path}: not a numpy file (it starts with b'not nu'; a .npy file starts with "
+                                 r"b'\x93NUMPY'); rerun the preprocess stage")
 
 
 @pytest.mark.parametrize("garbage", [bytes(range(256)) * 4, b"", b"\x80\x04\x95 looks like a pickle"],
@@ -389,7 +389,8 @@ def test_load_prepared_garbage_label_file_names_the_file_not_pickle(saved, garba
     with pytest.raises(StageError) as caught:
         prepared.load_prepared(saved)
 
-    assert str(caught.value).startswith(f"{path}: not a .npy file (starts with {garbage[:6]!r}")
+    found = f"it starts with {garbage[:6]!r}" if garbage else "it is empty"
+    assert str(caught.value).startswith(f"{path}: not a numpy file ({found}; ")
     assert "pickle" not in str(caught.value)
 
 

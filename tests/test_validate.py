@@ -8,7 +8,7 @@ import yaml
 from stages import validate
 from stages.common import paths
 from stages.common.errors import StageError
-from tests.support import custom_params, project_params
+from tests.support import custom_params, make_dataset, project_params
 
 
 @pytest.fixture
@@ -124,3 +124,18 @@ def test_every_decidable_problem_is_listed_at_once(workspace):
 
     assert lines[0] == "2 problem(s) in params.yaml:"
     assert [line.split(":")[1] for line in lines[1:]] == [" model.conv_blocks[1]", " preprocess.max_train"]
+
+
+def test_two_custom_files_of_one_name_are_refused_before_download(workspace):
+    custom = make_dataset(workspace / "mirror", n_train=20, n_test=10)
+    custom["files"]["test_labels"]["name"] = custom["files"]["train_labels"]["name"]
+    (workspace / "params.yaml").write_text(yaml.safe_dump(custom_params(custom, [str(workspace / "mirror")])))
+
+    with pytest.raises(StageError) as error:
+        validate.main([])
+
+    assert str(error.value) == (
+        f"1 problem(s) in params.yaml:\n  params.yaml: data.custom.files.test_labels.name: "
+        f"{custom['files']['train_labels']['name']!r} is also train_labels's name; each file needs its own name on "
+        "the mirror")
+    assert not (workspace / paths.VALIDATED).exists()

@@ -56,6 +56,7 @@ if ENGINE == "tensorflow":
     import tensorflow as tf
 
 MODEL_FILE = "model.keras"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 VALIDATION_BATCH = 1000
 # Adam's epsilon as PyTorch sets it (Keras' own default is 1e-7): a recipe value, passed through
 # Keras' public `epsilon` argument.
@@ -406,6 +407,15 @@ def load_model(path: Path, spec: ArchitectureSpec) -> Model:
     """Load a ``.keras`` file with Keras' safe mode (no arbitrary code from the file)."""
     if not path.is_file():
         raise StageError(f"{path}: missing; run the training stage first (dvc repro train)")
+    # Keras reports any file that is not a zip as "File not found": say what the file is instead.
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as handle:
+            start = handle.read(8)
+        found = ("it is empty" if not start else "it is an HDF5 file, Keras 2's .h5 format" if start == HDF5_MAGIC
+                 else "it is a zip archive cut short" if start.startswith(b"PK\x03\x04")
+                 else f"it starts with {start!r}")
+        raise StageError(f"{path}: not a Keras archive ({found}; a .keras file is a zip archive); rerun the "
+                         "training stage (dvc repro train)")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # noqa: BLE001 - Keras raises many types for a corrupt file

@@ -25,6 +25,7 @@ The canonical weight layout (``get_weights``/``set_weights`` in both trainers): 
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.common import atomic
+from stages.common import atomic, npfile
 from stages.common.errors import StageError
 from stages.common.params import ModelParams
 
@@ -190,12 +191,14 @@ def load_initial_weights(path: Path, spec: ArchitectureSpec) -> list[np.ndarray]
     ``spec``: one array per weight of the canonical layout, each of its shape, finite floats."""
     rerun = "rerun `dvc repro init`"
     try:
+        npfile.check(path, rerun)
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except FileNotFoundError:
         raise StageError(f"{path}: missing; run `dvc repro init` first") from None
-    except (OSError, ValueError, KeyError) as error:
-        raise StageError(f"{path}: not an initial-weights archive written by stages/init.py ({error})") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:  # BadZipFile: a zip cut short
+        raise StageError(f"{path}: not an initial-weights archive written by stages/init.py ({error}); "
+                         f"{rerun}") from None
     expected = [shape for shape, _ in canonical_layout(spec)]
     names = [f"w{index}" for index in range(len(expected))]
     if sorted(arrays) != sorted(names):

@@ -15,8 +15,9 @@ while a write of it running concurrently keeps its own (as ``stages/download.py`
 one in leaves no folder at the final path: the next write puts the previous one back first.
 
 A write that fails for want of room or rights (full disk, quota, read-only file system, a folder
-the user cannot write to) raises one ``StageError`` naming the output and the reason; its
-temporary is removed and the previous output is left as it was.
+the user cannot write to) raises one ``StageError`` naming the output and the reason (a file
+written inside an ``atomic_directory`` is named inside the final folder, never the temporary);
+its temporary is removed and the previous output is left as it was.
 """
 
 from __future__ import annotations
@@ -143,6 +144,20 @@ def write_failure(error: OSError, final: Path) -> str | None:
     return None
 
 
+# The temporary folders of the ``atomic_directory`` writes in progress -> the folder each becomes:
+# a file written inside one (models/torch/.1.<random>.tmp/model.pt) is named where it is going
+# (models/torch/1/model.pt), the output the user knows.
+_FOLDERS_IN_PROGRESS: dict[Path, Path] = {}
+
+
+def output_name(path: Path) -> Path:
+    """``path`` as it will be named once its folder's write completes (itself if none is in progress)."""
+    for temporary, final in _FOLDERS_IN_PROGRESS.items():
+        if path == temporary or temporary in path.parents:
+            return output_name(final / path.relative_to(temporary))
+    return path
+
+
 @contextlib.contextmanager
 def writing(final: Path) -> Iterator[None]:
     """Turn a write of ``final`` that failed for want of room or rights into one ``StageError``."""
@@ -152,7 +167,7 @@ def writing(final: Path) -> Iterator[None]:
         reason = write_failure(error, final)
         if reason is None:
             raise
-        raise StageError(f"{final}: cannot write: {reason}; nothing half-written was left") from None
+        raise StageError(f"{output_name(final)}: cannot write: {reason}; nothing half-written was left") from None
 
 
 @contextlib.contextmanager
@@ -198,11 +213,13 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
         final.parent.mkdir(parents=True, exist_ok=True)
         sweep_stale_temporaries(final)
         lock, temporary = _locked(lambda: _new_folder(final, TEMPORARY_SUFFIX))
+        _FOLDERS_IN_PROGRESS[temporary] = final
         try:
             publishable(temporary, directory=True)
             yield temporary
             replace_directory(temporary, final)
         finally:
+            del _FOLDERS_IN_PROGRESS[temporary]
             shutil.rmtree(temporary, ignore_errors=True)
             os.close(lock)
 

@@ -68,8 +68,17 @@ SWITCHES_HELP = ("with --tuning tuned: turn on only these of the backend's tuned
 def add_tuning(arguments: argparse.ArgumentParser, levels: tuple[str, ...]) -> None:
     """``--tuning`` (the level) and ``--switches`` (a subset of the tuned level's switches)."""
     arguments.add_argument("--tuning", choices=levels, default="stock", help=TUNING_HELP)
-    arguments.add_argument("--switches", type=lambda text: tuple(name for name in text.split(",") if name),
-                           default=None, help=SWITCHES_HELP)
+    arguments.add_argument("--switches", type=switch_names, default=None, help=SWITCHES_HELP)
+
+
+def switch_names(text: str) -> tuple[str, ...]:
+    """``--switches``' comma-separated names; none at all is refused: the run would overwrite the
+    tuned arm's model with one that had no switch on."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected one or more switch names, comma-separated, got {text!r}; leave "
+                                         "--switches out to turn on all of the tuned level's switches")
+    return names
 
 
 def switches(framework: str, tuning: str, requested: tuple[str, ...] | None, tuned: tuple[str, ...]) -> tuple[str, ...]:

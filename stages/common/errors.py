@@ -80,7 +80,10 @@ def native_noise_filtered() -> Iterator[None]:
 
 
 class _QuietImportFinder(importlib.abc.MetaPathFinder):
-    """Runs the first import of each of ``modules`` inside ``native_noise_filtered``."""
+    """Runs the first import of each of ``modules`` inside ``native_noise_filtered``. A module is
+    done with once it is executed, not when it is looked up: Keras on another engine looks
+    TensorFlow up (``importlib.util.find_spec``) long before ``keras.utils.set_random_seed``
+    imports it."""
 
     def __init__(self, modules: tuple[str, ...]) -> None:
         self.pending = set(modules)
@@ -89,13 +92,13 @@ class _QuietImportFinder(importlib.abc.MetaPathFinder):
                   target: types.ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
         if fullname not in self.pending:
             return None
-        self.pending.discard(fullname)
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None:
             return spec
         execute = spec.loader.exec_module
 
         def exec_module(module: types.ModuleType) -> None:
+            self.pending.discard(fullname)
             with native_noise_filtered():
                 execute(module)
 

@@ -355,12 +355,28 @@ def _cross_checks(params: Params, problems: list[str]) -> None:
         problems.append("data.custom: required when data.dataset is 'custom'")
     if data.dataset == "custom" and not data.mirrors:
         problems.append("data.mirrors: a custom dataset needs at least one mirror")
+    if data.custom is not None and data.custom.files is not None:
+        _duplicate_file_names(data.custom.files, problems)
     for index, mirror in enumerate(data.mirrors):
         if not isinstance(mirror, str) or not mirror:
             problems.append(f"data.mirrors[{index}]: expected a non-empty string")
         elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", mirror) and not re.match(r"^(https?|file)://", mirror):
             problems.append(f"data.mirrors[{index}]: unsupported scheme in {mirror!r}; expected http://, https://, "
                             "file:// or a local directory")
+
+
+def _duplicate_file_names(files: CustomFiles, problems: list[str]) -> None:
+    """Each custom file is fetched to its own ``data/raw/<name>``: two files of one name would be
+    one download checked against two checksums (a mismatch that blames the mirror)."""
+    first: dict[str, str] = {}
+    for item in dataclasses.fields(files):
+        spec = getattr(files, item.name)
+        if spec is None or not isinstance(spec.name, str):
+            continue
+        earlier = first.setdefault(spec.name, item.name)
+        if earlier != item.name:
+            problems.append(f"data.custom.files.{item.name}.name: {spec.name!r} is also {earlier}'s name; each "
+                            "file needs its own name on the mirror")
 
 
 def _replicate_checks(params: Params, present: set[str], problems: list[str]) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.common import atomic
+from stages.common import atomic, npfile
 from stages.common.errors import StageError
 
 FORMAT_VERSION = 1
@@ -32,7 +32,6 @@ SPLITS = ("train", "val", "test")
 IMAGE_DTYPE = np.float32
 LABEL_DTYPE = np.uint8
 META_FILE = "meta.json"
-NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass(frozen=True)
@@ -138,21 +137,14 @@ def load_split(folder: str | Path, name: str, meta: dict[str, Any], mmap: bool =
 
 
 def _load_npy(path: Path, mmap: bool) -> np.ndarray:
-    """np.load without pickle, with errors that say what is wrong with the file.
-
-    numpy reads anything without the .npy magic bytes as a pickle, so a garbage or truncated file
-    would be reported as "pickled data"; check the magic first.
-    """
+    """np.load without pickle, with errors that say what is wrong with the file (the magic bytes
+    checked first: ``npfile.check``)."""
     try:
-        with open(path, "rb") as handle:
-            start = handle.read(len(NPY_MAGIC))
+        npfile.check(path, "rerun the preprocess stage")
     except FileNotFoundError:
         raise StageError(f"{path}: missing; run the preprocess stage first (dvc repro preprocess)") from None
     except OSError as error:
         raise StageError(f"{path}: cannot read ({error.strerror})") from None
-    if start != NPY_MAGIC:
-        raise StageError(f"{path}: not a .npy file (starts with {start!r}, expected {NPY_MAGIC!r}); "
-                         "rerun the preprocess stage")
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as error:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common import paths, schemas
+from stages.common import npfile, paths, schemas
 from stages.common.errors import StageError
 from stages.common.schemas import PerClass, RunInfo, TestMetrics, TrainingSummary
 
@@ -64,6 +64,7 @@ def read_curve(path: Path, rerun: str) -> Curve:
 
 def read_probabilities(path: Path, count: int, num_classes: int, rerun: str) -> np.ndarray:
     try:
+        npfile.check(path, f"run `{rerun}`")
         probabilities = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise StageError(f"{path}: missing; run `{rerun}`") from None

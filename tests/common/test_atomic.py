@@ -480,6 +480,20 @@ def full_disk(*_arguments, **_options):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+def test_a_file_written_inside_a_folder_write_is_named_in_the_final_folder(tmp_path, monkeypatch):
+    final = tmp_path / "models" / "1"
+    atomic.write_text(final / "kept.txt", "previous")
+    monkeypatch.setattr(atomic.np, "save", full_disk)
+
+    with pytest.raises(StageError) as caught, atomic.atomic_directory(final) as temporary:
+        atomic.write_text(temporary / "run.json", "{}")
+        atomic.write_npy(temporary / "weights.npy", np.arange(5))
+
+    assert str(caught.value) == (f"{final / 'weights.npy'}: cannot write: no space left on device; nothing "
+                                 "half-written was left")
+    assert listing(final.parent) == ["1"] and listing(final) == ["kept.txt"]
+
+
 def test_a_file_write_on_a_full_disk_names_the_output_and_keeps_the_previous_file(tmp_path, monkeypatch):
     final = tmp_path / "c.npy"
     np.save(final, np.arange(3))

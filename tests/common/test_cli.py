@@ -36,3 +36,18 @@ def test_the_option_parses_a_comma_separated_list():
     parsed = arguments.parse_args(["--tuning", "tuned", "--switches", "fast_b,fast_a"])
     assert (parsed.tuning, parsed.switches) == ("tuned", ("fast_b", "fast_a"))
     assert arguments.parse_args([]).switches is None
+
+
+@pytest.mark.parametrize("empty", ["", ",", " , "])
+def test_an_empty_switch_list_is_refused_in_one_line(empty, capsys):
+    arguments = cli.parser("stages.toy", "Reads nothing. Writes nothing.")
+    cli.add_tuning(arguments, ("stock", "tuned"))
+
+    with pytest.raises(SystemExit) as exited:
+        arguments.parse_args(["--tuning", "tuned", f"--switches={empty}"])
+
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert exited.value.code == 2
+    assert errors == [f"python -m stages.toy: error: argument --switches: expected one or more switch names, "
+                      f"comma-separated, got {empty!r}; leave --switches out to turn on all of the tuned level's "
+                      "switches"]

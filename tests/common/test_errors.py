@@ -64,6 +64,17 @@ def test_native_info_and_warning_lines_are_dropped_and_everything_else_kept(fake
                      "stage line"]
 
 
+def test_a_module_looked_up_before_it_is_imported_is_still_filtered(fake_native):
+    """Keras on PyTorch or JAX looks TensorFlow up (importlib.util.find_spec) when imported, and
+    imports it later, in keras.utils.set_random_seed."""
+    lines = run_probe("fake_native", setup="quiet_native_startup(('fake_native',)); import importlib.util; "
+                                           "assert importlib.util.find_spec('fake_native')", extra_path=fake_native)
+
+    assert lines == ["a warning from Python code",
+                     "E0000 00:00:1795821529.061601    9174 cuda_platform.cc:52] failed call to cuInit: INTERNAL",
+                     "stage line"]
+
+
 def test_tf_cpp_min_log_level_0_shows_everything(fake_native):
     lines = run_probe("fake_native", setup="quiet_native_startup(('fake_native',))", extra_path=fake_native,
                       TF_CPP_MIN_LOG_LEVEL="0")

@@ -305,6 +305,19 @@ def test_custom_dataset_details_are_checked(raw, custom):
     ]
 
 
+def test_two_custom_files_of_one_name_are_refused(raw, custom):
+    custom["files"]["test_images"]["name"] = custom["files"]["train_images"]["name"]
+    custom["files"]["test_labels"]["name"] = custom["files"]["train_images"]["name"]
+    raw["data"].update(dataset="custom", custom=custom, mirrors=["/srv/mirror"])
+    name = custom["files"]["train_images"]["name"]
+
+    assert problems_of(raw) == [
+        f"data.custom.files.test_images.name: {name!r} is also train_images's name; each file needs its own name "
+        "on the mirror",
+        f"data.custom.files.test_labels.name: {name!r} is also train_images's name; each file needs its own name "
+        "on the mirror"]
+
+
 @pytest.mark.parametrize("mirror", ["ftp://example.org/mnist/", "s3://bucket/mnist/", "HTTP2://example.org/"])
 def test_unsupported_mirror_scheme(raw, mirror):
     raw["data"]["mirrors"] = ["https://example.org/mnist/", "/srv/mnist", mirror]
@@ -352,7 +365,8 @@ def test_invalid_yaml_gives_line_and_column(tmp_path):
     with pytest.raises(StageError) as caught:
         load_params(path)
 
-    assert str(caught.value) == f"{path} is not valid YAML: line 4, column 14: mapping values are not allowed here"
+    assert str(caught.value) == (f"{path} is not valid YAML: line 4, column 14: mapping values are not allowed in "
+                                 "this context")
 
 
 def test_invalid_yaml_names_where_the_unclosed_part_starts(tmp_path):
@@ -362,8 +376,8 @@ def test_invalid_yaml_names_where_the_unclosed_part_starts(tmp_path):
     with pytest.raises(StageError) as caught:
         load_params(path)
 
-    assert str(caught.value) == (f"{path} is not valid YAML: line 3, column 1: expected ',' or ']', but got "
-                                 "'<stream end>' (while parsing a flow sequence at line 2, column 7)")
+    assert str(caught.value) == (f"{path} is not valid YAML: line 3, column 1: did not find expected ',' or "
+                                 "']' (while parsing a flow sequence at line 2, column 7)")
 
 
 def test_missing_file_names_it(tmp_path):

@@ -1,4 +1,5 @@
-"""The params loader: YAML 1.2 floats (what DVC writes with -S), duplicate keys and bad bytes refused."""
+"""The params loader: DVC's own parser (YAML 1.2 floats, what DVC refuses), duplicate keys, bad bytes and
+hostile YAML (alias bombs, deep nesting, oversized files) refused in one line."""
 
 from __future__ import annotations
 
@@ -83,9 +84,120 @@ def test_a_control_character_names_its_line(tmp_path):
         yamlfile.read(path)
 
     assert str(caught.value) == (f"{path} is not valid YAML: line 2, column 8: unacceptable character #x0007: "
-                                 "special characters are not allowed")
+                                 "control characters are not allowed")
 
 
 def test_a_missing_file_names_it(tmp_path):
     with pytest.raises(StageError, match=rf"^cannot read {tmp_path / 'params.yaml'}: No such file"):
         yamlfile.read(tmp_path / "params.yaml")
+
+
+# --------------------------------------------------------------------------------------------
+# One dialect: what DVC's own parser (dvc.utils.serialize.parse_yaml) reads, and nothing else
+# --------------------------------------------------------------------------------------------
+DIALECT_CASES = [
+    "mirrors: [https://mirror.internal.example/mnist/, /mnt/datasets/mnist]\n",  # docs/data.md's old example
+    "mirrors: ['https://mirror.internal.example/mnist/', /mnt/datasets/mnist]\n",
+    "mirrors:\n  - https://mirror.internal.example/mnist/\n  - /mnt/datasets/mnist\n",
+    "data: {url: http://example.org/x}\n",
+    "x: yes\ny: on\nz: 0o17\nw: 017\n",  # YAML 1.2: strings and octal as DVC reads them
+    "x: 1e-05\ny: 1_000\n",
+    "a: &x [1, 2]\nb: *x\n",
+    "a: 1\nb: [1\n",
+    "a: 1\n  b: 2\n",
+    "x: \"\\q\"\n",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", DIALECT_CASES)
+def test_the_project_reads_params_as_dvc_does(text):
+    from dvc.utils.serialize import YAMLFileCorruptedError, parse_yaml
+
+    try:
+        dvc: object = parse_yaml(text, "params.yaml")
+    except YAMLFileCorruptedError:
+        dvc = "refused"
+    try:
+        ours: object = yamlfile.loads(text, "params.yaml") or {}
+    except StageError:
+        ours = "refused"
+
+    assert ours == dvc
+
+
+def test_an_unquoted_url_in_a_flow_list_is_refused_in_one_line_saying_to_quote_it():
+    with pytest.raises(StageError) as caught:
+        yamlfile.loads("data:\n  mirrors: [https://mirror.internal.example/mnist/, /mnt/datasets/mnist]\n",
+                       "params.yaml")
+
+    assert str(caught.value) == (
+        "params.yaml is not valid YAML: line 2, column 18: found unexpected ':' (while scanning a plain scalar at "
+        "line 2, column 13); quote a value that holds ':' (a URL) inside [...] or {...}, as DVC's parser requires")
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile YAML: refused from the parser's events, before any object is built
+# --------------------------------------------------------------------------------------------
+def alias_bomb(levels: int, width: int = 9) -> str:
+    """``a0`` holds ``width`` values, each ``a<i>`` ``width`` aliases of ``a<i-1>``: width**(levels+1) leaves."""
+    lines = [f"a0: &a0 [{', '.join(['x'] * width)}]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + f"\nseed: *a{levels}\n"
+
+
+def test_an_alias_bomb_is_refused_in_one_line_naming_the_alias():
+    with pytest.raises(StageError) as caught:
+        yamlfile.loads(alias_bomb(8), "params.yaml")  # 9**9 leaves: built, a MemoryError
+
+    assert str(caught.value) == ("params.yaml is refused: line 6, column 15 (alias *a4): more than 100000 values "
+                                 "once aliases are expanded; refused before building them")
+
+
+def test_aliases_below_the_limit_are_read():
+    loaded = yamlfile.loads(alias_bomb(3, width=10), "params.yaml")  # 10**4 leaves
+
+    assert len(loaded["seed"]) == 10 and loaded["seed"][0][0][0] == ["x"] * 10
+
+
+def test_deep_nesting_is_refused_in_one_line():
+    text = "x: " + "[" * 1000 + "]" * 1000 + "\n"  # built: a RecursionError
+
+    with pytest.raises(StageError) as caught:
+        yamlfile.loads(text, "params.yaml")
+
+    assert str(caught.value) == ("params.yaml is refused: line 1, column 35: nested deeper than 32 levels")
+
+
+def test_nesting_up_to_the_limit_is_read():
+    depth = yamlfile.MAX_DEPTH - 1  # the top-level mapping is the first level
+    value = yamlfile.loads("x: " + "[" * depth + "]" * depth + "\n", "params.yaml")["x"]
+
+    for _ in range(depth - 1):
+        value = value[0]
+    assert value == []
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_parsed(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"x: [" + b"1, " * (yamlfile.MAX_BYTES // 3) + b"1]\n")
+
+    with pytest.raises(StageError) as caught:
+        yamlfile.read(path)
+
+    assert str(caught.value) == f"{path} is larger than 1048576 bytes; a params file is a few kilobytes"
+
+
+def test_every_yaml_example_in_the_docs_is_read_by_dvc_and_the_project():
+    import re
+
+    from dvc.utils.serialize import parse_yaml
+
+    from tests.support import PROJECT_ROOT
+
+    examples = [(path, match.group(1)) for path in sorted(PROJECT_ROOT.glob("**/*.md")) if ".venv" not in path.parts
+                for match in re.finditer(r"```ya?ml\n(.*?)```", path.read_text(encoding="utf-8"), re.S)]
+
+    assert any(path.name == "data.md" and "mirrors" in text for path, text in examples)
+    for path, text in examples:
+        assert yamlfile.loads(text, str(path)) == parse_yaml(text, str(path))

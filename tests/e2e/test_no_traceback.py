@@ -50,7 +50,28 @@ PARAMS_PROBES = [
         replace(b"kernel_size: 5, convs: 1, batch_norm: true, pool: 2",
                 b"kernel_size: 5, convs: 1, batch_norm: true, pool: 4")(text)), "shrinks the feature map to 0x0"),
     ParamsProbe("empty-split", replace(b"max_train: 1000", b"max_train: 10"), "can leave the validation split empty"),
+    # docs/data.md's old mirrors example: DVC's parser refuses an unquoted URL inside [...], so validate does.
+    ParamsProbe("unquoted-url", replace(b"mirrors: [", b"mirrors: [https://mirror.internal.example/mnist/, "),
+                "found unexpected ':'", "YAML file structure is corrupted"),
 ]
+
+
+def alias_bomb(text: bytes) -> bytes:
+    """``seed: *a8``: 9**9 leaves once expanded (under an unknown key too, DVC reads the whole file)."""
+    lines = [b"a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [b"a%d: &a%d [%s]" % (i, i, b", ".join([b"*a%d" % (i - 1)] * 9)) for i in range(1, 9)]
+    return text.replace(b"seed: ", b"\n".join(lines) + b"\nbomb: *a8\nseed: ", 1)
+
+
+def deep_nesting(text: bytes) -> bytes:
+    return text + b"deep: " + b"[" * 1000 + b"]" * 1000 + b"\n"
+
+
+# Hostile YAML that DVC itself crashes on (docs/failures.md): refused by every stage's own command.
+HOSTILE_PROBES = [ParamsProbe("alias-bomb", alias_bomb, "more than 100000 values once aliases are expanded"),
+                  ParamsProbe("deep-nesting", deep_nesting, "nested deeper than 32 levels")]
+STAGE_COMMANDS = [("stages.validate",), ("stages.download",), ("stages.preprocess",), ("stages.init", "1"),
+                  ("stages.train", "torch", "1"), ("stages.evaluate", "torch", "1"), ("stages.report",)]
 
 
 def params_text(mirror: Path) -> bytes:
@@ -106,6 +127,18 @@ def test_a_params_probe_through_the_stage(tmp_path, mnist, probe):
     assert sorted(tmp_path.iterdir()) == [tmp_path / "params.yaml"]
 
 
+@pytest.mark.parametrize("command", STAGE_COMMANDS, ids=[command[0] for command in STAGE_COMMANDS])
+@pytest.mark.parametrize("probe", HOSTILE_PROBES, ids=[probe.name for probe in HOSTILE_PROBES])
+def test_hostile_yaml_is_refused_in_one_line_by_every_stage(tmp_path, mnist, probe, command):
+    (tmp_path / "params.yaml").write_bytes(probe.edit(params_text(mnist)))
+
+    result = stage(tmp_path, *command)
+
+    assert_one_line_error(result, "params.yaml is refused: ")
+    assert probe.message in result.stderr and len(result.stderr) < 500, result.stderr
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "params.yaml"]
+
+
 def test_an_exponent_learning_rate_passes_the_stage(tmp_path, mnist):
     edit = replace(b"learning_rate: 0.005", b"learning_rate: 1e-05")
     (tmp_path / "params.yaml").write_bytes(edit(params_text(mnist)))
@@ -120,6 +153,14 @@ def test_an_unknown_flag(tmp_path):
 
     assert_one_line_error(result, "unrecognized arguments: --bogus")
     assert result.returncode == 2
+
+
+@pytest.mark.parametrize("stage_name", ["stages.train", "stages.evaluate"])
+def test_an_empty_switch_list_is_refused_before_anything_is_written(tmp_path, stage_name):
+    result = stage(tmp_path, stage_name, "torch", "1", "--tuning", "tuned", "--switches=")
+
+    assert_one_line_error(result, "argument --switches: expected one or more switch names")
+    assert result.returncode == 2 and list(tmp_path.iterdir()) == []
 
 
 def test_a_framework_that_cannot_be_imported(tmp_path):

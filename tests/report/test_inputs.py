@@ -64,6 +64,19 @@ def test_predictions_that_contradict_the_metrics_are_refused(workspace):
         load()
 
 
+@pytest.mark.parametrize("garbage", [bytes(range(256)) * 4, b""], ids=["random-bytes", "empty"])
+def test_random_bytes_for_predictions_are_not_a_numpy_file(workspace, garbage):
+    path = workspace / "eval/torch/1/predictions.npy"
+    path.write_bytes(garbage)
+
+    with pytest.raises(StageError) as caught:
+        load()
+
+    found = f"it starts with {garbage[:6]!r}" if garbage else "it is empty"
+    assert str(caught.value) == (rf"{path.relative_to(workspace)}: not a numpy file ({found}; a .npy file starts "
+                                 r"with b'\x93NUMPY'); run `dvc repro evaluate@1-torch`")
+
+
 def test_predictions_of_the_wrong_shape_are_refused(workspace):
     np.save(workspace / "eval/torch/1/predictions.npy", np.zeros((3, 10), np.float32))
     with pytest.raises(StageError, match=r"expected float32 of shape \(40, 10\)"):

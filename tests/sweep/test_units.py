@@ -232,6 +232,22 @@ def test_refusals_before_any_cluster_starts(small_repo, tmp_path):
     assert too_many.returncode == 2 and "exceed this machine's" in too_many.stderr
     dry = sweep_in(small_repo, "-S", "train.lr=0.1,0.2", "--dry-run")
     assert dry.returncode == 0 and dry.stdout.count("(to run)") == 2, dry.stdout + dry.stderr
+    for keyless in ("=5", "+=5", "params.yaml:=5"):
+        refused = sweep_in(small_repo, "-S", keyless, "--dry-run")
+        assert refused.returncode == 2 and refused.stdout == "", refused.stdout
+        assert refused.stderr.strip() == f"error: -S: {keyless!r} names no key; expected key=value, e.g. " \
+                                         "train.epochs=5", refused.stderr
+
+
+def test_uncommitted_changes_are_named_whole(small_repo):
+    small_repo.git("add", "-A")
+    small_repo.git("commit", "-q", "-m", "project")
+    (small_repo.path / "dvc.yaml").write_text(DVC_YAML + "\n")  # ` M dvc.yaml`: a leading space
+    (small_repo.path / "params.yaml").write_text("data: {name: y}\n")
+    small_repo.git("add", "params.yaml")  # `M  params.yaml`
+    (small_repo.path / "untracked.txt").write_text("not part of the commit, nor a change to it\n")
+
+    assert gitrepo.uncommitted(small_repo.path) == ["dvc.yaml", "params.yaml"]
 
 
 @pytest.fixture

@@ -268,3 +268,35 @@ print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] == "s
     assert json.loads(result.stdout.splitlines()[-1]) == []
     np.testing.assert_allclose(np.load(tmp_path / "plain.npy"), backend.predict(model, images, batch_size=8),
                                atol=1e-6)
+
+
+def test_a_write_the_file_system_refuses_names_the_output_not_its_temporary(tmp_path):
+    """A real refusal by the kernel: the train stage in a process whose file-size limit
+    (RLIMIT_FSIZE, SIGXFSZ ignored) lets the training logs through but not the model file."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support import PROJECT_ROOT
+    from tests.trainer_contract import STAGE_MODEL, stage_project
+
+    stage_project(tmp_path, "torch", model={**STAGE_MODEL, "dense": [64]})  # a model.pt of about 30 kB
+    previous = tmp_path / "models" / "torch" / "1" / "model.pt"
+    previous.parent.mkdir(parents=True)
+    previous.write_bytes(b"the previous model")
+
+    def small_files_only():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
+    result = subprocess.run([sys.executable, "-m", "stages.train", "torch", "1"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, preexec_fn=small_files_only,
+                            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONDONTWRITEBYTECODE": "1"})
+
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert errors == ["error: train: models/torch/1/model.pt: cannot write: file too large; nothing half-written "
+                      "was left"], result.stderr
+    assert previous.read_bytes() == b"the previous model"
+    assert sorted(path.name for path in previous.parent.parent.iterdir()) == ["1"]  # no temporary left
