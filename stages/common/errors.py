@@ -66,12 +66,12 @@ class Terminated(KeyboardInterrupt):
 # --------------------------------------------------------------------------------------------
 PARAMS_PATH = "params.yaml"
 CODE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the stages package
-_started: dict[str, tuple[int, int] | bytes | None] | None = None
+_started: tuple[bytes | None, dict[str, tuple[int, int]]] | None = None  # params.yaml, code (mtime, size)
 
 
-def _code_files() -> dict[str, tuple[int, int] | bytes | None]:
+def _code_files() -> dict[str, tuple[int, int]]:
     """(mtime, size) of every module file of the ``stages`` package."""
-    found: dict[str, tuple[int, int] | bytes | None] = {}
+    found: dict[str, tuple[int, int]] = {}
     for folder, _, names in os.walk(CODE_ROOT):
         for name in names:
             if name.endswith(".py"):
@@ -93,7 +93,7 @@ def _params_bytes() -> bytes | None:
 def watch_inputs() -> None:
     """Note ``params.yaml`` and the code as they are now: what this stage runs with."""
     global _started
-    _started = {PARAMS_PATH: _params_bytes(), **_code_files()}
+    _started = (_params_bytes(), _code_files())
 
 
 def _changed_keys(before: bytes | None, after: bytes | None) -> list[str] | None:
@@ -119,18 +119,19 @@ def input_changes() -> list[str]:
     if _started is None:
         return []
     changes = []
+    params_before, code_before = _started
     params = _params_bytes()
-    if params != _started[PARAMS_PATH]:
-        keys = _changed_keys(_started[PARAMS_PATH], params)
+    if params != params_before:
+        keys = _changed_keys(params_before, params)
         if keys is None:
             changes.append(f"{PARAMS_PATH} was rewritten")
         else:
             changes.extend(f"{PARAMS_PATH}: {key}" for key in keys)
     now = _code_files()
-    loaded = {os.path.abspath(module.__file__) for module in list(sys.modules.values())
-              if isinstance(getattr(module, "__file__", None), str)}
+    loaded = {os.path.abspath(file) for module in list(sys.modules.values())
+              if isinstance(file := getattr(module, "__file__", None), str)}
     changes.extend(os.path.relpath(path) for path in sorted(loaded)
-                   if path.startswith(CODE_ROOT + os.sep) and path in _started and now.get(path) != _started[path])
+                   if path in code_before and now.get(path) != code_before[path])
     return changes
 
 
