@@ -57,6 +57,12 @@ bench: install
 tutorial: install
 	$(BIN)/dvc exp run --temp -n tutorial $(shell cat presets/tutorial.args)
 
+# One experiment, its -S values checked before DVC touches the workspace (sweep/exp.py), e.g.
+#   make exp ARGS="-S train.learning_rate=0.003"
+.PHONY: exp
+exp: install
+	$(BIN)/python -m sweep.exp $(ARGS)
+
 # A grid of DVC experiments on a Dask cluster (README: "Sweeps on a Dask cluster"), e.g.
 #   make sweep GRID=my-grid.yaml SWEEP_ARGS="--scheduler tcp://scheduler:8786"
 GRID ?= sweep/grid.example.yaml

@@ -12,11 +12,18 @@ it), and a ``preprocess.max_train`` that can leave the validation split empty (t
 of ``stages/common/splits.py``). What depends on the data files (a custom dataset's image
 size, how many images it has) or on the machine (``train.device: cuda`` without a GPU) is
 left to the stage that reads them.
+
+It also sweeps the pipeline's outputs (``data/``, ``models/``, ``eval/``, ``dvclive/``,
+``reports/``) for temporaries that a killed stage left and no live process holds
+(``atomic.sweep_tree``): DVC restores a stage it has run before from its run cache without running
+it, so the stage itself may never come back to remove them. ``dvc.yaml`` marks ``validate``
+``always_changed`` so that it runs, first, on every ``dvc repro``.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from stages.common import atomic, cli, paths, splits
 from stages.common.architecture import build_spec
@@ -44,13 +51,23 @@ def decidable_problems(params: Params) -> list[str]:
     return problems
 
 
-def main(argv: list[str] | None = None) -> None:
-    cli.parser("stages.validate", __doc__).parse_args(argv)
-    params = load_params(paths.PARAMS)
+OUTPUT_ROOTS = (paths.RAW.parent, paths.MODELS, paths.EVAL, paths.LOGS, paths.REPORTS)
+
+
+def check(source: Path) -> Params:
+    """The params in ``source``, if valid; otherwise one ``StageError`` listing every problem."""
+    params = load_params(source)
     problems = decidable_problems(params)
     if problems:
-        source = str(paths.PARAMS)
         raise StageError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(f"  {source}: {p}" for p in problems))
+    return params
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.parser("stages.validate", __doc__).parse_args(argv)
+    for root in OUTPUT_ROOTS:
+        atomic.sweep_tree(root)
+    check(paths.PARAMS)
     if not paths.VALIDATED.exists() or paths.VALIDATED.read_text(encoding="utf-8") != CONTENT:
         atomic.write_text(paths.VALIDATED, CONTENT)
 

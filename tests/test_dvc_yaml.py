@@ -261,3 +261,15 @@ def test_the_restore_hint_names_each_replicate_stages_cached_and_git_kept_output
             [Path(path) for path in cached], [Path(path) for path in in_git]), name
         assert paths.restore_hint(kind.removesuffix("-tuned"), framework, int(seed), tuning).endswith(
             f"`dvc checkout {' '.join(cached)}` and `git checkout -- {' '.join(in_git)}` bring them back"), name
+
+
+def test_the_stage_outputs_are_dvc_yamls_for_every_stage():
+    """What an interrupted stage says DVC removed, and restores, is what dvc.yaml declares."""
+    from stages.common import paths
+
+    for name, stage in expanded_stages().items():
+        outs = [next(iter(out.items())) if isinstance(out, dict) else (out, {}) for out in stage["outs"]]
+        cached = [Path(path) for path, options in outs if (options or {}).get("cache", True)]
+        in_git = [Path(path) for path, options in outs if not (options or {}).get("cache", True)]
+        assert paths.stage_outputs(name) == (cached, in_git), name
+        assert ("`dvc checkout " + name + "`" in paths.restore_commands(name)) == bool(cached), name

@@ -14,6 +14,14 @@ while a write of it running concurrently keeps its own (as ``stages/download.py`
 ``.part`` files). A swap killed after setting the previous folder aside and before moving the new
 one in leaves no folder at the final path: the next write puts the previous one back first.
 
+Before renaming anything into place, a write checks that the stage's params and code did not
+change since it started (``errors.check_inputs``): an output is never published for inputs it was
+not made from.
+
+The temporaries of a killed stage that DVC then restores from its run cache, without running the
+stage, would stay forever: ``sweep_tree`` removes every unlocked temporary under a folder, and the
+``validate`` stage, which runs first on every ``dvc repro``, calls it on the pipeline's outputs.
+
 A write that fails for want of room or rights (full disk, quota, read-only file system, a folder
 the user cannot write to) raises one ``StageError`` naming the output and the reason (a file
 written inside an ``atomic_directory`` is named inside the final folder, never the temporary);
@@ -36,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.common.errors import PERMISSION_FAILURES, WRITE_FAILURES, StageError
+from stages.common.errors import PERMISSION_FAILURES, WRITE_FAILURES, StageError, check_inputs
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -126,6 +134,21 @@ def sweep_stale_temporaries(final: Path) -> list[str]:
     return removed
 
 
+TEMPORARY_NAME = re.compile(r"\.(?P<final>.+)\." + _RANDOM_PART + r"\.(?:tmp|old)")
+
+
+def sweep_tree(root: Path) -> list[Path]:
+    """Remove the stale temporaries (see ``sweep_stale_temporaries``) of every output under
+    ``root``; return the paths removed. A temporary is not searched inside."""
+    removed: list[Path] = []
+    for folder, subfolders, names in os.walk(root):
+        finals = {match["final"] for name in [*subfolders, *names] if (match := TEMPORARY_NAME.fullmatch(name))}
+        subfolders[:] = [name for name in subfolders if not TEMPORARY_NAME.fullmatch(name)]
+        for final in sorted(finals):
+            removed.extend(Path(folder) / name for name in sweep_stale_temporaries(Path(folder) / final))
+    return removed
+
+
 def write_failure(error: OSError, final: Path) -> str | None:
     """Why writing ``final`` failed, if it is the room or the rights (``None`` for anything else).
     Failures in ``WRITE_FAILURES`` can only come from a write, whatever code runs inside it.
@@ -181,6 +204,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         try:
             publishable(temporary)
             yield temporary
+            check_inputs()  # params or code changed meanwhile: this output is not what they say
             os.replace(temporary, final)
         finally:
             temporary.unlink(missing_ok=True)
@@ -217,6 +241,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
         try:
             publishable(temporary, directory=True)
             yield temporary
+            check_inputs()
             replace_directory(temporary, final)
         finally:
             del _FOLDERS_IN_PROGRESS[temporary]

@@ -30,10 +30,12 @@ import importlib.machinery
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
 import types
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 # absl's native log line (I/W = info/warning; errors and fatal ones are always shown), the note
@@ -53,6 +55,109 @@ SYSTEM_FAILURES = {**WRITE_FAILURES, **PERMISSION_FAILURES}
 
 class StageError(Exception):
     """A problem with the user's input (params, data files, mirrors), not a bug."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the stage is, so that it cleans up as after Ctrl-C."""
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs that must not change while a stage runs
+# --------------------------------------------------------------------------------------------
+PARAMS_PATH = "params.yaml"
+CODE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the stages package
+_started: tuple[bytes | None, dict[str, tuple[int, int]]] | None = None  # params.yaml, code (mtime, size)
+
+
+def _code_files() -> dict[str, tuple[int, int]]:
+    """(mtime, size) of every module file of the ``stages`` package."""
+    found: dict[str, tuple[int, int]] = {}
+    for folder, _, names in os.walk(CODE_ROOT):
+        for name in names:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with contextlib.suppress(OSError):
+                    status = os.stat(path)
+                    found[path] = (status.st_mtime_ns, status.st_size)
+    return found
+
+
+def _params_bytes() -> bytes | None:
+    try:
+        with open(PARAMS_PATH, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def watch_inputs() -> None:
+    """Note ``params.yaml`` and the code as they are now: what this stage runs with."""
+    global _started
+    _started = (_params_bytes(), _code_files())
+
+
+def _changed_keys(before: bytes | None, after: bytes | None) -> list[str] | None:
+    """The dotted keys whose values differ (None if either side cannot be read as YAML)."""
+    from stages.common import yamlfile
+
+    try:
+        old, new = (yamlfile.loads((text or b"").decode("utf-8"), PARAMS_PATH) for text in (before, after))
+    except (StageError, UnicodeDecodeError):
+        return None
+
+    def differences(a: Any, b: Any, prefix: str) -> list[str]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [line for key in dict.fromkeys([*a, *b])
+                    for line in differences(a.get(key, "(absent)"), b.get(key, "(absent)"), f"{prefix}{key}.")]
+        return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
+
+    return differences(old, new, "")
+
+
+def input_changes() -> list[str]:
+    """What changed since ``watch_inputs``: params keys, and the project modules this process loaded."""
+    if _started is None:
+        return []
+    changes = []
+    params_before, code_before = _started
+    params = _params_bytes()
+    if params != params_before:
+        keys = _changed_keys(params_before, params)
+        if keys is None:
+            changes.append(f"{PARAMS_PATH} was rewritten")
+        else:
+            changes.extend(f"{PARAMS_PATH}: {key}" for key in keys)
+    now = _code_files()
+    loaded = {os.path.abspath(file) for module in list(sys.modules.values())
+              if isinstance(file := getattr(module, "__file__", None), str)}
+    changes.extend(os.path.relpath(path) for path in sorted(loaded)
+                   if path in code_before and now.get(path) != code_before[path])
+    return changes
+
+
+def check_inputs() -> None:
+    """Refuse to finish a stage whose params or code changed since it started (see the module doc)."""
+    changes = input_changes()
+    if changes:
+        raise StageError(f"changed while this stage ran: {'; '.join(changes)}. It ran with the previous values, so "
+                         "no output was written and DVC records nothing; rerun `dvc repro` (it runs with the "
+                         f"current params){removed_by_dvc()}")
+
+
+def removed_by_dvc() -> str:
+    """Under ``dvc repro``/``dvc exp run``: what DVC removed before this stage ran, and how to get it back."""
+    address = os.environ.get("DVC_STAGE")
+    if not address:
+        return ""
+    from stages.common import paths
+
+    try:
+        cached, in_git = paths.stage_outputs(address)
+    except (KeyError, ValueError):
+        return ""
+    removed = ", ".join(map(str, [*cached, *in_git]))
+    return (f"; DVC removed the outputs of {address} ({removed}) before it ran: "
+            f"{paths.restore_commands(address)} bring back the last recorded ones")
 
 
 def setup_logging() -> None:
@@ -148,12 +253,20 @@ def report_missing_packages() -> None:
         sys.excepthook = hook
 
 
+def _terminate(number: int, frame: types.FrameType | None) -> None:
+    raise Terminated()
+
+
 def run_stage(main: Callable[[], None], name: str) -> None:
-    """Run a stage's ``main`` and map user errors, a missing package and Ctrl-C to clean exits."""
+    """Run a stage's ``main`` and map user errors, a missing package, changed inputs, Ctrl-C and
+    SIGTERM to clean exits."""
     setup_logging()
     quiet_native_startup()
+    signal.signal(signal.SIGTERM, _terminate)
+    watch_inputs()
     try:
         main()
+        check_inputs()
     except StageError as error:
         print(f"error: {name}: {error}", file=sys.stderr)
         sys.exit(1)
@@ -169,6 +282,9 @@ def run_stage(main: Callable[[], None], name: str) -> None:
         where = f"{os.fsdecode(error.filename)}: " if error.filename is not None else ""
         print(f"error: {name}: {where}{SYSTEM_FAILURES[error.errno]}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print(f"error: {name}: interrupted; outputs written before were left untouched", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as error:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the line short
+        terminated = isinstance(error, Terminated)
+        print(f"error: {name}: {'terminated (SIGTERM)' if terminated else 'interrupted'}; nothing half-written was "
+              f"left{removed_by_dvc() or ' and outputs written before were left untouched'}", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM if terminated else 130)

@@ -72,6 +72,30 @@ def replicate_outputs(kind: str, framework: str, seed: int, tuning: str = "stock
     return [folder / PREDICTIONS_FILE], [folder / name for name in (METRICS_FILE, PER_CLASS_FILE, CONFUSION_FILE)]
 
 
+def stage_outputs(address: str) -> tuple[list[Path], list[Path]]:
+    """The outputs of the DVC stage ``address`` (``validate``, ``init@1``, ``train-tuned@1-keras``...)
+    as dvc.yaml lists them: those DVC caches, and those kept in git (``cache: false``). DVC removes
+    all of them before it runs the stage."""
+    kind, _, replicate_name = address.partition("@")
+    if kind in ("train", "train-tuned", "evaluate", "evaluate-tuned"):
+        seed, _, framework = replicate_name.partition("-")
+        return replicate_outputs(kind.removesuffix("-tuned"), framework, int(seed),
+                                 "tuned" if kind.endswith("-tuned") else "stock")
+    fixed = {"validate": ([], [VALIDATED]), "download": ([RAW], []), "preprocess": ([PREPARED], []),
+             "report": ([], [REPORTS])}
+    if kind == "init":
+        return [init_weights(int(replicate_name))], []
+    return fixed[kind]
+
+
+def restore_commands(address: str) -> str:
+    """The commands that bring back the outputs of ``address`` as ``dvc.lock`` last recorded them."""
+    cached, in_git = stage_outputs(address)
+    commands = ([f"`dvc checkout {address}`"] if cached else []) + \
+        ([f"`git checkout -- {' '.join(map(str, in_git))}`"] if in_git else [])
+    return " and ".join(commands)
+
+
 def restore_hint(kind: str, framework: str, seed: int, tuning: str = "stock") -> str:
     """How to get back the outputs that ``dvc repro`` removed before the stage refused to run."""
     cached, in_git = replicate_outputs(kind, framework, seed, tuning)

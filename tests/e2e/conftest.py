@@ -69,6 +69,12 @@ class Repo:
         self.git("add", "-A")
         self.git("commit", "-q", "-m", message)
 
+    def up_to_date(self) -> bool:
+        """Whether `dvc status` finds nothing to rerun but `validate`, which is always run (dvc.yaml)."""
+        import json
+
+        return json.loads(self.dvc("status", "--json").stdout or "{}") == {"validate": ["always changed"]}
+
     def copy(self, destination: Path) -> Repo:
         shutil.copytree(self.path, destination, symlinks=True)
         return Repo(destination)

@@ -54,7 +54,7 @@ def test_shared_initialisation_gives_both_frameworks_the_same_starting_weights(p
 def test_second_repro_does_nothing(pipeline_copy):
     result = pipeline_copy.dvc("repro")
     assert ran_stages(result.stdout) == set()
-    assert "Data and pipelines are up to date" in pipeline_copy.dvc("status").stdout
+    assert pipeline_copy.up_to_date()
 
 
 def test_metrics_show_is_one_numeric_summary_with_intervals(pipeline_repo):

@@ -208,7 +208,7 @@ def test_remote_push_clone_pull_round_trip(pipeline_copy, tmp_path):
     # Before pulling, the committed results are already readable.
     assert "test_accuracy" in clone.dvc("metrics", "show").stdout
     clone.dvc("pull")
-    assert "Data and pipelines are up to date" in clone.dvc("status").stdout
+    assert clone.up_to_date()
     for relative in ("models/keras/1/model.keras", "models/torch/2/model.pt", "data/prepared/train_images.npy",
                      "data/raw/train-images-idx3-ubyte", "eval/torch/1/predictions.npy"):
         assert (clone.path / relative).read_bytes() == (pipeline_copy.path / relative).read_bytes(), relative

@@ -188,7 +188,7 @@ def test_every_experiment_reaches_a_fresh_clone_with_its_params_and_metrics(swee
     # any one of them can be checked out there, outputs (models, report) included
     name = grid.points("t", [VALID["params"]])[0].name
     clone.dvc("exp", "apply", name)
-    assert "up to date" in clone.dvc("status").stdout
+    assert clone.up_to_date()
     assert any((clone.path / "reports").iterdir())
     # the user's repository got them too
     listed = sweep.repo.dvc("exp", "list", "--name-only").stdout.split()
@@ -312,7 +312,7 @@ def test_a_sweep_on_a_commit_whose_dvc_lock_is_stale(tmp_path):
     repo.dvc("exp", "apply", experiment["name"])
     fresh = prepared_hash(repo.path / "dvc.lock")
     assert fresh != stale and repo.params()["preprocess"]["val_fraction"] == 0.2
-    assert "up to date" in repo.dvc("status").stdout
+    assert repo.up_to_date()
 
 
 def prepared_hash(lock: Path) -> str:
