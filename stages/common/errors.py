@@ -96,6 +96,12 @@ def watch_inputs() -> None:
     _started = (_params_bytes(), _code_files())
 
 
+def stop_watching() -> None:
+    """The stage is over: later code in this process (a test, a second stage) starts afresh."""
+    global _started
+    _started = None
+
+
 def _changed_keys(before: bytes | None, after: bytes | None) -> list[str] | None:
     """The dotted keys whose values differ (None if either side cannot be read as YAML)."""
     from stages.common import yamlfile
@@ -262,7 +268,7 @@ def run_stage(main: Callable[[], None], name: str) -> None:
     SIGTERM to clean exits."""
     setup_logging()
     quiet_native_startup()
-    signal.signal(signal.SIGTERM, _terminate)
+    previous_sigterm = signal.signal(signal.SIGTERM, _terminate)
     watch_inputs()
     try:
         main()
@@ -288,3 +294,6 @@ def run_stage(main: Callable[[], None], name: str) -> None:
         print(f"error: {name}: {'terminated (SIGTERM)' if terminated else 'interrupted'}; nothing half-written was "
               f"left{removed_by_dvc() or ' and outputs written before were left untouched'}", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM if terminated else 130)
+    finally:
+        stop_watching()
+        signal.signal(signal.SIGTERM, previous_sigterm)
