@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install run test test-unit test-frameworks lint bench lock tutorial quick clean mutation
+.PHONY: install run test test-unit test-frameworks lint bench lock tutorial quick clean mutation reproduce
 
 install: $(STAMP)
 
@@ -92,6 +92,13 @@ EXPS_KEEP = Experiment|[a-z_]+\.test_accuracy$$|[a-z_]+_vs_[a-z_]+\.train_time_r
 .PHONY: exps docs
 exps: install
 	@$(BIN)/dvc exp show --no-pager --drop '.*' --keep '$(EXPS_KEEP)' $(EXPS_ARGS)
+
+# Did the rerun reproduce the study? The workspace's results against a revision's committed ones
+# (default HEAD; `make reproduce AGAINST=v1.0`): one line, exit 1 for "not reproduced", and
+# reports/reproduction.md (stages/reproduce, docs/reproduce.md).
+AGAINST ?= HEAD
+reproduce: install
+	$(BIN)/python -m stages.reproduce --against $(AGAINST)
 
 # Rewrite the quoted blocks of README.md and docs/ from the committed results (docs/sync.py).
 docs: install

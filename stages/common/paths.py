@@ -29,6 +29,11 @@ PER_CLASS_FILE = "per_class.json"
 CONFUSION_FILE = "confusion.csv"
 # The report's numeric summary, the top-level metrics of `dvc metrics show` / `dvc exp show`
 SUMMARY_METRICS = REPORTS / "metrics.json"
+# Each conclusion's verdict word, per pair and metric (stages/report/conclusions.py)
+VERDICTS = REPORTS / "verdicts.json"
+# The reproduction verdict (stages/reproduce): not an output of the report stage, so .dvcignore
+# keeps it out of the `reports` output's hash and `dvc repro` stays as it is.
+REPRODUCTION = REPORTS / "reproduction.md"
 
 
 def init_weights(seed: int) -> Path:

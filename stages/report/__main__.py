@@ -14,6 +14,8 @@ as a whole (the previous folder survives a failed run):
 - ``metrics.json``: the top-level metrics of ``dvc metrics show`` / ``dvc exp show``, numbers
   only: per framework the mean test accuracy and training time with their 95% CI half-widths;
   per pair the accuracy difference with its CI and p-value and the training-time ratio with its CI;
+- ``verdicts.json``: per pair of frameworks (``keras_vs_torch``), each conclusion's word per metric
+  (different, equivalent, inconclusive, no winner, one seed), which ``stages.reproduce`` compares;
 - ``curves.csv``: validation accuracy per epoch, mean over seeds per framework (a DVC plot);
 - the PNG figures listed in ``stages/report/figures.py``.
 """
@@ -32,7 +34,7 @@ from stages import backends
 from stages.common import atomic, cli, paths, prepared
 from stages.common.errors import run_stage
 from stages.common.params import load_params
-from stages.report import compare, figures, inputs, markdown, sittings, tuning
+from stages.report import compare, conclusions, figures, inputs, markdown, sittings, tuning
 
 log = logging.getLogger("report")
 
@@ -73,8 +75,10 @@ def main(argv: list[str] | None = None) -> None:
             figures.save_figure(figure, temporary / name)
         (temporary / "report.md").write_text(report, encoding="utf-8")
         (temporary / paths.SUMMARY_METRICS.name).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (temporary / paths.VERDICTS.name).write_text(
+            json.dumps(conclusions.verdicts(comparison), indent=2) + "\n", encoding="utf-8")
         (temporary / "curves.csv").write_text(curves_csv(results), encoding="utf-8")
-    log.info("wrote %s: %d figures, report.md, metrics.json; %s", paths.REPORTS, len(drawn), "; ".join(
+    log.info("wrote %s: %d figures, report.md, metrics.json, verdicts.json; %s", paths.REPORTS, len(drawn), "; ".join(
         f"{backends.label(f)} test accuracy {100 * comparison.spreads[f]['test_accuracy'].mean:.2f}% "
         f"(mean of {comparison.n})" for f in comparison.frameworks))
 

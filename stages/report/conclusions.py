@@ -29,6 +29,8 @@ from stages.report.compare import METRICS, Comparison, Metric, percent
 from stages.report.time_to_accuracy import sentence as time_to_target_sentence
 
 LEVEL = 0.05
+# What each sentence concludes, in reports/verdicts.json (the reproduction compares them: stages/reproduce)
+VERDICTS = ("different", "equivalent", "inconclusive", "no winner", "one seed")
 
 
 def _seeds(n: int) -> str:
@@ -137,7 +139,8 @@ def difference_sentence(metric: Metric, pair: PairResult, n: int, test_images: i
     interval = f"95% CI {difference_text(metric, result.ci.low)} to {difference_text(metric, result.ci.high)}"
     detail = (f"{estimate}, {interval} across {_seeds(n)}, paired t-test p = {_p(result.p_value)} "
               f"(Holm-adjusted {_p(item.holm_p)}){test_set_text(metric, item)}")
-    if item.holm_p is not None and item.holm_p < LEVEL:
+    word = verdict(metric, item)
+    if word == "different":
         better = (result.estimate > 0) == metric.higher_is_better
         winner, loser = (first, second) if better else (second, first)
         text = f"Different: {winner} has the better {metric.noun} than {loser} ({first} minus {second}: {detail})."
@@ -148,7 +151,7 @@ def difference_sentence(metric: Metric, pair: PairResult, n: int, test_images: i
             text += " Counting the sampling of the test images too, the interval includes 0: the test set cannot " \
                     "tell the difference from chance."
         return text
-    if equivalent(item):
+    if word == "equivalent":
         return (f"Equivalent: {first} and {second} do not differ in {metric.noun} by more than "
                 f"{margin_text(metric, item)} ({equivalence_text(metric, item)}; {detail}).")
     seeds_only = "" if item.tost is None else f"TOST across seeds p = {_p(item.tost.p_value)}; "
@@ -189,15 +192,16 @@ def ratio_sentence(metric: Metric, pair: PairResult, n: int, noise: float | None
     tests = f"paired t on log ratios p = {_p(result.p_value)}, Holm-adjusted {_p(item.holm_p)}"
     detail = f"95% CI {ci[0]:.2f}-{ci[1]:.2f}x across {_seeds(n)}, {tests}; one sitting on this machine"
     tost = equivalence_text(metric, item)
-    if noise is not None and abs(math.log(factor)) < math.log1p(noise):
+    word = verdict(metric, item, noise)
+    if word == "no winner" and noise is not None:
         return (f"{metric.noun.capitalize()}: {first} {factor:.2f}x as fast as {second} ({detail}), which is "
                 f"within the {100 * noise:.0f}% spread between repeated timings: no winner.{load}")
-    if item.holm_p is not None and item.holm_p < LEVEL:
+    if word == "different":
         winner, loser, times = (first, second, factor) if factor > 1 else (second, first, 1 / factor)
         low, high = (ci[0], ci[1]) if factor > 1 else (1 / ci[1], 1 / ci[0])
         return (f"Different: {winner} is {times:.2f}x as fast as {loser} in {metric.noun} (95% CI {low:.2f}-"
                 f"{high:.2f}x across {_seeds(n)}, {tests}; one sitting on this machine).{load}")
-    if equivalent(item):
+    if word == "equivalent":
         return (f"Equivalent: {first} and {second} are within {margin_text(metric, item)} of each other in "
                 f"{metric.noun} ({tost}; {first} {factor:.2f}x as fast, {detail}).{load}")
     return (f"Inconclusive for {metric.noun}: {first} {factor:.2f}x as fast as {second} ({detail}), not shown "
@@ -205,15 +209,39 @@ def ratio_sentence(metric: Metric, pair: PairResult, n: int, noise: float | None
             f"{settle(metric, item, 0)}.{load}")
 
 
+def verdict(metric: Metric, item: MetricComparison, noise: float | None = None) -> str:
+    """The word a sentence opens with (one of ``VERDICTS``); ``noise``: as in ``ratio_sentence``."""
+    if item.paired.ci is None:
+        return "one seed"
+    if metric.compare == "ratio" and noise is not None and abs(math.log(item.paired.estimate)) < math.log1p(noise):
+        return "no winner"
+    if item.holm_p is not None and item.holm_p < LEVEL:
+        return "different"
+    if equivalent(item):
+        return "equivalent"
+    return "inconclusive"
+
+
+def judged(comparison: Comparison) -> list[tuple[Metric, float | None]]:
+    """The metrics that get a sentence (and a verdict), each with the timing noise it is judged against."""
+    return [(metric, comparison.inference_noise if metric.key == "inference_images_per_second" else None)
+            for metric in METRICS
+            if metric.key != "train_images_per_second"]  # the training-time sentence says it: one per comparison
+
+
+def verdicts(comparison: Comparison) -> dict[str, dict[str, str]]:
+    """``reports/verdicts.json``: per pair (``keras_vs_torch``), metric key -> its sentence's verdict word."""
+    return {f"{pair.first}_vs_{pair.second}": {metric.key: verdict(metric, pair.metrics[metric.key], noise)
+                                              for metric, noise in judged(comparison)}
+            for pair in comparison.pairs}
+
+
 def sentences(comparison: Comparison, pair: PairResult) -> list[str]:
     lines = []
-    for metric in METRICS:
-        if metric.key == "train_images_per_second":
-            continue  # the training-time sentence says it: one sentence per comparison
+    for metric, noise in judged(comparison):
         if metric.compare == "difference":
             lines.append(difference_sentence(metric, pair, len(pair.seeds), comparison.test_images))
         else:
-            noise = comparison.inference_noise if metric.key == "inference_images_per_second" else None
             lines.append(ratio_sentence(metric, pair, len(pair.seeds), noise))
     ttt = time_to_target_sentence(pair.time_to_target, pair.first_label, pair.second_label, len(pair.seeds))
     if pair.time_to_target.seconds is not None:

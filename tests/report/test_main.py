@@ -23,7 +23,7 @@ def workspace(tmp_path, monkeypatch):
 def test_writes_the_report_the_metrics_the_curves_and_every_figure(workspace):
     report.main([])
     written = {path.name for path in (workspace / "reports").iterdir()}
-    assert written == {"report.md", "metrics.json", "curves.csv", *(spec.file for spec in FIGURES)}
+    assert written == {"report.md", "metrics.json", "verdicts.json", "curves.csv", *(spec.file for spec in FIGURES)}
     text = (workspace / "reports/report.md").read_text()
     assert "## Conclusions" in text and "## Keras vs PyTorch" in text and "McNemar" in text
     assert "3 seed(s)" in text and "matched pair" in text
