@@ -21,6 +21,18 @@ VARIABLE_VALUES = {"tensorflow": ("tensorflow", "Variable"), "jax": ("jax", "Arr
 STOCK_JIT = {"tensorflow": False, "jax": True, "torch": False}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def keras_is_on_the_tables_engine(framework, backend):
+    """Before any test of the module: Keras on another engine than ``ENGINES`` names stops every
+    test here, naming both (run on, it can crash the process instead of failing: torch's compiler
+    imports triton, which segfaults beside JAX or TensorFlow)."""
+    import keras
+
+    if keras.backend.backend() != ENGINES[framework]:
+        pytest.fail(f"{framework} runs Keras on {keras.backend.backend()}, expected {ENGINES[framework]} "
+                    f"(KERAS_BACKEND as {backend.__name__} sets it)", pytrace=False)
+
+
 def test_keras_trains_on_the_engine_the_framework_names_read_back_three_ways(backend, framework, tmp_path,
                                                                            monkeypatch):
     """The real train stage: Keras' own ``keras.backend.backend()`` while it fits, the class of a
