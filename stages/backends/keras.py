@@ -89,7 +89,8 @@ def environment() -> dict[str, str]:
     """TensorFlow's and Keras' versions and build, the kernels and devices in use."""
     build = tf.sysconfig.get_build_info()
     return {
-        "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
+        "tensorflow": tf.__version__, "keras": keras.__version__, "keras_engine": keras.backend.backend(),
+        "numpy": np.__version__,
         "tensorflow_build": ", ".join(f"{key}={build[key]}" for key in sorted(build)
                                       if key in ("is_cuda_build", "is_rocm_build", "cuda_version", "cudnn_version")),
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default for this CPU"),
