@@ -294,6 +294,27 @@ def test_same_seed_gives_identical_weights(backend):
         assert left.tobytes() == right.tobytes()
 
 
+def test_training_on_the_cpu_sets_no_op_determinism_flag_at_either_level(backend):
+    """Stock is the framework as its guide writes it: no deterministic-kernel flag on the CPU, at
+    either level (``runtime.op_determinism``), read back from each framework loaded in this process.
+    The bytes still repeat: ``test_same_seed_gives_identical_weights`` here, and two processes in
+    ``tests/test_equivalence.py``'s ``test_shipped_recipe_trains_to_identical_bytes_in_two_processes``."""
+    import os
+    import sys
+
+    for tuning in ("stock", "tuned"):
+        settings = small_settings(epochs=1, tuning=tuning, switches=backend.TUNED if tuning == "tuned" else ())
+        fit_small(backend, settings, train=make_split(32, 1), val=make_split(8, 2))
+        if "torch" in sys.modules:
+            assert not sys.modules["torch"].are_deterministic_algorithms_enabled(), tuning
+            assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ, tuning
+        if "tensorflow" in sys.modules:
+            from tensorflow.python.framework import config as tf_config  # no public getter
+
+            assert not tf_config.is_op_determinism_enabled(), tuning
+        assert "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""), tuning
+
+
 def test_the_backend_describes_its_levels_switches_semantics_and_environment(backend):
     from stages.common.semantics import SEMANTIC_CHOICES
 

@@ -50,7 +50,7 @@ from stages.common.architecture import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, Arc
 from stages.common.errors import StageError  # noqa: E402
 from stages.common.params import TrainParams  # noqa: E402
 from stages.common.prepared import Split  # noqa: E402
-from stages.common.runtime import configure_threads  # noqa: E402
+from stages.common.runtime import configure_threads, op_determinism  # noqa: E402
 
 if ENGINE == "tensorflow":
     import tensorflow as tf
@@ -64,8 +64,8 @@ ADAM_EPSILON = 1e-8
 
 DESCRIPTION = (
     "Keras 3 on TensorFlow: a `keras.Sequential` of Keras' own layers, trained by `Model.fit` (Keras' "
-    "default traced `tf.function` step; `jit_compile` left at Keras' `auto`, which is off under op "
-    "determinism) with a `keras.optimizers` optimizer, over a `tf.data` pipeline with default options. "
+    "default traced `tf.function` step; `jit_compile` left at Keras' `auto`, which Keras turns off on a "
+    "CPU-only machine) with a `keras.optimizers` optimizer, over a `tf.data` pipeline with default options. "
     "Stock inference is `Model.predict` for many images and a plain `model(x)` call for one batch, as "
     "Keras' API docs advise; the tuned level adds TensorFlow's oneDNN kernels and a traced inference call.")
 SWITCHES = {
@@ -113,8 +113,10 @@ def configure(settings: TrainParams, seed: int) -> str:
     if settings.device == "cpu" and gpus:
         tf.config.set_visible_devices([], "GPU")
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-    return "cuda" if gpus and settings.device != "cpu" else "cpu"
+    device = "cuda" if gpus and settings.device != "cpu" else "cpu"
+    if op_determinism(device):  # the GPU only: the CPU reruns bitwise without it (runtime.op_determinism)
+        tf.config.experimental.enable_op_determinism()
+    return device
 
 
 def build_model(spec: ArchitectureSpec) -> Model:
