@@ -130,10 +130,10 @@ def judge(first: str, second: str, metric: SpeedMetric, sittings: Sequence[dict[
             settle = "a sitting with two rounds or more would give an interval over rounds"
         elif len({side(ratio.interval, margin) for ratio in ratios}) > 1 or len(ratios) < 2:
             settle = (f"the {len(ratios)} sitting(s) do not agree beyond the margin: more sittings (at least ten "
-                      "minutes apart, `dvc repro -f timing`) would show whether they do, or more rounds per sitting")
+                      "minutes apart, `dvc repro -s -f timing`) would show whether they do, or more rounds per sitting")
         else:
             settle = (f"every sitting agrees, but {len(ratios)} sittings vary too much for the interval between them "
-                      "to clear the margin: more sittings (`dvc repro -f timing`) would settle it")
+                      "to clear the margin: more sittings (`dvc repro -s -f timing`) would settle it")
     return SpeedVerdict(first, second, metric, ratios, float(np.mean(estimates)), between, word, settle)
 
 

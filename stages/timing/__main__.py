@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         raise StageError(f"{paths.init_weights(params.replicates.seeds[0])}: missing; run "
                          f"`dvc repro init@{params.replicates.seeds[0]}`")
     record.load()  # refuse an unreadable record before an hour's work, not after
-    entry = sitting(params)
+    entry = sitting(params, WORKER)
     number = record.append(entry)
     log.info("sitting %d: %d rounds of %d arms in %.0f s (%d arm(s) rerun, %d dropped: other processes busy); "
              "appended to %s", number, len(entry["rounds"]), 2 * len(params.frameworks), entry["wall_seconds"],
