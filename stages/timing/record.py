@@ -18,11 +18,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stages.common import atomic
+from stages.common import atomic, paths
 from stages.common.errors import StageError
 from stages.common.params import Params, as_dict, effective_train
 
-SITTINGS = Path("timing/sittings.json")
+SITTINGS = paths.SITTINGS
 SPEEDS = ("step_seconds", "startup_seconds", "inference_images_per_second", "latency_ms")
 
 

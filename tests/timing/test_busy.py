@@ -75,6 +75,7 @@ def test_a_real_worker_does_not_count_its_own_threads_and_is_silent_when_nothing
     used meanwhile (bounded by their CPU time over the whole worker's life), and with nothing else
     busy that is below the threshold: no warning fired by our own work."""
     import json
+
     import yaml
 
     raw = yaml.safe_load((workspace / "params.yaml").read_text())
