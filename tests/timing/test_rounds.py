@@ -60,3 +60,17 @@ def test_each_run_appends_one_sitting_and_keeps_the_earlier_ones(workspace, monk
     timing.main([])
     saved = record.load()
     assert len(saved) == 3 and record.pooled(saved) == saved[2:]
+
+
+def test_an_unreadable_record_stops_the_stage_before_any_timing_and_is_left_as_it_was(workspace, monkeypatch):
+    import pytest
+
+    from stages.common.errors import StageError
+
+    monkeypatch.setattr(timing, "WORKER", ("false",))  # any worker started would fail differently
+    path = workspace / record.SITTINGS
+    path.parent.mkdir(parents=True)
+    path.write_text('{"sittings": [{"date": "x"}]}')
+    with pytest.raises(StageError, match=r"timing/sittings.json: not a sittings record .*git checkout"):
+        timing.main([])
+    assert path.read_text() == '{"sittings": [{"date": "x"}]}'
