@@ -39,7 +39,6 @@ from stages.common.errors import StageError, run_stage
 from stages.common.params import TUNING_LEVELS, EvaluateParams, effective_train, load_params
 from stages.common.runtime import (
     configure_threads,
-    load_per_core,
     machine_environment,
     relative_spread,
     seed_python_and_numpy,
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         tuning=tuning, switches=list(train_settings.switches),
         environment={**backend.environment(), **machine_environment(train_settings.threads)},
         parameters=backend.count_parameters(model), model_bytes=model_path.stat().st_size,
-        load_per_core_1m=load_per_core(), timing_spread=relative_spread(1 / rate for rate in rates))
+        timing_spread=relative_spread(1 / rate for rate in rates))
     output = paths.eval_dir(framework, seed, tuning)
     atomic.write_npy(output / paths.PREDICTIONS_FILE, probabilities)
     schemas.save(per_class, output / paths.PER_CLASS_FILE)

@@ -189,6 +189,23 @@ class ReportParams:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TimingParams:
+    """Stage ``timing``: rounds of fresh processes, one per arm (docs/method.md, speed verdicts)."""
+
+    rounds: int = checked(minimum=2, maximum=100)  # per sitting; >= 2 for an interval over rounds
+    warmup_steps: int = checked(minimum=1, maximum=10000)  # untimed steps first (compilation, allocation)
+    steps: int = checked(minimum=2, maximum=100000)  # timed steps: their median is the steady step time
+    inference_images: int = checked(minimum=1, maximum=10**7)  # test images per timed inference pass
+    inference_repeats: int = checked(minimum=1, maximum=1000)  # timed passes after one untimed pass
+    latency_samples: int = checked(minimum=1, maximum=100000)  # single-image calls timed, after
+    latency_warmup: int = checked(minimum=0, maximum=10000)  # untimed single-image calls
+    contention: bool  # also time the steady step with a spinning process holding one core (stock arms)
+    busy_cores: float = checked(minimum=0, maximum=1024, exclusive_min=True)  # other processes' CPU above
+    # this many cores over a timed window contaminates it
+    retries: int = checked(minimum=0, maximum=10)  # repeats of a contaminated arm before it is dropped
+
+
+@dataclass(frozen=True, kw_only=True)
 class Params:
     seed: int = checked(minimum=0, maximum=2**32 - 1)
     frameworks: tuple[str, ...] = checked(min_items=1)
@@ -199,6 +216,7 @@ class Params:
     train: TrainParams
     evaluate: EvaluateParams
     report: ReportParams
+    timing: TimingParams
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # framework -> its section
 
 

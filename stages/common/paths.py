@@ -18,6 +18,8 @@ INIT = MODELS / "init"
 LOGS = Path("dvclive")
 EVAL = Path("eval")
 REPORTS = Path("reports")
+# The timing stage's sittings, appended by each run (a persistent output: DVC never removes it)
+SITTINGS = Path("timing/sittings.json")
 
 # Files inside a model folder
 ARCHITECTURE_FILE = "architecture.json"
@@ -87,7 +89,7 @@ def stage_outputs(address: str) -> tuple[list[Path], list[Path]]:
         return replicate_outputs(kind.removesuffix("-tuned"), framework, int(seed),
                                  "tuned" if kind.endswith("-tuned") else "stock")
     fixed = {"validate": ([], [VALIDATED]), "download": ([RAW], []), "preprocess": ([PREPARED], []),
-             "report": ([], [REPORTS])}
+             "report": ([], [REPORTS]), "timing": ([], [SITTINGS])}
     if kind == "init":
         return [init_weights(int(replicate_name))], []
     return fixed[kind]

@@ -91,15 +91,6 @@ def machine_environment(threads: int) -> dict[str, str]:
             "python": platform.python_version(), "os": f"{platform.system()} {platform.release()}"}
 
 
-def load_per_core() -> float | None:
-    """The 1-minute load average per core (above 1: more runnable processes than cores), or None
-    where the system has no load average."""
-    try:
-        return round(os.getloadavg()[0] / (os.cpu_count() or 1), 3)
-    except OSError:
-        return None
-
-
 def relative_spread(seconds) -> float | None:
     """(max - min) / median of repeated timings; None for fewer than two."""
     import statistics

@@ -37,9 +37,9 @@ class TrainingSummary:
     parameters: int
     seconds_to_val_accuracy_98: float | None  # None: never reached
     seconds_to_val_accuracy_99: float | None
-    # How busy the machine was while timing (optional: files without them still read; None: not
-    # recorded). load_per_core_1m: os.getloadavg()[0] / os.cpu_count() at the end of training (above 1:
-    # more runnable processes than cores); timing_spread: (max - min) / median of the epochs' seconds.
+    # Optional: files without them still read. load_per_core_1m: the 1-minute load average per core,
+    # recorded by earlier versions only (it counted the stage's own threads; the timing stage's busy
+    # check replaced it); timing_spread: (max - min) / median of the epochs' seconds.
     load_per_core_1m: float | None = None
     timing_spread: float | None = None
 
@@ -82,7 +82,7 @@ class TestMetrics:
     environment: dict[str, str]  # framework versions and build, CPU, threads, as evaluated
     parameters: int
     model_bytes: int
-    # As TrainingSummary's: load_per_core_1m at the end of the timed passes, and timing_spread:
+    # As TrainingSummary's: load_per_core_1m (earlier versions only), and timing_spread:
     # (max - min) / median of the timed throughput passes.
     load_per_core_1m: float | None = None
     timing_spread: float | None = None

@@ -31,7 +31,7 @@ from stages.backends.base import Backend, EpochRecord, Model, check_finite
 from stages.common import atomic, paths, prepared, schemas
 from stages.common.architecture import ArchitectureSpec
 from stages.common.params import TrainParams
-from stages.common.runtime import load_per_core, relative_spread
+from stages.common.runtime import relative_spread
 from stages.common.schedules import learning_rates
 from stages.common.schemas import ACCURACY_THRESHOLDS, RunInfo, TrainingSummary
 
@@ -113,7 +113,7 @@ def summarize(records: Sequence[EpochRecord], parameters: int, train_images: int
         images_per_second=round(train_images * len(records) / max(optimisation_seconds, 1e-9), 1),
         parameters=parameters,
         seconds_to_val_accuracy_98=reached[0.98], seconds_to_val_accuracy_99=reached[0.99],
-        load_per_core_1m=load_per_core(), timing_spread=relative_spread(record.train_seconds for record in records))
+        timing_spread=relative_spread(record.train_seconds for record in records))
 
 
 def background_value(meta: dict[str, Any], settings: TrainParams) -> float:

@@ -4,8 +4,8 @@ Reads ``params.yaml`` (``frameworks``, ``replicates``, ``report``, and the secti
 report), ``data/prepared/`` (test images and labels, meta.json) and, for every framework and
 seed of each arm (``<framework>`` stock, ``<framework>-tuned`` on ``replicates.tuned_seeds``):
 ``models/<arm>/<seed>/run.json``, ``dvclive/<arm>/<seed>/`` (training summary and per-epoch
-curves) and ``eval/<arm>/<seed>/`` (metrics, per-class scores, predictions), and ``bench/results/sittings.json``
-(the spread of the speed ratios between sittings, quoted where present). Writes ``reports/``
+curves) and ``eval/<arm>/<seed>/`` (metrics, per-class scores, predictions), and ``timing/sittings.json``
+(the timing stage's sittings: the speed verdicts, contention and time to accuracy). Writes ``reports/``
 as a whole (the previous folder survives a failed run):
 
 - ``report.md``: conclusions per pair of frameworks, the table of every metric (mean, sd, 95% CI
@@ -15,7 +15,8 @@ as a whole (the previous folder survives a failed run):
   only: per framework the mean test accuracy and training time with their 95% CI half-widths;
   per pair the accuracy difference with its CI and p-value and the training-time ratio with its CI;
 - ``verdicts.json``: per pair of frameworks (``keras_vs_torch``), each conclusion's word per metric
-  (different, equivalent, inconclusive, no winner, one seed), which ``stages.reproduce`` compares;
+  (quality: different, equivalent, inconclusive, one seed; speed, from the sittings: different,
+  equivalent, inconclusive, no data), which ``stages.reproduce`` compares;
 - ``curves.csv``: validation accuracy per epoch, mean over seeds per framework (a DVC plot);
 - the PNG figures listed in ``stages/report/figures.py``.
 """
@@ -34,7 +35,8 @@ from stages import backends
 from stages.common import atomic, cli, paths, prepared
 from stages.common.errors import run_stage
 from stages.common.params import load_params
-from stages.report import compare, conclusions, figures, inputs, markdown, sittings, tuning
+from stages.report import compare, conclusions, figures, inputs, markdown, speed, tuning
+from stages.timing import record
 
 log = logging.getLogger("report")
 
@@ -67,7 +69,12 @@ def main(argv: list[str] | None = None) -> None:
     comparison = compare.compare(results, labels, params.report)
     context = figures.Context(results, comparison, np.asarray(test.images), labels, data.meta, params.report)
     drawn = {spec.file: spec.draw(context) for spec in figures.FIGURES}
-    report = markdown.render(comparison, results, params, data.meta, tuned, sittings.load())
+    recorded = record.load()
+    pooled = record.pooled(recorded)
+    report = markdown.render(comparison, results, params, data.meta, tuned, (pooled, len(recorded)))
+    words = conclusions.verdicts(comparison)
+    for item in speed.verdicts(params.frameworks, pooled, params.report.equivalence.speed_ratio) if pooled else []:
+        words.setdefault(f"{item.first}_vs_{item.second}", {})[item.metric.key] = item.word
     summary = {**compare.summary_metrics(comparison),
                **tuning.summary_metrics(tuning.tuning_effects(results, tuned))}
     with atomic.atomic_directory(paths.REPORTS) as temporary:
@@ -76,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         (temporary / "report.md").write_text(report, encoding="utf-8")
         (temporary / paths.SUMMARY_METRICS.name).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         (temporary / paths.VERDICTS.name).write_text(
-            json.dumps(conclusions.verdicts(comparison), indent=2) + "\n", encoding="utf-8")
+            json.dumps(words, indent=2) + "\n", encoding="utf-8")
         (temporary / "curves.csv").write_text(curves_csv(results), encoding="utf-8")
     log.info("wrote %s: %d figures, report.md, metrics.json, verdicts.json; %s", paths.REPORTS, len(drawn), "; ".join(
         f"{backends.label(f)} test accuracy {100 * comparison.spreads[f]['test_accuracy'].mean:.2f}% "

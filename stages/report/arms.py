@@ -9,10 +9,11 @@ spread is itself uncertain); for the quality metrics also the interval over seed
 (two-level bootstrap), TOST on that same bootstrap (what an "equivalent" verdict rests on), the
 test set's own standard error and floor, and the sign-flip test of these trained models on this
 test set. Per seed: McNemar and the number of images whose predicted classes differ. Plus time to
-the target validation accuracy, and how busy the machine was while timing.
+the target validation accuracy.
 
-``adjust`` Holm-adjusts one family over every pair of the report: each metric's paired test,
-time to accuracy, and each metric's TOST (the one its verdict rests on).
+``adjust`` Holm-adjusts one family over every pair of the report: each quality metric's paired
+test and TOST (the one its verdict rests on). Speeds over seeds are described here, never judged:
+speed verdicts come from the timing stage's sittings (``speed.py``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from stages.report.inputs import Replicate
 if TYPE_CHECKING:
     from stages.report.compare import Metric
 
-CONTENDED_SPREAD = 0.25  # timed repeats spreading by more than this share of their median: a busy machine
 PER_IMAGE = ("test_accuracy", "test_loss")  # metrics that are a mean over test images
 RESAMPLED = ("test_accuracy", "test_loss", "macro_f1")
 
@@ -68,17 +68,6 @@ class MetricComparison:
 
 
 @dataclass(frozen=True)
-class Contention:
-    """How busy the machine was while one kind of timing (training or evaluation) ran."""
-
-    busy: int  # replicates timed with 1-min load per core > 1, or timed repeats spread > CONTENDED_SPREAD
-    recorded: int  # replicates that recorded load or spread at all
-    total: int
-    worst_load: float | None  # highest 1-minute load per core
-    worst_spread: float | None
-
-
-@dataclass(frozen=True)
 class PairResult:
     first: str
     second: str
@@ -89,9 +78,7 @@ class PairResult:
     mcnemar: list[stats.McNemar]  # one per seed
     disagreements: list[int]  # test images with different predicted classes, per seed
     time_to_target: time_to_accuracy.TimeToTarget
-    time_to_target_holm_p: float | None
-    training_load: Contention
-    evaluation_load: Contention
+    time_to_target_holm_p: float | None  # None: time to accuracy is described here, judged from the sittings
 
     @property
     def paired(self) -> dict[str, stats.Paired]:
@@ -105,18 +92,6 @@ def margin(metric: Metric, settings: ReportParams) -> float:
         return math.log(margins.speed_ratio)
     return {"test_accuracy": margins.accuracy_pp / 100, "test_loss": margins.test_loss,
             "macro_f1": margins.macro_f1}[metric.key]
-
-
-def contention(records: Sequence[object]) -> Contention:
-    """``records``: TrainingSummary or TestMetrics objects, which may carry the load fields."""
-    loads = [value for record in records if (value := getattr(record, "load_per_core_1m", None)) is not None]
-    spreads = [value for record in records if (value := getattr(record, "timing_spread", None)) is not None]
-    busy = sum(1 for record in records if (getattr(record, "load_per_core_1m", None) or 0.0) > 1.0
-               or (getattr(record, "timing_spread", None) or 0.0) > CONTENDED_SPREAD)
-    recorded = sum(1 for record in records if getattr(record, "load_per_core_1m", None) is not None
-                   or getattr(record, "timing_spread", None) is not None)
-    return Contention(busy, recorded, len(records), max(loads) if loads else None,
-                      max(spreads) if spreads else None)
 
 
 def _metric(metric: Metric, a: list[float], b: list[float], settings: ReportParams,
@@ -172,35 +147,38 @@ def compare_arms(first: Arm, second: Arm, seeds: Sequence[int], labels: np.ndarr
         first.name, second.name, first.label, second.label, tuple(seeds), compared,
         [stats.mcnemar(a.predicted == labels, b.predicted == labels) for a, b in zip(a_items, b_items)],
         [int(np.sum(a.predicted != b.predicted)) for a, b in zip(a_items, b_items)],
-        ttt, None,
-        contention([r.training for r in a_items + b_items]), contention([r.evaluation for r in a_items + b_items]))
+        ttt, None)
 
 
 def tests_per_pair(metrics: Sequence[Metric]) -> int:
-    """Tests each pair adds to the family: a paired test and a TOST per metric, and time to accuracy."""
-    return 2 * len(metrics) + 1
+    """Tests each pair adds to the family: a paired test and a TOST per quality metric (the speed
+    verdicts come from the timing stage's sittings, ``speed.py``, not from tests over seeds)."""
+    return 2 * sum(metric.compare == "difference" for metric in metrics)
+
+
+def _quality(pair: PairResult) -> list[str]:
+    return [key for key in pair.metrics if key in RESAMPLED]
 
 
 def family(pairs: Sequence[PairResult]) -> list[float | None]:
     """Every raw p-value the report states a verdict on, pair by pair: the paired tests of every
-    metric, time to accuracy, then the TOST of every metric (``MetricComparison.verdict_tost_p``)."""
+    quality metric, then their TOSTs (``MetricComparison.verdict_tost_p``)."""
     raw: list[float | None] = []
     for pair in pairs:
-        raw += [item.paired.p_value for item in pair.metrics.values()]
-        raw.append(None if pair.time_to_target.seconds is None else pair.time_to_target.seconds.p_value)
-        raw += [item.verdict_tost_p for item in pair.metrics.values()]
+        raw += [pair.metrics[key].paired.p_value for key in _quality(pair)]
+        raw += [pair.metrics[key].verdict_tost_p for key in _quality(pair)]
     return raw
 
 
 def adjust(pairs: Sequence[PairResult]) -> list[PairResult]:
-    """The pairs with their p-values Holm-adjusted as one family (``family``)."""
+    """The pairs with their quality p-values Holm-adjusted as one family (``family``)."""
     adjusted = iter(stats.holm(family(pairs)))
     result = []
     for pair in pairs:
-        tests = [next(adjusted) for _ in pair.metrics]
-        time_to_target = next(adjusted)
-        tosts = [next(adjusted) for _ in pair.metrics]
-        metrics = {key: replace(item, holm_p=test, tost_holm_p=tost)
-                   for (key, item), test, tost in zip(pair.metrics.items(), tests, tosts)}
-        result.append(replace(pair, metrics=metrics, time_to_target_holm_p=time_to_target))
+        keys = _quality(pair)
+        tests = {key: next(adjusted) for key in keys}
+        tosts = {key: next(adjusted) for key in keys}
+        metrics = {key: replace(item, holm_p=tests.get(key), tost_holm_p=tosts.get(key))
+                   for key, item in pair.metrics.items()}
+        result.append(replace(pair, metrics=metrics))
     return result

@@ -1,8 +1,8 @@
 """One plain sentence per compared metric of a pair of arms, claiming only what the tests support.
 
-Every p-value a verdict rests on is Holm-adjusted over one family: every pair of the report,
-each metric's paired test and TOST, and time to accuracy (``arms.adjust``). Each sentence says one
-of three things:
+Quality only: speed verdicts come from the timing stage's sittings (``speed.py``). Every p-value
+a verdict rests on is Holm-adjusted over one family: every pair of the report, each quality
+metric's paired test and TOST (``arms.adjust``). Each sentence says one of three things:
 
 - **different**, with the direction: the paired test across seeds, Holm-adjusted, is below 5%;
 - **equivalent** within the metric's margin (``report.equivalence``): the TOST the verdict rests
@@ -24,9 +24,8 @@ from __future__ import annotations
 import math
 
 from stages.report import power
-from stages.report.arms import Contention, MetricComparison, PairResult
+from stages.report.arms import MetricComparison, PairResult
 from stages.report.compare import METRICS, Comparison, Metric, percent
-from stages.report.time_to_accuracy import sentence as time_to_target_sentence
 
 LEVEL = 0.05
 # What each sentence concludes, in reports/verdicts.json (the reproduction compares them: stages/reproduce)
@@ -165,50 +164,6 @@ def difference_sentence(metric: Metric, pair: PairResult, n: int, test_images: i
             f"({equivalence_text(metric, item)}; {seeds_only}{detail}); {settle(metric, item, test_images)}.")
 
 
-def contention_text(load: Contention) -> str:
-    if load.busy == 0:
-        return ""
-    parts = []
-    if load.worst_load is not None:
-        parts.append(f"1-minute load up to {load.worst_load:.1f} per core")
-    if load.worst_spread is not None:
-        parts.append(f"timed repeats spread up to {100 * load.worst_spread:.0f}%")
-    return (f" Warning: {load.busy} of {load.total} replicates were timed on a busy machine ({'; '.join(parts)}): "
-            "the speed verdict may reflect the load, not the frameworks.")
-
-
-def ratio_sentence(metric: Metric, pair: PairResult, n: int, noise: float | None = None) -> str:
-    """A speed comparison; ``noise`` is the relative spread between repeated timings in one run."""
-    first, second = pair.first_label, pair.second_label
-    item = pair.metrics[metric.key]
-    result = item.paired
-    load = contention_text(pair.training_load if metric.key.startswith("train") else pair.evaluation_load)
-    # "faster" factor of the first over the second, and its interval
-    factor = result.estimate if metric.higher_is_better else 1 / result.estimate
-    if result.ci is None:
-        return (f"{metric.noun.capitalize()}: {first} {factor:.2f}x as fast as {second} from one seed, on this "
-                f"machine; an interval over seeds needs at least two.{load}")
-    ci = (result.ci.low, result.ci.high) if metric.higher_is_better else (1 / result.ci.high, 1 / result.ci.low)
-    tests = f"paired t on log ratios p = {_p(result.p_value)}, Holm-adjusted {_p(item.holm_p)}"
-    detail = f"95% CI {ci[0]:.2f}-{ci[1]:.2f}x across {_seeds(n)}, {tests}; one sitting on this machine"
-    tost = equivalence_text(metric, item)
-    word = verdict(metric, item, noise)
-    if word == "no winner" and noise is not None:
-        return (f"{metric.noun.capitalize()}: {first} {factor:.2f}x as fast as {second} ({detail}), which is "
-                f"within the {100 * noise:.0f}% spread between repeated timings: no winner.{load}")
-    if word == "different":
-        winner, loser, times = (first, second, factor) if factor > 1 else (second, first, 1 / factor)
-        low, high = (ci[0], ci[1]) if factor > 1 else (1 / ci[1], 1 / ci[0])
-        return (f"Different: {winner} is {times:.2f}x as fast as {loser} in {metric.noun} (95% CI {low:.2f}-"
-                f"{high:.2f}x across {_seeds(n)}, {tests}; one sitting on this machine).{load}")
-    if word == "equivalent":
-        return (f"Equivalent: {first} and {second} are within {margin_text(metric, item)} of each other in "
-                f"{metric.noun} ({tost}; {first} {factor:.2f}x as fast, {detail}).{load}")
-    return (f"Inconclusive for {metric.noun}: {first} {factor:.2f}x as fast as {second} ({detail}), not shown "
-            f"different, nor equivalent within {margin_text(metric, item)} ({tost}); "
-            f"{settle(metric, item, 0)}.{load}")
-
-
 def verdict(metric: Metric, item: MetricComparison, noise: float | None = None) -> str:
     """The word a sentence opens with (one of ``VERDICTS``); ``noise``: as in ``ratio_sentence``."""
     if item.paired.ci is None:
@@ -224,9 +179,7 @@ def verdict(metric: Metric, item: MetricComparison, noise: float | None = None) 
 
 def judged(comparison: Comparison) -> list[tuple[Metric, float | None]]:
     """The metrics that get a sentence (and a verdict), each with the timing noise it is judged against."""
-    return [(metric, comparison.inference_noise if metric.key == "inference_images_per_second" else None)
-            for metric in METRICS
-            if metric.key != "train_images_per_second"]  # the training-time sentence says it: one per comparison
+    return [(metric, None) for metric in METRICS if metric.compare == "difference"]  # speed: speed.py
 
 
 def verdicts(comparison: Comparison) -> dict[str, dict[str, str]]:
@@ -237,14 +190,5 @@ def verdicts(comparison: Comparison) -> dict[str, dict[str, str]]:
 
 
 def sentences(comparison: Comparison, pair: PairResult) -> list[str]:
-    lines = []
-    for metric, noise in judged(comparison):
-        if metric.compare == "difference":
-            lines.append(difference_sentence(metric, pair, len(pair.seeds), comparison.test_images))
-        else:
-            lines.append(ratio_sentence(metric, pair, len(pair.seeds), noise))
-    ttt = time_to_target_sentence(pair.time_to_target, pair.first_label, pair.second_label, len(pair.seeds))
-    if pair.time_to_target.seconds is not None:
-        ttt = ttt[:-1] + f"; Holm-adjusted p = {_p(pair.time_to_target_holm_p)}.{contention_text(pair.training_load)}"
-    lines.append(ttt)
-    return lines
+    return [difference_sentence(metric, pair, len(pair.seeds), comparison.test_images)
+            for metric, _ in judged(comparison)]

@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 
 from stages import backends
-from stages.common.params import Params, as_dict
-from stages.report import power, sittings, stats, time_to_accuracy, tuning
+from stages.common.params import Params, as_dict, effective_train
+from stages.report import power, speed, stats, time_to_accuracy, tuning
 from stages.report.arms import MetricComparison, PairResult
 from stages.report.compare import METRICS, Comparison, per_seed_rows, percent
 from stages.report.conclusions import difference_text, margin_text, sentences
@@ -56,9 +56,10 @@ def params_used(params: Params) -> dict[str, Any]:
 
 def render(comparison: Comparison, results: dict[str, list[Replicate]], params: Params,
            meta: dict[str, Any], tuned: dict[str, list[Replicate]] | None = None,
-           between_sittings: dict[str, Any] | None = None) -> str:
+           timings: tuple[list[dict[str, Any]], int] = ([], 0)) -> str:
     """The report: the stock comparison, then what tuning buys (``tuned``: the tuned arms), then
-    the environment and semantic differences, per-seed detail, figures and params."""
+    the environment and semantic differences, per-seed detail, figures and params. ``timings``: the
+    pooled sittings of the timing stage and how many the record holds (speed verdicts)."""
     frameworks = comparison.frameworks
     names = [backends.label(framework) for framework in frameworks]
     dataset = DATASET_NAMES.get(meta.get("dataset", ""), meta.get("dataset") or "custom data")
@@ -94,11 +95,15 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
               "the seeds the verdict within reach needs). For accuracy, loss and macro F1 the TOST rests on the "
               "bootstrap over seeds and test images, and *equivalent* needs its 90% interval inside the margin: "
               "where only the interval across seeds fits, the sentence says *equivalent across seeds on this test "
-              f"set* and how small a difference the test set can resolve. {family_text(comparison)} "
-              f"{sittings.sentence(between_sittings)}", ""]
+              f"set* and how small a difference the test set can resolve. {family_text(comparison)} Speed verdicts "
+              "come from the timing stage's sittings, not from the seeds (see Speed below).", ""]
+    pooled, recorded = timings
+    speed_verdicts = speed.verdicts(frameworks, pooled, margins.speed_ratio) if pooled else []
     for pair in comparison.pairs:
         lines += [f"**{pair.first_label} vs {pair.second_label}**", ""]
         lines += [f"- {sentence}" for sentence in sentences(comparison, pair)]
+        lines += [f"- {speed.sentence(item, margins.speed_ratio)}" for item in speed_verdicts
+                  if (item.first, item.second) == (pair.first, pair.second)]
         lines.append("")
     if not comparison.pairs:
         lines += ["Only one framework: nothing to compare.", ""]
@@ -120,6 +125,13 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
         f"at batch size {params.evaluate.batch_size}; latency one image at a time. Timings are of this machine.",
         "",
     ]
+    target = params.report.target_val_accuracy
+    lines += speed.section(frameworks, pooled, recorded, margins.speed_ratio,
+                           {f: [speed.epoch_reached(list(r.curves["val/accuracy"].values), target)
+                                for r in results[f]] for f in frameworks},
+                           int(meta["splits"]["train"]["count"]),
+                           {f: effective_train(params, f).batch_size for f in frameworks},
+                           params.report.target_val_accuracy, table)
     for pair in comparison.pairs:
         lines += pair_section(comparison, pair)
     tuned = tuned or {}

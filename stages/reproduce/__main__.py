@@ -6,7 +6,7 @@ git (nothing is checked out, no DVC cache is needed): ``dvc.lock`` (the outputs'
 each stage recorded), ``params.yaml`` (``report.equivalence``: the study's margins),
 ``eval/<arm>/<seed>/metrics.json`` and ``dvclive/<arm>/<seed>/metrics.json`` (test figures,
 timings, the recorded environment), ``reports/verdicts.json`` (or ``reports/report.md``'s
-Conclusions) and ``bench/results/sittings.json``; and the same files in the workspace, whose DVC
+Conclusions) and ``timing/sittings.json``; and the same files in the workspace, whose DVC
 outputs (``models/``, ``eval/<arm>/<seed>/predictions.npy``, ``data/``) are hashed as DVC hashes
 them. Prints one line:
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,16 +29,27 @@ from stages.report import stats
 from stages.report.arms import margin as metric_margin
 from stages.report.compare import METRIC
 from stages.report.conclusions import VERDICTS, difference_text
-from stages.report.sittings import SITTINGS_FILE
+from stages.report.speed import SPEED_METRICS, sitting_ratio
 from stages.reproduce.sources import Lock, Source
+from stages.timing.record import SITTINGS
 
 QUALITY = ("test_accuracy", "test_loss", "macro_f1")
 # outputs that a deterministic rerun reproduces byte for byte (metric files and logs hold timings)
 BITWISE_KINDS = ("data", "initial weights", "models", "predictions")
 KINDS = (*BITWISE_KINDS, "test metrics", "training logs", "report")
 ANOTHER_MACHINE = "not comparable: another machine"
-SITTINGS_MEASURE = {"train_seconds": "train_seconds", "inference_images_per_second": "inference_images_per_second",
-                    "latency_ms": "latency_ms_median"}
+# reproduce's speed keys (figures of the replicates) -> the sittings record's (timing stage)
+SITTINGS_MEASURE = {"train_seconds": "step_seconds", "inference_images_per_second": "inference_images_per_second",
+                    "latency_ms": "latency_ms"}
+# every metric key a verdict may be recorded for, with its noun: quality (and old speed-over-seeds
+# verdicts) from compare.METRIC, speed from the sittings (report/speed.py)
+NOUNS = {**{key: metric.noun for key, metric in METRIC.items()},
+         **{metric.key: metric.noun for metric in SPEED_METRICS}}
+SPEED_WORDS = (*VERDICTS, "no data")
+
+
+def noun(key: str) -> str:
+    return NOUNS[key]
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,7 +186,7 @@ class Conclusion:
 
     @property
     def speed(self) -> bool:
-        return METRIC[self.key].compare == "ratio"
+        return self.key not in METRIC or METRIC[self.key].compare == "ratio"
 
 
 BULLET_VERDICT = (("Different:", "different"), ("Equivalent:", "equivalent"), ("Inconclusive for ", "inconclusive"))
@@ -209,7 +221,7 @@ def recorded_verdicts(source: Source, arms: Sequence[str]) -> dict[str, dict[str
     """``reports/verdicts.json``, or the words of ``reports/report.md`` where the revision predates it."""
     recorded = source.json(str(paths.VERDICTS))
     if isinstance(recorded, dict):
-        return {pair: {key: str(word) for key, word in words.items() if key in METRIC and word in VERDICTS}
+        return {pair: {key: str(word) for key, word in words.items() if key in NOUNS and word in SPEED_WORDS}
                 for pair, words in recorded.items() if isinstance(words, dict)}
     report = source.text(str(paths.REPORTS / "report.md"))
     return None if report is None else parse_conclusions(report, arms)
@@ -220,7 +232,7 @@ def conclusions(old: Mapping[str, Mapping[str, str]] | None,
     old, new = old or {}, new or {}
     pairs = list(old) + [pair for pair in new if pair not in old]
     return [Conclusion(pair, key, old.get(pair, {}).get(key), new.get(pair, {}).get(key))
-            for pair in pairs for key in METRIC
+            for pair in pairs for key in NOUNS
             if key in old.get(pair, {}) or key in new.get(pair, {})]
 
 
@@ -235,7 +247,7 @@ def machines(evaluations: Mapping[str, Mapping[int, TestMetrics]]) -> set[str]:
 
 def speed_judgement(same_machine: bool, moved: float | None, spread: float | None) -> str:
     """How a speed ratio's move from the old run to the new one compares with the spread of that
-    ratio between sittings (``bench/results/sittings.json``); a speed is of one machine only."""
+    ratio between sittings (``timing/sittings.json``); a speed is of one machine only."""
     if not same_machine:
         return ANOTHER_MACHINE
     if moved is None:
@@ -275,14 +287,17 @@ def ratio(key: str, pair: str, evaluations: Mapping[str, Mapping[int, TestMetric
 
 
 def sittings_spread(record: Any, pair: str, key: str) -> float | None:
-    """The factor the ratio ``pair`` moved by between sittings, where the record has that pair."""
+    """The factor the ratio ``pair`` moved by between the sittings of ``timing/sittings.json``
+    (largest / smallest sitting ratio, over the sittings poolable with its newest), where it has two."""
     first, _, second = pair.partition("_vs_")
     try:
-        frameworks = list(record["frameworks"])
-        other = second if first == frameworks[0] else first if second == frameworks[0] else None
-        return None if other is None else float(record["spread"][other][SITTINGS_MEASURE[key]]["spread"])
+        from stages.timing.record import pooled
+
+        ratios = [found.estimate for sitting in pooled(list(record["sittings"]))
+                  if (found := sitting_ratio(sitting, first, second, SITTINGS_MEASURE[key], 0.95)) is not None]
     except (KeyError, TypeError, IndexError, ValueError):
         return None
+    return math.exp(max(ratios) - min(ratios)) if len(ratios) >= 2 else None
 
 
 def speeds(pairs: Sequence[str], old: tuple[Any, Any], new: tuple[Any, Any], same_machine: bool,
@@ -299,7 +314,7 @@ def speeds(pairs: Sequence[str], old: tuple[Any, Any], new: tuple[Any, Any], sam
 
 
 def sittings_record(source: Source) -> Any:
-    return source.json(str(SITTINGS_FILE))
+    return source.json(str(SITTINGS))
 
 
 def environments(evaluations: Mapping[str, Mapping[int, TestMetrics]]) -> dict[str, dict[str, str]]:

@@ -43,7 +43,7 @@ class Reproduction:
                 failed.append(f"{backends.label(item.arm)} {METRIC[item.key].noun} moved "
                               f"{difference_text(METRIC[item.key], item.paired.estimate)}, not within "
                               f"{item.margin_text()} ({p})")
-        failed += [f"conclusion changed: {pair_label(item.pair)} {METRIC[item.key].noun} {item.old or '-'} -> "
+        failed += [f"conclusion changed: {pair_label(item.pair)} {checks.noun(item.key)} {item.old or '-'} -> "
                    f"{item.new or '-'}" for item in self.conclusions if item.changed and not item.speed]
         return failed
 
@@ -116,7 +116,7 @@ def summary_bullets(result: Reproduction) -> list[str]:
 
 
 def conclusion_text(item: Conclusion) -> str:
-    return f"{pair_label(item.pair)} {METRIC[item.key].noun} {item.old or '-'} -> {item.new or '-'}"
+    return f"{pair_label(item.pair)} {checks.noun(item.key)} {item.old or '-'} -> {item.new or '-'}"
 
 
 def mark(item: Conclusion, same_machine: bool) -> str:
@@ -151,13 +151,13 @@ def render(result: Reproduction) -> str:
         else ["No replicate on both sides."]
     lines += ["", "## Conclusions", "", "Each verdict word of the old report against the new one (`reports/"
               "verdicts.json`, or the Conclusions of `reports/report.md` where a revision predates it).", ""]
-    rows = [[pair_label(item.pair), METRIC[item.key].noun, item.old or "-", item.new or "-",
+    rows = [[pair_label(item.pair), checks.noun(item.key), item.old or "-", item.new or "-",
              mark(item, result.same_machine)] for item in result.conclusions]
     lines += _table(["Pair", "Metric", "Old", "New", ""], rows) if rows else ["Neither report records verdicts."]
     lines += ["", "## Speed", "",
               f"Old: {result.machines[0] or '-'}. New: {result.machines[1] or '-'}. A ratio is first / second "
               "(geometric mean over seeds), judged against how far it moved between sittings "
-              "(`bench/results/sittings.json`).", ""]
+              "(`timing/sittings.json`).", ""]
     rows = [[pair_label(item.pair), METRIC[item.key].noun, _ratio(item.old_ratio), _ratio(item.new_ratio),
              item.judged] for item in result.speeds]
     lines += _table(["Pair", "Metric", "Old ratio", "New ratio", "Judged"], rows) if rows else ["No pair."]

@@ -16,13 +16,6 @@ def test_relative_spread_is_max_minus_min_over_the_median():
     assert runtime.relative_spread([5.0]) is None
 
 
-def test_load_per_core_is_the_one_minute_load_average_over_the_cores():
-    before = os.getloadavg()[0] / os.cpu_count()
-    measured = runtime.load_per_core()
-    after = os.getloadavg()[0] / os.cpu_count()
-    assert min(before, after) - 1e-3 <= measured <= max(before, after) + 1e-3
-
-
 def test_the_machine_environment_names_the_cpu_cores_threads_and_python():
     environment = runtime.machine_environment(3)
     assert environment["threads"] == "3" and environment["cores"] == str(os.cpu_count())

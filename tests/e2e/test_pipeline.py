@@ -18,7 +18,7 @@ from stages.common.schemas import PerClass, RunInfo, TestMetrics, TrainingSummar
 from tests.e2e.conftest import FRAMEWORKS, SEEDS, environment, ran_stages, replicates
 
 STAGES = {"download", "preprocess", *(f"init@{seed}" for seed in SEEDS), *replicates("train"),
-          *replicates("evaluate"), "report"}
+          *replicates("evaluate"), "timing", "report"}
 
 
 def test_whole_pipeline_writes_every_output(pipeline_repo):

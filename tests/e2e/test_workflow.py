@@ -27,16 +27,19 @@ KERAS = replicates("train", ["keras"]) | replicates("evaluate", ["keras"])
 
 
 @pytest.mark.parametrize(("change", "expected"), [
-    (lambda raw: raw["torch"].update(optimizer="sgd"), TORCH | {"report"}),
-    (lambda raw: raw["keras"].update(batch_size=16), KERAS | {"report"}),
+    # the timing stage reads each framework's section, model and train (it trains steps to time them)
+    (lambda raw: raw["torch"].update(optimizer="sgd"), TORCH | {"timing", "report"}),
+    (lambda raw: raw["keras"].update(batch_size=16), KERAS | {"timing", "report"}),
     (lambda raw: raw["model"].update(dense=[32]), {f"init@{seed}" for seed in SEEDS} | replicates("train")
-     | {"report"}),
-    (lambda raw: raw["train"].update(learning_rate=0.001), replicates("train") | {"report"}),
+     | {"timing", "report"}),
+    (lambda raw: raw["train"].update(learning_rate=0.001), replicates("train") | {"timing", "report"}),
     (lambda raw: raw["replicates"].update(init="framework"), replicates("train") | {"report"}),
     (lambda raw: raw["evaluate"].update(latency_samples=6), replicates("evaluate") | {"report"}),
     (lambda raw: raw["report"].update(dpi=80), {"report"}),
+    (lambda raw: raw["timing"].update(rounds=3), {"timing"}),
     (lambda raw: raw["data"].update(mirrors=["https://mirror.example.invalid/mnist/"], timeout_s=3), set()),
-], ids=["torch-only", "keras-only", "model", "shared-train", "init-mode", "inference", "plot-only", "mirrors"])
+], ids=["torch-only", "keras-only", "model", "shared-train", "init-mode", "inference", "plot-only", "timing",
+        "mirrors"])
 def test_a_param_change_invalidates_exactly_the_stages_that_read_it(pipeline_copy, change, expected):
     # The stages whose declared params changed. Their downstream stages (evaluate after a new
     # model) rerun too when their inputs change: see the tests below, which run for real.
@@ -51,8 +54,9 @@ def test_adding_a_seed_trains_only_that_seed(pipeline_copy):
     models = {path: path.read_bytes() for path in (pipeline_copy.path / "models").rglob("model.*")}
     pipeline_copy.set_params(lambda raw: raw["replicates"].update(seeds=[*SEEDS, new]))
     ran = ran_stages(pipeline_copy.dvc("repro").stdout)
+    # the timing stage reads replicates.seeds (the first seed's initial weights): one more sitting
     assert ran == {f"init@{new}", f"train@{new}-keras", f"train@{new}-torch", f"evaluate@{new}-keras",
-                   f"evaluate@{new}-torch", "report"}
+                   f"evaluate@{new}-torch", "timing", "report"}
     assert all(path.read_bytes() == content for path, content in models.items())
     summary = json.loads((pipeline_copy.path / "reports/metrics.json").read_text())
     assert summary["seeds"] == len(SEEDS) + 1
@@ -62,7 +66,7 @@ def test_a_torch_only_change_reruns_only_the_torch_replicates(pipeline_copy):
     keras_models = {seed: (pipeline_copy.path / f"models/keras/{seed}/model.keras").read_bytes() for seed in SEEDS}
     pipeline_copy.set_params(lambda raw: raw["torch"].update(epochs=2))
     ran = ran_stages(pipeline_copy.dvc("repro").stdout)
-    assert ran == TORCH | {"report"}
+    assert ran == TORCH | {"timing", "report"}
     for seed in SEEDS:
         assert (pipeline_copy.path / f"models/keras/{seed}/model.keras").read_bytes() == keras_models[seed]
         assert json.loads((pipeline_copy.path / f"dvclive/torch/{seed}/metrics.json").read_text())["epochs"] == 2

@@ -29,7 +29,7 @@ def test_writes_the_report_the_metrics_the_curves_and_every_figure(workspace):
     assert "3 seed(s)" in text and "matched pair" in text
     for heading in ("95% CI (seeds + test)", "90% CI (seeds + test)", "Holm p", "Sign-flip p (these models)",
                     "TOST p (seeds + test)", "TOST Holm p", "Seeds needed", "Detectable",
-                    "Time to 93% val. accuracy (s)", "The test set's floor", "one family of 15 tests over the whole"):
+                    "Time to 93% val. accuracy (s)", "The test set's floor", "one family of 6 tests over the whole"):
         assert heading in text, heading
     assert json.loads((workspace / "reports/metrics.json").read_text())["seeds"] == 3
     curves = (workspace / "reports/curves.csv").read_text().splitlines()
