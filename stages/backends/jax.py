@@ -451,6 +451,15 @@ def _pure_state(model) -> dict:
     return nnx.state(_module(model)).to_pure_dict()
 
 
+def export(model: Model, spec: ArchitectureSpec, path: Path) -> None:
+    """The ONNX graph of ``model``'s evaluation view, by ``jax2tf`` and ``tf2onnx``
+    (``stages/backends/jax_onnx.py``), with a free batch dimension."""
+    from stages.backends import jax_onnx
+
+    graphdef, state = nnx.split(_eval_view(_module(model)))
+    jax_onnx.export(lambda images: nnx.merge(graphdef, state)(images), spec.input_shape, path)
+
+
 def save_model(model: Model, path: Path) -> None:
     """Every weight and batch-norm statistic as Flax msgpack (``flax.serialization.to_bytes``):
     arrays only, the same bytes for the same weights."""
