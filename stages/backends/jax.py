@@ -452,12 +452,17 @@ def _pure_state(model) -> dict:
 
 
 def export(model: Model, spec: ArchitectureSpec, path: Path) -> None:
-    """The ONNX graph of ``model``'s evaluation view, by ``jax2tf`` and ``tf2onnx``
-    (``stages/backends/jax_onnx.py``), with a free batch dimension."""
-    from stages.backends import jax_onnx
+    """The ONNX graph of ``model``'s evaluation view, by ``jax2onnx.to_onnx`` (the converter Keras
+    uses on JAX), with a free batch dimension ``B``.
+
+    On these pins jax2onnx 0.12.5 is the newest that installs beside Flax (later releases need an
+    older Orbax); ``jax2tf`` with ``tf2onnx`` is no route, since jax2tf now writes only
+    ``XlaCallModule`` ops, which tf2onnx cannot convert (docs/onnx.md)."""
+    from jax2onnx import to_onnx
 
     graphdef, state = nnx.split(_eval_view(_module(model)))
-    jax_onnx.export(lambda images: nnx.merge(graphdef, state)(images), spec.input_shape, path)
+    to_onnx(lambda images: nnx.merge(graphdef, state)(images), [("B", *spec.input_shape)], input_names=["images"],
+            output_names=["logits"], return_mode="file", output_path=str(path))
 
 
 def save_model(model: Model, path: Path) -> None:

@@ -34,6 +34,7 @@ from stages.backends.keras import (  # noqa: E402 - after the engine is named
     fit,
     for_inference,
     get_weights,
+    keras_export,
     layer_kinds,
     load_model,
     logits,
@@ -46,7 +47,8 @@ from stages.common.params import TrainParams  # noqa: E402
 from stages.common.runtime import configure_threads, restrict_cpus  # noqa: E402
 
 __all__ = ["ADAM_EPSILON", "ENGINE", "DESCRIPTION", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "augment",
-           "batch_norm_constants", "build_model", "configure", "count_parameters", "environment", "export", "fit",
+           "batch_norm_constants", "build_model", "configure", "count_parameters", "environment", "export",
+           "fit", "keras_export",
            "for_inference", "get_weights", "layer_kinds", "load_model", "logits", "predict", "save_model",
            "set_weights"]
 

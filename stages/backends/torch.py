@@ -507,7 +507,7 @@ class _FromNHWC(nn.Module):
 def export(model: Model, spec: ArchitectureSpec, path: Path) -> None:
     """The ONNX graph of ``model`` in evaluation mode, by ``torch.onnx.export`` (its default
     ``torch.export``-based exporter), with a free batch dimension."""
-    module = getattr(model, "_orig_mod", model).eval()  # the eager module behind torch.compile's wrapper
+    module = model._orig_mod if hasattr(model, "_orig_mod") else model  # the eager module behind torch.compile's
     example = torch.zeros((2, *spec.input_shape), dtype=torch.float32)
     with torch.inference_mode(False), torch.no_grad():
         program = torch.onnx.export(_FromNHWC(module).cpu().eval(), (example,), input_names=["images"],

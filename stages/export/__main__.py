@@ -30,7 +30,7 @@ from stages.common.runtime import configure_threads, seed_python_and_numpy
 from stages.common.schemas import OnnxMetrics
 from stages.evaluate import load_trained
 from stages.export import runtime
-from stages.export.agreement import agreement
+from stages.export.agreement import agreement, fields
 
 log = logging.getLogger("export")
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             (median, low, high), (latency, p95) = timed.throughput, timed.latency_ms
             record = OnnxMetrics(route=route, error=None, onnx_bytes=(folder / paths.ONNX_FILE).stat().st_size,
                                  test_images=int(test.labels.size),
-                                 **agreement(timed.probabilities, reference, test.labels),
+                                 **fields(agreement(timed.probabilities, reference, test.labels)),
                                  throughput_images_per_second=round(median, 1),
                                  throughput_images_per_second_min=round(low, 1),
                                  throughput_images_per_second_max=round(high, 1),
@@ -100,8 +100,9 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("%s (%s) seed %d: no ONNX export: %s", backends.label(framework), tuning, seed, record.error)
         return
     log.info("%s (%s) seed %d on ONNX Runtime: %d of %d test images classed as by the framework, probabilities "
-             "within %.2g, accuracy %.2f%%, %.0f images/s at batch %d, latency median %.2f ms", backends.label(framework),
-             tuning, seed, record.test_images - (record.different_class_images or 0), record.test_images,
+             "within %.2g, accuracy %.2f%%, %.0f images/s at batch %d, latency median %.2f ms",
+             backends.label(framework), tuning, seed, record.test_images - (record.different_class_images or 0),
+             record.test_images,
              record.max_abs_probability_difference, 100 * (record.test_accuracy or 0),
              record.throughput_images_per_second, params.evaluate.batch_size, record.latency_ms_median)
 
