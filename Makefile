@@ -120,7 +120,7 @@ lock: install
 #   make mutation MODULES=torch MUTANTS='stages.backends.torch.x_fit*'   matching mutants only
 # Framework backends run with process_isolation = forkserver (torch and TensorFlow are not
 # fork-safe once used); each mutant imports its framework afresh, so they take hours in full.
-MODULES ?= schedules metrics atomic training evaluate stats torch keras
+MODULES ?= schedules metrics atomic training evaluate stats resampling torch keras
 MUTANTS ?=
 MUTATION_DIR ?= $(or $(TMPDIR),/tmp)/mutation-$(notdir $(CURDIR))
 MUTATION_schedules := stages/common/schedules.py tests/common/test_schedules.py
@@ -129,6 +129,7 @@ MUTATION_atomic := stages/common/atomic.py tests/common/test_atomic.py
 MUTATION_training := stages/common/training.py tests/common/test_training.py tests/torch/test_train_torch.py
 MUTATION_evaluate := stages/evaluate.py tests/test_evaluate.py tests/torch/test_train_torch.py
 MUTATION_stats := stages/report/stats.py tests/report/test_stats.py tests/report/test_inference.py
+MUTATION_resampling := stages/report/resampling.py tests/report/test_inference.py tests/report/test_bootstrap_strata.py
 MUTATION_torch := stages/backends/torch.py tests/torch/test_train_torch.py
 MUTATION_keras := stages/backends/keras.py tests/keras/test_train_keras.py
 

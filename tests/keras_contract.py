@@ -11,6 +11,11 @@ from stages.common.errors import StageError
 from tests.trainer_contract import *  # noqa: F403 - the shared contract tests
 from tests.trainer_contract import SMALL, make_params
 
+# The engine each Keras framework runs on, fixed here: never read from the backend (its ENGINE is
+# KERAS_BACKEND as the module set it, so a check against it cannot see that variable set wrong).
+ENGINES = {"keras": "tensorflow", "keras_jax": "jax", "keras_torch": "torch"}
+# The class of a Keras variable's value on each engine: (module, class).
+VARIABLE_VALUES = {"tensorflow": ("tensorflow", "Variable"), "jax": ("jax", "Array"), "torch": ("torch", "Tensor")}
 # What Keras' jit_compile="auto" gives on each engine: XLA on JAX; off on TensorFlow under op
 # determinism; eager on PyTorch.
 STOCK_JIT = {"tensorflow": False, "jax": True, "torch": False}
@@ -62,6 +67,55 @@ def test_a_model_file_that_exists_but_does_not_load_is_not_a_keras_archive(backe
     assert "rerun the training stage (dvc repro train)" in str(caught.value)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def keras_is_on_the_tables_engine(framework, backend):
+    """Before any test of the module: Keras on another engine than ``ENGINES`` names stops every
+    test here, naming both (run on, it can crash the process instead of failing: torch's compiler
+    imports triton, which segfaults beside JAX or TensorFlow)."""
+    import keras
+
+    if keras.backend.backend() != ENGINES[framework]:
+        pytest.fail(f"{framework} runs Keras on {keras.backend.backend()}, expected {ENGINES[framework]} "
+                    f"(KERAS_BACKEND as {backend.__name__} sets it)", pytrace=False)
+
+
+def test_keras_trains_on_the_engine_the_framework_names_read_back_three_ways(backend, framework, tmp_path,
+                                                                           monkeypatch):
+    """The real train stage: Keras' own ``keras.backend.backend()`` while it fits, the class of a
+    trained variable's value, and the engine the replicate's recorded environment names, each
+    against the fixed table ``ENGINES``."""
+    import importlib
+    import json
+
+    import keras
+
+    from stages import train as train_stage
+    from stages.common import paths
+    from tests.trainer_contract import stage_project
+
+    engine = ENGINES[framework]
+    monkeypatch.chdir(tmp_path)
+    stage_project(tmp_path, framework, epochs=1)
+    fitted = []
+    fit = keras.Model.fit
+
+    def recording_fit(self, *args, **kwargs):  # the real fit, remembering the model and Keras' engine
+        fitted.append((self, keras.backend.backend()))
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording_fit)
+    train_stage.main([framework, "1"])
+
+    ((trained, running),) = fitted
+    assert running == engine
+    module, name = VARIABLE_VALUES[engine]
+    value_class = getattr(importlib.import_module(module), name)
+    values = [variable.value for variable in trained.trainable_variables]
+    assert values and all(isinstance(value, value_class) for value in values), {type(value) for value in values}
+    run = json.loads((paths.model_dir(framework, 1) / paths.RUN_FILE).read_text())
+    assert run["environment"]["keras_engine"] == engine
+
+
 def test_keras_archive_with_a_lambda_layer_is_refused_and_never_runs(backend, tmp_path):
     import keras
 
@@ -87,7 +141,7 @@ def test_keras_archive_with_a_lambda_layer_is_refused_and_never_runs(backend, tm
 @pytest.mark.parametrize(("optimizer", "weight_decay", "expected"), [
     ("adamw", 1e-4, "AdamW"), ("adam", 1e-4, "Adam"), ("adam", 0.0, "Adam"), ("sgd", 1e-4, "SGD")])
 def test_a_stock_replicate_trains_with_keras_own_classes_and_loads_without_the_project(
-        backend, tmp_path, monkeypatch, optimizer, weight_decay, expected):
+        backend, framework, tmp_path, monkeypatch, optimizer, weight_decay, expected):
     """The stock level is Keras as its users write it: read back from Keras itself, every layer of
     the model that Model.fit trained and its optimizer are Keras' own classes with the recipe's
     values, XLA stays at Keras' default for the engine (``STOCK_JIT``); and the saved archive loads
@@ -123,13 +177,14 @@ def test_a_stock_replicate_trains_with_keras_own_classes_and_loads_without_the_p
     # Keras' own class; on PyTorch, Keras itself builds its engine subclass (keras.src.backend.torch).
     assert isinstance(trainer.optimizer, getattr(keras.optimizers, expected))
     assert type(trainer.optimizer).__module__.startswith("keras.")
-    if backend.ENGINE != "torch":
+    engine = ENGINES[framework]
+    if engine != "torch":
         assert type(trainer.optimizer) is getattr(keras.optimizers, expected)
     if expected != "SGD":
         assert trainer.optimizer.epsilon == backend.ADAM_EPSILON
     assert (trainer.optimizer.weight_decay or 0.0) == pytest.approx(weight_decay)
-    assert keras.backend.backend() == backend.ENGINE
-    assert trainer.jit_compile is STOCK_JIT[backend.ENGINE]
+    assert keras.backend.backend() == engine
+    assert trainer.jit_compile is STOCK_JIT[engine]
     assert "LD_PRELOAD" not in os.environ
 
     backend.save_model(model, tmp_path / "model.keras")
@@ -145,7 +200,7 @@ print(json.dumps([sorted({type(layer).__module__.split(".")[0] for layer in mode
 """
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", plain], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300, env={**environment, "KERAS_BACKEND": backend.ENGINE})
+                            timeout=300, env={**environment, "KERAS_BACKEND": engine})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1]) == [["keras"], []]
     np.testing.assert_allclose(np.load(tmp_path / "plain.npy"), backend.predict(model, images, batch_size=8),

@@ -96,11 +96,14 @@ class Reference:
         self.trainable = [index for layer, slot in zip(spec.layers, self.slots) for index in
                           (slot["indices"][:2] if layer.kind == "batch_norm" else slot["indices"])]
 
-    def forward(self, x: np.ndarray, training: bool,
-                draws: np.random.Generator | None = None) -> tuple[np.ndarray, list]:
+    def forward(self, x: np.ndarray, training: bool, draws: np.random.Generator | None = None,
+                masks: list[np.ndarray] | None = None) -> tuple[np.ndarray, list]:
         """Logits and what ``backward`` needs. In training, batch norm uses the batch's statistics
-        and updates the running ones, and dropout drops with masks drawn from ``draws``."""
+        and updates the running ones, and dropout drops with masks drawn from ``draws``, or with
+        the given ``masks`` (one boolean keep-mask per dropout layer, in order, broadcast against
+        its input: a test that read a framework's mask back replays its step exactly)."""
         caches = []
+        supplied = list(masks) if masks is not None else None
         for layer, slot in zip(self.spec.layers, self.slots):
             w = [self.weights[index] for index in slot["indices"]]
             config = layer.config
@@ -143,15 +146,23 @@ class Reference:
                 caches.append(x)
                 y = x @ w[0] + w[1]
             elif training and config["rate"] > 0:  # dropout: inverted, as every framework scales it
-                if draws is None:
-                    raise ValueError("reference: dropout in training needs a generator for its masks")
-                mask = (draws.random(x.shape) >= config["rate"]) / (1 - config["rate"])
+                if supplied is not None:
+                    if not supplied:
+                        raise ValueError("reference: fewer masks than dropout layers")
+                    keep = np.broadcast_to(np.asarray(supplied.pop(0), dtype=bool), x.shape)
+                elif draws is not None:
+                    keep = draws.random(x.shape) >= config["rate"]
+                else:
+                    raise ValueError("reference: dropout in training needs a generator or masks")
+                mask = keep / (1 - config["rate"])
                 caches.append(mask)
                 y = x * mask
             else:  # dropout in inference
                 caches.append(1.0)
                 y = x
             x = y
+        if supplied:
+            raise ValueError(f"reference: {len(supplied)} more masks than dropout layers")
         return x, caches
 
     def backward(self, upstream: np.ndarray, caches: list) -> dict[int, np.ndarray]:

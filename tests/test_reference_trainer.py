@@ -113,3 +113,25 @@ def test_dropout_drops_at_its_rate_scales_the_rest_and_is_off_in_inference():
     np.testing.assert_array_equal(first, again)
     with pytest.raises(ValueError, match="generator"):
         reference.forward(images, training=True)
+
+
+def test_dropout_with_supplied_masks_keeps_exactly_those_inputs_scaled_by_one_over_the_keep_share():
+    """The masks a test reads back from a framework (tests/trainer_contract.py's dropout check):
+    each dropout layer keeps exactly its mask's inputs, times 1/(1 - rate), in training only."""
+    spec_params = model(batch_norm=False, dropout=0.25)
+    params = case_settings({"name": "dropout", "model": spec_params, "train": train(), **DATA})
+    spec = build_spec(params.model, (DATA["image_size"], DATA["image_size"], 1), 10)
+    reference = Reference(spec, initial_weights(spec, np.random.default_rng(0)), KERAS_LIKE)
+    images = np.random.default_rng(1).normal(size=(4, DATA["image_size"], DATA["image_size"], 1))
+    shapes = [layer.output_shape for layer in spec.layers if layer.kind == "dropout"]
+    keeps = [np.random.default_rng(index).random((4, *shape)) >= 0.25 for index, shape in enumerate(shapes)]
+
+    _, caches = reference.forward(images, training=True, masks=keeps)
+
+    applied = [cache for layer, cache in zip(spec.layers, caches) if layer.kind == "dropout"]
+    for keep, mask in zip(keeps, applied, strict=True):
+        np.testing.assert_array_equal(mask, keep / 0.75)
+    with pytest.raises(ValueError, match="fewer masks"):
+        reference.forward(images, training=True, masks=keeps[:-1])
+    with pytest.raises(ValueError, match="1 more masks"):
+        reference.forward(images, training=True, masks=[*keeps, keeps[0]])

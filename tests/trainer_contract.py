@@ -173,6 +173,85 @@ def test_augmentation_changes_what_training_sees(backend):
     assert np.abs(backend.get_weights(augmented)[0] - first).max() > 1e-4
 
 
+# Dropout, read back from one SGD step (rate 0.5 or 0.25 before the output layer). The model is a
+# 1x1 conv with a sigmoid (every one of the 784 inputs to the dense kernel is known and non-zero),
+# flatten, dropout, dense: with one image, plain SGD (no momentum, no decay) and the bias step
+# -lr * g, the dense kernel's row i moves by -lr * x_i * m_i / (1 - rate) * g. A row that stays put
+# is an input the dropout dropped; a kept row's step over x_i * (bias step) is the scale.
+DROPOUT_MODEL = {"conv_blocks": [{"filters": 1, "kernel_size": 1, "convs": 1, "batch_norm": False, "pool": 1,
+                                  "dropout": 0.0}], "padding": "valid", "block_order": "conv-norm-act-pool",
+                 "activation": "sigmoid", "dense": [], "dense_dropout": 0.5}
+DROPOUT_FALSE_ALARM = 1e-6  # the binomial bound on the dropped share: a correct rate leaves it this rarely
+
+
+def one_sgd_step(backend, rate: float):
+    """Shared weights, one image, one plain SGD step: (spec, settings, start, trained model, epoch
+    record, the image, the validation images)."""
+    params = make_params({**DROPOUT_MODEL, "dense_dropout": rate}, optimizer="sgd", momentum=0.0, weight_decay=0.0,
+                         schedule="constant", warmup_fraction=0.0, label_smoothing=0.0, epochs=1, batch_size=1,
+                         learning_rate=0.01, threads=1, device="cpu")
+    settings = dataclasses.replace(params.train, augment=dataclasses.replace(params.train.augment, enabled=False))
+    spec = build_spec(params.model, (28, 28, 1), 10)
+    start = initial_weights(spec, np.random.default_rng(0))
+    rng = np.random.default_rng(7)
+    train = prepared.Split(rng.uniform(-1.0, 1.0, (1, 28, 28, 1)).astype(np.float32), np.array([3], np.uint8))
+    val = prepared.Split(rng.uniform(-1.0, 1.0, (6, 28, 28, 1)).astype(np.float32),
+                         np.arange(6).astype(np.uint8))
+    backend.configure(settings, 5)
+    model = backend.build_model(spec)
+    backend.set_weights(model, start)
+    records: list[EpochRecord] = []
+    backend.fit(model, train, val, settings, learning_rates(settings, 1), 5, records.append)
+    return spec, settings, start, model, records[0], train, val
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.25])
+def test_dropout_drops_its_rate_of_inputs_in_training_scales_the_rest_and_is_off_in_evaluation(backend, rate):
+    from scipy import special, stats
+
+    from tests.reference_trainer import Reference, cross_entropy, optimizer_step
+
+    spec, settings, start, model, record, train, val = one_sgd_step(backend, rate)
+    plain = one_sgd_step(backend, 0.0)[3]  # the same step without dropout
+    trained, without = backend.get_weights(model), backend.get_weights(plain)
+    kernel_step, bias_step = trained[2] - start[2], trained[3] - start[3]
+    inputs = special.expit(train.images[0].reshape(-1).astype(np.float64) * start[0].item() + start[1].item())
+
+    # Without dropout every row moves, by exactly x_i times the bias step (the method sees no dropout
+    # where there is none); with it, training ends elsewhere.
+    np.testing.assert_allclose(without[2] - start[2], inputs[:, None] * (without[3] - start[3])[None, :],
+                               rtol=1e-3, atol=1e-7)
+    assert np.abs(trained[2] - without[2]).max() > 1e-3, "dropout changed nothing in training"
+
+    # (b) The dropped share: rows whose step is exactly zero, within a binomial bound of the rate.
+    dropped = np.all(kernel_step == 0, axis=1)
+    assert not np.any(kernel_step[~dropped] == 0), "a row partly dropped: the mask is not per input"
+    low, high = stats.binom.interval(1 - DROPOUT_FALSE_ALARM, dropped.size, rate)
+    assert low <= dropped.sum() <= high, (f"{dropped.sum()} of {dropped.size} inputs dropped at rate {rate}; "
+                                          f"expected {low:.0f} to {high:.0f}")
+
+    # (c) The kept inputs are scaled by 1/(1 - rate): each kept row over x_i times the bias step.
+    scale = kernel_step[~dropped] / (inputs[~dropped, None] * bias_step[None, :])
+    np.testing.assert_allclose(scale, 1 / (1 - rate), rtol=1e-3, err_msg="kept activations' scale")
+    # The whole step, replayed by the framework-free reference with the mask read back, matches.
+    reference = Reference(spec, start, backend.SEMANTICS)
+    logits, caches = reference.forward(train.images.astype(np.float64), training=True, masks=[~dropped[None, :]])
+    _, upstream = cross_entropy(logits, np.eye(10)[train.labels])
+    optimizer_step(reference, reference.backward(upstream, caches), {}, settings, settings.learning_rate, 1)
+    for index, (expected, actual) in enumerate(zip(reference.weights, trained, strict=True)):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-6, err_msg=f"weight {index}")
+
+    # (d) Evaluation: no dropout, no scale, in logits, predict (both levels) and fit's validation.
+    expected = Reference(spec, trained, backend.SEMANTICS).forward(val.images.astype(np.float64), training=False)[0]
+    np.testing.assert_allclose(backend.logits(model, val.images), expected, rtol=1e-4, atol=1e-5)
+    probabilities = special.softmax(expected, axis=1)
+    for switches in ((), backend.TUNED):
+        predicted = backend.predict(backend.for_inference(model, switches), val.images, batch_size=4)
+        np.testing.assert_allclose(predicted, probabilities, rtol=1e-4, atol=1e-6)
+    val_loss = -np.mean(np.log(probabilities[np.arange(6), val.labels]))
+    assert record.val_loss == pytest.approx(val_loss, rel=1e-4)
+
+
 def test_initial_weights_are_glorot_uniform_with_zero_biases(backend):
     spec = build_spec(make_params().model, (28, 28, 1), 10)
     backend.configure(small_settings(), 0)
@@ -213,6 +292,27 @@ def test_same_seed_gives_identical_weights(backend):
     second, _ = fit_small(backend, settings, train=make_split(96, 1), val=make_split(20, 2))
     for left, right in zip(backend.get_weights(first), backend.get_weights(second), strict=True):
         assert left.tobytes() == right.tobytes()
+
+
+def test_training_on_the_cpu_sets_no_op_determinism_flag_at_either_level(backend):
+    """Stock is the framework as its guide writes it: no deterministic-kernel flag on the CPU, at
+    either level (``runtime.op_determinism``), read back from each framework loaded in this process.
+    The bytes still repeat: ``test_same_seed_gives_identical_weights`` here, and two processes in
+    ``tests/test_equivalence.py``'s ``test_shipped_recipe_trains_to_identical_bytes_in_two_processes``."""
+    import os
+    import sys
+
+    for tuning in ("stock", "tuned"):
+        settings = small_settings(epochs=1, tuning=tuning, switches=backend.TUNED if tuning == "tuned" else ())
+        fit_small(backend, settings, train=make_split(32, 1), val=make_split(8, 2))
+        if "torch" in sys.modules:
+            assert not sys.modules["torch"].are_deterministic_algorithms_enabled(), tuning
+            assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ, tuning
+        if "tensorflow" in sys.modules:
+            from tensorflow.python.framework import config as tf_config  # no public getter
+
+            assert not tf_config.is_op_determinism_enabled(), tuning
+        assert "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""), tuning
 
 
 def test_the_backend_describes_its_levels_switches_semantics_and_environment(backend):

@@ -27,8 +27,9 @@ JAX's default is the tanh approximation, which the recipe does not use.
 
 Devices: JAX runs on the default backend of the installed jaxlib. With the CUDA plugin
 (``pip install 'jax[cuda12]==0.10.2'``, not in requirements.lock) and a GPU present, that is the
-GPU; ``train.device: cpu`` then pins every array to the CPU (``jax_default_device``), and XLA's
-deterministic GPU kernels are requested (``--xla_gpu_deterministic_ops``, before JAX starts).
+GPU, where XLA's deterministic GPU kernels are requested (``--xla_gpu_deterministic_ops``, before
+JAX starts; ``runtime.op_determinism``); ``train.device: cpu`` pins every array to the CPU
+(``jax_default_device``).
 On the CPU, XLA sizes its thread pool from the CPUs the process may use, and JAX has no setting
 for it, so ``configure`` restricts the process to ``train.threads`` CPUs first.
 Models are saved as Flax msgpack (``flax.serialization``: arrays only, no code), loaded the same
@@ -70,7 +71,7 @@ from stages.common.architecture import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, Arc
 from stages.common.errors import StageError
 from stages.common.params import TrainParams
 from stages.common.prepared import Split
-from stages.common.runtime import configure_threads, derive_seed, restrict_cpus
+from stages.common.runtime import configure_threads, derive_seed, jax_device_before_start, op_determinism, restrict_cpus
 
 MODEL_FILE = "model.msgpack"
 VALIDATION_BATCH = 1000
@@ -123,8 +124,10 @@ def configure(settings: TrainParams, seed: int) -> str:
     """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda')."""
     configure_threads(settings.threads)
     restrict_cpus(settings.threads)  # read by XLA when its CPU client starts (no effect after that)
-    if "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_gpu_deterministic_ops=true".strip()
+    flags = os.environ.get("XLA_FLAGS", "")
+    # the GPU only, before JAX starts: the CPU reruns bitwise without it (runtime.op_determinism)
+    if op_determinism(jax_device_before_start(settings.device)) and "xla_gpu_deterministic_ops" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
     _state["seed"] = seed
     gpus = [device for device in jax.devices() if device.platform == "gpu"]
     if settings.device == "cuda" and not gpus:

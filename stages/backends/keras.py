@@ -51,7 +51,7 @@ from stages.common.architecture import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, Arc
 from stages.common.errors import StageError  # noqa: E402
 from stages.common.params import TrainParams  # noqa: E402
 from stages.common.prepared import Split  # noqa: E402
-from stages.common.runtime import configure_threads  # noqa: E402
+from stages.common.runtime import configure_threads, op_determinism  # noqa: E402
 
 if ENGINE == "tensorflow":
     import tensorflow as tf
@@ -65,8 +65,8 @@ ADAM_EPSILON = 1e-8
 
 DESCRIPTION = (
     "Keras 3 on TensorFlow: a `keras.Sequential` of Keras' own layers, trained by `Model.fit` (Keras' "
-    "default traced `tf.function` step; `jit_compile` left at Keras' `auto`, which is off under op "
-    "determinism) with a `keras.optimizers` optimizer, over a `tf.data` pipeline with default options. "
+    "default traced `tf.function` step; `jit_compile` left at Keras' `auto`, which Keras turns off on a "
+    "CPU-only machine) with a `keras.optimizers` optimizer, over a `tf.data` pipeline with default options. "
     "Stock inference is `Model.predict` for many images and a plain `model(x)` call for one batch, as "
     "Keras' API docs advise; the tuned level adds TensorFlow's oneDNN kernels and a traced inference call.")
 SWITCHES = {
@@ -75,8 +75,12 @@ SWITCHES = {
               "https://github.com/tensorflow/tensorflow/releases/tag/v2.9.0)",
     "traced_inference": "inference through one `tf.function`, as TensorFlow's guide recommends for repeated "
                         "small calls (https://www.tensorflow.org/guide/function)",
+    # Keras' `auto` turns XLA off on a CPU-only machine; Keras' docs name `jit_compile=True` as the way to
+    # compile the train step with XLA for speed (https://keras.io/api/models/model_training_apis/).
+    "xla_training": "the train step compiled with XLA (`Model.compile(jit_compile=True)`), which Keras' `auto` "
+                    "leaves off on a CPU-only machine (https://keras.io/api/models/model_training_apis/)",
 }
-TUNED: tuple[str, ...] = ("onednn", "traced_inference")
+TUNED: tuple[str, ...] = ("onednn", "traced_inference", "xla_training")
 SEMANTICS = {
     "moving_variance": "biased",  # keras.layers.BatchNormalization updates with the batch's plain variance
     "adam_epsilon": "uncorrected",  # Keras adds epsilon to sqrt(v), its bias correction folded into the rate
@@ -90,7 +94,8 @@ def environment() -> dict[str, str]:
     """TensorFlow's and Keras' versions and build, the kernels and devices in use."""
     build = tf.sysconfig.get_build_info()
     return {
-        "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
+        "tensorflow": tf.__version__, "keras": keras.__version__, "keras_engine": keras.backend.backend(),
+        "numpy": np.__version__,
         "tensorflow_build": ", ".join(f"{key}={build[key]}" for key in sorted(build)
                                       if key in ("is_cuda_build", "is_rocm_build", "cuda_version", "cudnn_version")),
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default for this CPU"),
@@ -113,8 +118,10 @@ def configure(settings: TrainParams, seed: int) -> str:
     if settings.device == "cpu" and gpus:
         tf.config.set_visible_devices([], "GPU")
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-    return "cuda" if gpus and settings.device != "cpu" else "cpu"
+    device = "cuda" if gpus and settings.device != "cpu" else "cpu"
+    if op_determinism(device):  # the GPU only: the CPU reruns bitwise without it (runtime.op_determinism)
+        tf.config.experimental.enable_op_determinism()
+    return device
 
 
 def build_model(spec: ArchitectureSpec) -> Model:
@@ -259,7 +266,7 @@ def compile_trainer(model: Model, settings: TrainParams, learning_rates: np.ndar
 
     A wrapper, not ``model`` itself, is compiled: the saved model then carries no optimizer
     state (a PyTorch state_dict carries none either, so file sizes compare like for like).
-    ``jit_compile`` stays at Keras' default.
+    ``jit_compile`` stays at Keras' default (``auto``) unless the tuned switch ``xla_training`` is on.
     """
     augmentation = [_augmentation(settings, background, seed)] if settings.augment.enabled else []
     trainer = keras.Sequential([keras.Input(shape=model.input_shape[1:]), *augmentation, model])
@@ -267,6 +274,7 @@ def compile_trainer(model: Model, settings: TrainParams, learning_rates: np.ndar
         optimizer=_optimizer(settings, TableSchedule(learning_rates)),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=settings.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=True if "xla_training" in settings.switches else "auto",  # XLA: a tuned switch
     )
     return trainer
 

@@ -44,7 +44,7 @@ from stages.backends.keras import (  # noqa: E402 - after the engine is named
 )
 from stages.common.errors import StageError  # noqa: E402
 from stages.common.params import TrainParams  # noqa: E402
-from stages.common.runtime import configure_threads, restrict_cpus  # noqa: E402
+from stages.common.runtime import configure_threads, jax_device_before_start, op_determinism, restrict_cpus  # noqa: E402
 
 __all__ = ["ADAM_EPSILON", "ENGINE", "DESCRIPTION", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "augment",
            "batch_norm_constants", "build_model", "configure", "count_parameters", "environment", "export",
@@ -84,8 +84,10 @@ def configure(settings: TrainParams, seed: int) -> str:
     """
     configure_threads(settings.threads)
     restrict_cpus(settings.threads)
-    if "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_gpu_deterministic_ops=true".strip()
+    flags = os.environ.get("XLA_FLAGS", "")
+    # the GPU only, before JAX starts: the CPU reruns bitwise without it (runtime.op_determinism)
+    if op_determinism(jax_device_before_start(settings.device)) and "xla_gpu_deterministic_ops" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
     gpus = [device for device in jax.devices() if device.platform == "gpu"]
     if settings.device == "cuda" and not gpus:
         raise StageError("train.device is 'cuda' but JAX sees no GPU (is the CUDA plugin installed? "

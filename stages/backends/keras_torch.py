@@ -42,7 +42,7 @@ from stages.backends.keras import (  # noqa: E402 - after the engine is named
 )
 from stages.common.errors import StageError  # noqa: E402
 from stages.common.params import TrainParams  # noqa: E402
-from stages.common.runtime import configure_threads  # noqa: E402
+from stages.common.runtime import configure_threads, op_determinism  # noqa: E402
 
 __all__ = ["ADAM_EPSILON", "ENGINE", "DESCRIPTION", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "augment",
            "batch_norm_constants", "build_model", "configure", "count_parameters", "environment", "export", "fit",
@@ -71,13 +71,12 @@ def environment() -> dict[str, str]:
 def configure(settings: TrainParams, seed: int) -> str:
     """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda').
 
-    As for PyTorch: its thread count, ``torch.use_deterministic_algorithms``; the seed through
+    As for PyTorch: its thread count, ``torch.use_deterministic_algorithms`` on a GPU only; the seed through
     Keras' ``keras.utils.set_random_seed`` (which seeds PyTorch on this engine). Keras chose its
     device when it was imported (CUDA where PyTorch sees one); ``train.device: cpu`` then keeps
     every Keras call on the CPU through Keras' ``keras.device`` scope.
     """
     configure_threads(settings.threads)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS; harmless on the CPU
     torch.set_num_threads(settings.threads)
     try:
         torch.set_num_interop_threads(1)
@@ -90,5 +89,8 @@ def configure(settings: TrainParams, seed: int) -> str:
     if settings.device == "cpu" and available:
         keras.device("cpu").__enter__()  # for the rest of this process (one stage, one device)
     keras.utils.set_random_seed(seed)
-    torch.use_deterministic_algorithms(True)
-    return "cuda" if available and settings.device != "cpu" else "cpu"
+    device = "cuda" if available and settings.device != "cpu" else "cpu"
+    if op_determinism(device):  # the GPU only: the CPU reruns bitwise without it (runtime.op_determinism)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before CUDA starts
+        torch.use_deterministic_algorithms(True)
+    return device

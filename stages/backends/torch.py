@@ -48,7 +48,7 @@ from stages.common.architecture import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, Arc
 from stages.common.errors import StageError
 from stages.common.params import TrainParams
 from stages.common.prepared import Split
-from stages.common.runtime import configure_threads
+from stages.common.runtime import configure_threads, op_determinism
 
 MODEL_FILE = "model.pt"
 VALIDATION_BATCH = 1000
@@ -107,8 +107,6 @@ def environment() -> dict[str, str]:
 def configure(settings: TrainParams, seed: int) -> str:
     """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda')."""
     configure_threads(settings.threads)
-    # Required by deterministic cuBLAS; harmless on the CPU. Must be set before CUDA starts.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(settings.threads)
     try:
         torch.set_num_interop_threads(1)
@@ -119,12 +117,15 @@ def configure(settings: TrainParams, seed: int) -> str:
         raise StageError("train.device is 'cuda' but PyTorch sees no GPU (torch.cuda.is_available() is False); "
                          "set it to auto or cpu")
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
-    # Determinism does not need freshly allocated memory filled with NaN (a debugging aid that
-    # use_deterministic_algorithms switches on): no kernel here reads memory it did not write.
-    torch.utils.deterministic.fill_uninitialized_memory = False
-    torch.backends.cudnn.benchmark = False
-    return "cuda" if available and settings.device != "cpu" else "cpu"
+    device = "cuda" if available and settings.device != "cpu" else "cpu"
+    if op_determinism(device):  # the GPU only: the CPU reruns bitwise without it (runtime.op_determinism)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before CUDA starts
+        torch.use_deterministic_algorithms(True)
+        # Determinism does not need freshly allocated memory filled with NaN (a debugging aid that
+        # use_deterministic_algorithms switches on): no kernel here reads memory it did not write.
+        torch.utils.deterministic.fill_uninitialized_memory = False
+        torch.backends.cudnn.benchmark = False
+    return device
 
 
 def _device(model) -> str:

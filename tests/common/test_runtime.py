@@ -33,3 +33,22 @@ def test_the_machine_environment_names_the_cpu_cores_threads_and_python():
         if model is None:
             pytest.skip("no model name in /proc/cpuinfo")
         assert environment["cpu"] == model
+
+
+def test_the_machine_environment_names_the_kernel_instruction_sets_the_cpu_has():
+    """``cpu_isa``: exactly the CPU's flags among those that pick kernels, so that two machines with
+    the same model name but other instruction sets (AVX-512, AMX) are told apart."""
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("no /proc/cpuinfo")
+    with open("/proc/cpuinfo", encoding="utf-8") as info:
+        flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), None)
+    if flags is None:
+        pytest.skip("no flags line in /proc/cpuinfo")
+    recorded = runtime.machine_environment(1)["cpu_isa"].split()
+    assert set(recorded) == set(flags) & set(runtime.KERNEL_ISA)
+    assert "avx512f" in runtime.KERNEL_ISA and "amx_tile" in runtime.KERNEL_ISA
+
+
+def test_op_determinism_is_the_gpus_alone():
+    assert runtime.op_determinism("cuda") and not runtime.op_determinism("cpu")
+    assert runtime.jax_device_before_start("cpu") == "cpu"
