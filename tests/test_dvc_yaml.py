@@ -249,7 +249,7 @@ def test_the_matrix_runs_seed_by_seed_so_that_frameworks_alternate():
     """DVC runs a matrix's stages in its expansion order: seed first keeps no framework's
     replicates all together (a machine that slows down mid-run would slow one framework only)."""
     raw = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
-    for name in ("train", "train-tuned", "evaluate", "evaluate-tuned"):
+    for name in ("train", "train-tuned", "evaluate", "evaluate-tuned", "export", "export-tuned"):
         assert list(raw["stages"][name]["matrix"]) == ["seed", "framework"], name
 
 

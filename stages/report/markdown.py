@@ -11,7 +11,7 @@ import yaml
 
 from stages import backends
 from stages.common.params import Params, as_dict
-from stages.report import power, sittings, stats, time_to_accuracy, tuning
+from stages.report import onnx, power, sittings, stats, time_to_accuracy, tuning
 from stages.report.arms import MetricComparison, PairResult
 from stages.report.compare import METRICS, Comparison, per_seed_rows, percent
 from stages.report.conclusions import difference_text, margin_text, sentences
@@ -56,9 +56,11 @@ def params_used(params: Params) -> dict[str, Any]:
 
 def render(comparison: Comparison, results: dict[str, list[Replicate]], params: Params,
            meta: dict[str, Any], tuned: dict[str, list[Replicate]] | None = None,
-           between_sittings: dict[str, Any] | None = None) -> str:
+           between_sittings: dict[str, Any] | None = None,
+           exported: tuple[Sequence[onnx.Exported], Sequence[onnx.Exported]] = ((), ())) -> str:
     """The report: the stock comparison, then what tuning buys (``tuned``: the tuned arms), then
-    the environment and semantic differences, per-seed detail, figures and params."""
+    the environment and semantic differences, per-seed detail, figures and params. ``exported``:
+    the stock and tuned arms on ONNX Runtime (``onnx.summarise_all``)."""
     frameworks = comparison.frameworks
     names = [backends.label(framework) for framework in frameworks]
     dataset = DATASET_NAMES.get(meta.get("dataset", ""), meta.get("dataset") or "custom data")
@@ -122,6 +124,7 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
     ]
     for pair in comparison.pairs:
         lines += pair_section(comparison, pair)
+    lines += onnx.section(*exported, params.evaluate.batch_size, table, spread_cell)
     tuned = tuned or {}
     lines += tuning.section(tuning.tuning_effects(results, tuned), table)
     lines += tuning.environment_section({**results, **tuned}, table)
