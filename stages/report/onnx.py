@@ -137,8 +137,8 @@ def section(stock: Sequence[Exported], tuned: Sequence[Exported], batch_size: in
     seeds = len(stock[0].seeds)
     lines = [HEADING, "",
              "Each trained replicate exported to ONNX by its framework's own route and run on ONNX Runtime (CPU, "
-             "default session options, the framework's threads), over the whole test set "
-             "([docs/onnx.md](../docs/onnx.md)). *Largest probability difference*: the largest absolute "
+             "ONNX Runtime's default options, the framework's threads), over the whole test set "
+             "(docs/onnx.md in the project). *Largest probability difference*: the largest absolute "
              "difference in class probabilities from the framework's own predictions, over every image and seed; "
              "*same predicted class*: mean share over seeds. ONNX Runtime's throughput (batch size "
              f"{batch_size}) and latency are timed as the framework's own inference is, on the log scale: geometric "
