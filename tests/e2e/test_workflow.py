@@ -22,8 +22,9 @@ def changed_stages(repo: Repo) -> set[str]:
     return set(json.loads(repo.dvc("status", "--json").stdout or "{}")) - {"validate"}
 
 
-TORCH = replicates("train", ["torch"]) | replicates("evaluate", ["torch"])
-KERAS = replicates("train", ["keras"]) | replicates("evaluate", ["keras"])
+# a framework's params reach its train, evaluate and export stages (export reads the framework's threads and device)
+TORCH = replicates("train", ["torch"]) | replicates("evaluate", ["torch"]) | replicates("export", ["torch"])
+KERAS = replicates("train", ["keras"]) | replicates("evaluate", ["keras"]) | replicates("export", ["keras"])
 
 
 @pytest.mark.parametrize(("change", "expected"), [
@@ -33,7 +34,7 @@ KERAS = replicates("train", ["keras"]) | replicates("evaluate", ["keras"])
      | {"report"}),
     (lambda raw: raw["train"].update(learning_rate=0.001), replicates("train") | {"report"}),
     (lambda raw: raw["replicates"].update(init="framework"), replicates("train") | {"report"}),
-    (lambda raw: raw["evaluate"].update(latency_samples=6), replicates("evaluate") | {"report"}),
+    (lambda raw: raw["evaluate"].update(latency_samples=6), replicates("evaluate") | replicates("export") | {"report"}),
     (lambda raw: raw["report"].update(dpi=80), {"report"}),
     (lambda raw: raw["data"].update(mirrors=["https://mirror.example.invalid/mnist/"], timeout_s=3), set()),
 ], ids=["torch-only", "keras-only", "model", "shared-train", "init-mode", "inference", "plot-only", "mirrors"])
@@ -52,7 +53,7 @@ def test_adding_a_seed_trains_only_that_seed(pipeline_copy):
     pipeline_copy.set_params(lambda raw: raw["replicates"].update(seeds=[*SEEDS, new]))
     ran = ran_stages(pipeline_copy.dvc("repro").stdout)
     assert ran == {f"init@{new}", f"train@{new}-keras", f"train@{new}-torch", f"evaluate@{new}-keras",
-                   f"evaluate@{new}-torch", "report"}
+                   f"evaluate@{new}-torch", f"export@{new}-keras", f"export@{new}-torch", "report"}
     assert all(path.read_bytes() == content for path, content in models.items())
     summary = json.loads((pipeline_copy.path / "reports/metrics.json").read_text())
     assert summary["seeds"] == len(SEEDS) + 1
