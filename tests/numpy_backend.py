@@ -34,6 +34,7 @@ from stages.backends.base import (
     EpochCallback,
     EpochRecord,
     Model,
+    NoExportRoute,
     StepCallback,
     StepRecord,
     batch_indices,
@@ -208,6 +209,12 @@ def predict(model: Model, images: np.ndarray, batch_size: int, input_scale: floa
         exp = np.exp(raw - raw.max(axis=1, keepdims=True))
         outputs.append(exp / exp.sum(axis=1, keepdims=True))
     return np.concatenate(outputs).astype(np.float32)
+
+
+def export(model: Model, spec: ArchitectureSpec, path: Path) -> None:
+    """A toy has no exporter of its own: writing its graph by hand with ``onnx.helper`` would test
+    that code, not a framework's route, so its row says so."""
+    raise NoExportRoute("the toy numpy framework has no ONNX exporter of its own")
 
 
 def save_model(model: Model, path: Path) -> None:

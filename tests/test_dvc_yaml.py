@@ -83,7 +83,7 @@ def modules_of(command: str) -> list[str]:
     names = [module.group(1)]
     if (PROJECT_ROOT / module.group(1).replace(".", "/") / "__main__.py").is_file():  # a package stage
         names.append(f"{module.group(1)}.__main__")
-    if module.group(1) in ("stages.train", "stages.evaluate"):  # load their framework's backend by name
+    if module.group(1) in ("stages.train", "stages.evaluate", "stages.export"):  # load their backend by name
         names.append(f"stages.backends.{module.group(2)}")
     return names
 
@@ -229,11 +229,27 @@ def test_every_framework_model_is_a_registered_artifact():
         assert artifact["meta"]["framework"] == framework and artifact["desc"] and artifact["labels"]
 
 
+def test_every_framework_onnx_export_is_a_registered_artifact():
+    """``dvc artifacts get . <framework>-onnx`` fetches the exports of every replicate seed (docs/onnx.md)."""
+    from stages.common import paths
+
+    raw = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
+    outs = {next(iter(out)) if isinstance(out, dict) else out for stage in expanded_stages().values()
+            for out in stage.get("outs", [])}
+    for framework in frameworks.names():
+        artifact = raw["artifacts"].get(f"{framework.replace('_', '-')}-onnx")
+        assert artifact, f"dvc.yaml: add an artifact {framework.replace('_', '-')}-onnx (path: onnx/{framework})"
+        assert artifact["type"] == "model" and artifact["path"] == str(paths.ONNX / framework)
+        assert artifact["meta"] == {"framework": framework, "format": "onnx"} and artifact["labels"]
+    for framework in project_params()["frameworks"]:
+        assert str(paths.onnx_dir(framework, 1)) in outs
+
+
 def test_the_matrix_runs_seed_by_seed_so_that_frameworks_alternate():
     """DVC runs a matrix's stages in its expansion order: seed first keeps no framework's
     replicates all together (a machine that slows down mid-run would slow one framework only)."""
     raw = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
-    for name in ("train", "train-tuned", "evaluate", "evaluate-tuned"):
+    for name in ("train", "train-tuned", "evaluate", "evaluate-tuned", "export", "export-tuned"):
         assert list(raw["stages"][name]["matrix"]) == ["seed", "framework"], name
 
 

@@ -781,3 +781,75 @@ def test_cuda_without_a_gpu_is_refused_first_and_says_how_to_get_the_outputs_bac
     assert message.endswith(f"under `dvc repro` the previous outputs of {kind}@1-{framework} were removed before it "
                             f"ran: `dvc checkout {' '.join(map(str, cached))}` and "
                             f"`git checkout -- {' '.join(map(str, in_git))}` bring them back")
+
+
+# --------------------------------------------------------------------------------------------
+# The ONNX export (stages/export, docs/onnx.md): train, evaluate, export, in a temporary project
+# --------------------------------------------------------------------------------------------
+# What a deployment does with the file: ONNX Runtime alone, in a process that imports nothing from
+# the project; it prints the probabilities as JSON.
+PLAIN_ONNX_RUNTIME = """
+import json, sys
+import numpy as np
+import onnx, onnxruntime
+onnx.checker.check_model(sys.argv[1], full_check=True)
+session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+images = np.load(sys.argv[2]).astype(np.float32)
+logits = session.run(None, {session.get_inputs()[0].name: images})[0]
+shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+print(json.dumps((shifted / shifted.sum(axis=1, keepdims=True)).tolist()))
+"""
+# Probabilities of the export and of the framework differ by float32 rounding alone: measured at
+# most 4e-7 on these models (1e-6 on the real run's, docs/onnx.md); 1e-5 leaves room for other CPUs.
+PROBABILITY_TOLERANCE = 1e-5
+
+
+def test_the_export_stage_writes_an_onnx_model_that_plain_onnx_runtime_runs_as_the_framework(
+        backend, framework, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from stages import export as _  # noqa: F401 - the package, for its __main__ below
+    from stages.export.__main__ import main as export_main
+
+    monkeypatch.chdir(tmp_path)
+    stage_project(tmp_path, framework, epochs=1)
+    train_stage.main([framework, "1"])
+    evaluate_stage.main([framework, "1"])
+    export_main([framework, "1"])
+
+    record = schemas.load(schemas.OnnxMetrics, paths.eval_dir(framework, 1) / paths.ONNX_METRICS_FILE, "rerun")
+    folder = tmp_path / paths.onnx_dir(framework, 1)
+    if record.error is not None:  # no route: the reason is written down, and the row stays in the report
+        assert (folder / paths.NO_ROUTE_FILE).read_text(encoding="utf-8").strip() == record.error
+        assert record.throughput_images_per_second is None and not (folder / paths.ONNX_FILE).exists()
+        pytest.skip(f"{framework} has no ONNX route on these versions: {record.error}")
+    test = prepared.load_prepared(tmp_path / paths.PREPARED, splits=("test",)).splits["test"]
+    np.save(tmp_path / "images.npy", test.images)
+    ran = subprocess.run([sys.executable, "-I", "-c", PLAIN_ONNX_RUNTIME, str(folder / paths.ONNX_FILE),
+                          str(tmp_path / "images.npy")], capture_output=True, text=True, cwd="/", check=False)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    exported = np.asarray(json.loads(ran.stdout), dtype=np.float32)
+    framework_probabilities = np.load(paths.eval_dir(framework, 1) / paths.PREDICTIONS_FILE)
+    np.testing.assert_allclose(exported, framework_probabilities, atol=PROBABILITY_TOLERANCE, rtol=0)
+    assert np.array_equal(exported.argmax(1), framework_probabilities.argmax(1))
+    # The stage's own figures agree with what the plain session computed
+    assert record.different_class_images == 0 and record.same_class_share == 1.0
+    assert record.max_abs_probability_difference <= PROBABILITY_TOLERANCE
+    assert record.test_accuracy == float(np.mean(exported.argmax(1) == test.labels))
+    assert record.onnx_bytes == (folder / paths.ONNX_FILE).stat().st_size
+    assert record.throughput_images_per_second > 0 and record.latency_ms_median > 0
+    assert record.session["intra_op_num_threads"] == "1" and record.session["provider"] == "CPUExecutionProvider"
+    assert sorted(path.name for path in folder.iterdir()) == [paths.ONNX_FILE]
+
+
+def test_the_export_stage_without_the_frameworks_predictions_names_the_evaluate_stage(backend, framework, tmp_path,
+                                                                                        monkeypatch):
+    from stages.export.__main__ import main as export_main
+
+    monkeypatch.chdir(tmp_path)
+    stage_project(tmp_path, framework, epochs=1)
+    train_stage.main([framework, "1"])
+    with pytest.raises(StageError, match=rf"predictions\.npy: missing; run `dvc repro evaluate@1-{framework}`"):
+        export_main([framework, "1"])
+    assert not paths.onnx_dir(framework, 1).exists()

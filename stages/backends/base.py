@@ -140,9 +140,20 @@ class Backend(Protocol):
         """Write the model so that identical weights give identical bytes."""
         ...
 
+    def export(self, model: Model, spec: ArchitectureSpec, path: Path) -> None:
+        """Write ``model``'s inference graph to ``path`` as an ONNX file, through the framework's own
+        documented exporter (docs/onnx.md): one input, NHWC float32 images with a free batch
+        dimension; one output, the logits (``logits``' values). ``NoExportRoute`` (saying why) where the framework
+        has no working route on these package versions."""
+        ...
+
     def load_model(self, path: Path, spec: ArchitectureSpec) -> Model:
         """Load with the framework's safe loader; ``StageError`` naming ``path`` if it does not fit ``spec``."""
         ...
+
+
+class NoExportRoute(StageError):
+    """The framework has no working ONNX export on these package versions (the message says why)."""
 
 
 class NonFiniteLoss(StageError):

@@ -454,6 +454,20 @@ def _pure_state(model) -> dict:
     return nnx.state(_module(model)).to_pure_dict()
 
 
+def export(model: Model, spec: ArchitectureSpec, path: Path) -> None:
+    """The ONNX graph of ``model``'s evaluation view, by ``jax2onnx.to_onnx`` (the converter Keras
+    uses on JAX), with a free batch dimension ``B``.
+
+    On these pins jax2onnx 0.12.5 is the newest that installs beside Flax (later releases need an
+    older Orbax); ``jax2tf`` with ``tf2onnx`` is no route, since jax2tf now writes only
+    ``XlaCallModule`` ops, which tf2onnx cannot convert (docs/onnx.md)."""
+    from jax2onnx import to_onnx
+
+    graphdef, state = nnx.split(_eval_view(_module(model)))
+    to_onnx(lambda images: nnx.merge(graphdef, state)(images), [("B", *spec.input_shape)], input_names=["images"],
+            output_names=["logits"], return_mode="file", output_path=str(path))
+
+
 def save_model(model: Model, path: Path) -> None:
     """Every weight and batch-norm statistic as Flax msgpack (``flax.serialization.to_bytes``):
     arrays only, the same bytes for the same weights."""

@@ -38,6 +38,7 @@ from stages.backends.base import (  # noqa: E402
     EpochCallback,
     EpochRecord,
     Model,
+    NoExportRoute,
     StepCallback,
     StepRecord,
     check_finite,
@@ -366,6 +367,28 @@ def predict(model: Model, images: np.ndarray, batch_size: int, input_scale: floa
         batch = images[start:start + batch_size] * np.float32(input_scale)
         outputs.append(keras.ops.convert_to_numpy(keras.ops.softmax(call(batch))))
     return np.concatenate(outputs).astype(np.float32)
+
+
+# Keras' ONNX route on JAX is jax2onnx; 0.12.5 is the newest that installs beside Flax's Orbax, and
+# the graph it writes for this model is one ONNX Runtime refuses (tests/keras_jax checks it still is).
+NO_ONNX_ROUTE_ON_JAX = ("Keras' Model.export(format=\"onnx\") on JAX converts with jax2onnx, and 0.12.5, the newest "
+                        "that installs beside Flax's Orbax, writes a MaxPool node that ONNX Runtime refuses "
+                        "(\"Unsupported pooling size\")")
+
+
+def export(model: Model, spec: ArchitectureSpec, path: Path) -> None:
+    """The ONNX graph of ``model``'s ``call()``, by Keras' own ``Model.export(format="onnx")`` (its
+    engine's route: tf2onnx on TensorFlow, ``torch.onnx.export`` on PyTorch); the batch stays free.
+    On JAX, ``NoExportRoute`` (``NO_ONNX_ROUTE_ON_JAX``)."""
+    if keras.backend.backend() == "jax":
+        raise NoExportRoute(NO_ONNX_ROUTE_ON_JAX)
+    keras_export(model, spec, path)
+
+
+def keras_export(model: Model, spec: ArchitectureSpec, path: Path) -> None:
+    """Keras' ``Model.export(format="onnx")``, on whichever engine, with a free batch dimension."""
+    signature = keras.InputSpec(shape=(None, *spec.input_shape), dtype="float32", name="images")
+    model.export(str(path), format="onnx", verbose=False, input_signature=[signature])
 
 
 def save_model(model: Model, path: Path) -> None:

@@ -30,9 +30,11 @@ from stages.backends.keras import (  # noqa: E402 - after the engine is named
     batch_norm_constants,
     build_model,
     count_parameters,
+    export,
     fit,
     for_inference,
     get_weights,
+    keras_export,
     layer_kinds,
     load_model,
     logits,
@@ -45,7 +47,8 @@ from stages.common.params import TrainParams  # noqa: E402
 from stages.common.runtime import configure_threads, jax_device_before_start, op_determinism, restrict_cpus  # noqa: E402
 
 __all__ = ["ADAM_EPSILON", "ENGINE", "DESCRIPTION", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "augment",
-           "batch_norm_constants", "build_model", "configure", "count_parameters", "environment", "fit",
+           "batch_norm_constants", "build_model", "configure", "count_parameters", "environment", "export",
+           "fit", "keras_export",
            "for_inference", "get_weights", "layer_kinds", "load_model", "logits", "predict", "save_model",
            "set_weights"]
 

@@ -29,6 +29,7 @@ from stages.backends.keras import (  # noqa: E402 - after the engine is named
     batch_norm_constants,
     build_model,
     count_parameters,
+    export,
     fit,
     for_inference,
     get_weights,
@@ -44,7 +45,7 @@ from stages.common.params import TrainParams  # noqa: E402
 from stages.common.runtime import configure_threads, op_determinism  # noqa: E402
 
 __all__ = ["ADAM_EPSILON", "ENGINE", "DESCRIPTION", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "augment",
-           "batch_norm_constants", "build_model", "configure", "count_parameters", "environment", "fit",
+           "batch_norm_constants", "build_model", "configure", "count_parameters", "environment", "export", "fit",
            "for_inference", "get_weights", "layer_kinds", "load_model", "logits", "predict", "save_model",
            "set_weights"]
 

@@ -494,6 +494,29 @@ def predict(model: Model, images: np.ndarray, batch_size: int, input_scale: floa
     return np.concatenate(outputs).astype(np.float32)
 
 
+class _FromNHWC(nn.Module):
+    """``model`` fed NHWC images, as every export takes them: the transpose becomes part of the graph."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        return self.model(images.permute(0, 3, 1, 2))
+
+
+def export(model: Model, spec: ArchitectureSpec, path: Path) -> None:
+    """The ONNX graph of ``model`` in evaluation mode, by ``torch.onnx.export`` (its default
+    ``torch.export``-based exporter), with a free batch dimension."""
+    module = model._orig_mod if hasattr(model, "_orig_mod") else model  # the eager module behind torch.compile's
+    example = torch.zeros((2, *spec.input_shape), dtype=torch.float32)
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(_FromNHWC(module).cpu().eval(), (example,), input_names=["images"],
+                                    output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+                                    dynamo=True, verbose=False)
+    program.save(str(path))
+
+
 def save_model(model: Model, path: Path) -> None:
     """Save the ``state_dict``; serialised in memory first so the bytes never name a temp file."""
     buffer = io.BytesIO()

@@ -20,6 +20,7 @@ EVAL = Path("eval")
 REPORTS = Path("reports")
 # The timing stage's sittings, appended by each run (a persistent output: DVC never removes it)
 SITTINGS = Path("timing/sittings.json")
+ONNX = Path("onnx")  # the ONNX exports (stages/export), one folder per arm and seed
 
 # Files inside a model folder
 ARCHITECTURE_FILE = "architecture.json"
@@ -29,6 +30,10 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.npy"
 PER_CLASS_FILE = "per_class.json"
 CONFUSION_FILE = "confusion.csv"
+ONNX_METRICS_FILE = "onnx.json"  # the export on ONNX Runtime (OnnxMetrics)
+# Files inside an export folder: the model, or why the framework has no route
+ONNX_FILE = "model.onnx"
+NO_ROUTE_FILE = "no-route.txt"
 # The report's numeric summary, the top-level metrics of `dvc metrics show` / `dvc exp show`
 SUMMARY_METRICS = REPORTS / "metrics.json"
 # Each conclusion's verdict word, per pair and metric (stages/report/conclusions.py)
@@ -59,6 +64,10 @@ def eval_dir(framework: str, seed: int, tuning: str = "stock") -> Path:
     return EVAL / arm(framework, tuning) / str(seed)
 
 
+def onnx_dir(framework: str, seed: int, tuning: str = "stock") -> Path:
+    return ONNX / arm(framework, tuning) / str(seed)
+
+
 def replicate(framework: str, seed: int) -> str:
     """The DVC matrix suffix of a (framework, seed) stage, e.g. ``1-keras`` (dvc.yaml's matrix puts
     the seed first, so that DVC runs the frameworks alternately)."""
@@ -71,10 +80,12 @@ def stage(kind: str, framework: str, seed: int, tuning: str = "stock") -> str:
 
 
 def replicate_outputs(kind: str, framework: str, seed: int, tuning: str = "stock") -> tuple[list[Path], list[Path]]:
-    """The outputs of a replicate's ``train`` or ``evaluate`` stage as dvc.yaml lists them: those
-    DVC caches, and those kept in git (``cache: false``)."""
+    """The outputs of a replicate's ``train``, ``evaluate`` or ``export`` stage as dvc.yaml lists
+    them: those DVC caches, and those kept in git (``cache: false``)."""
     if kind == "train":
         return [model_dir(framework, seed, tuning)], [logs_dir(framework, seed, tuning)]
+    if kind == "export":
+        return [onnx_dir(framework, seed, tuning)], [eval_dir(framework, seed, tuning) / ONNX_METRICS_FILE]
     folder = eval_dir(framework, seed, tuning)
     return [folder / PREDICTIONS_FILE], [folder / name for name in (METRICS_FILE, PER_CLASS_FILE, CONFUSION_FILE)]
 
@@ -84,7 +95,7 @@ def stage_outputs(address: str) -> tuple[list[Path], list[Path]]:
     as dvc.yaml lists them: those DVC caches, and those kept in git (``cache: false``). DVC removes
     all of them before it runs the stage."""
     kind, _, replicate_name = address.partition("@")
-    if kind in ("train", "train-tuned", "evaluate", "evaluate-tuned"):
+    if kind in ("train", "train-tuned", "evaluate", "evaluate-tuned", "export", "export-tuned"):
         seed, _, framework = replicate_name.partition("-")
         return replicate_outputs(kind.removesuffix("-tuned"), framework, int(seed),
                                  "tuned" if kind.endswith("-tuned") else "stock")

@@ -89,6 +89,31 @@ class TestMetrics:
 
 
 @dataclass(frozen=True)
+class OnnxMetrics:
+    """``eval/<arm>/<seed>/onnx.json``: the replicate's ONNX export on ONNX Runtime (stages/export).
+
+    ``route`` names the exporter; without a working route (``error`` says why) every figure is None."""
+
+    route: str
+    error: str | None
+    onnx_bytes: int | None
+    test_images: int
+    # Against the framework's own probabilities (eval/<arm>/<seed>/predictions.npy):
+    max_abs_probability_difference: float | None
+    same_class_share: float | None  # share of test images with the same predicted class
+    different_class_images: int | None
+    test_accuracy: float | None  # on ONNX Runtime
+    # ONNX Runtime's inference, timed as evaluate times the framework's:
+    throughput_images_per_second: float | None
+    throughput_images_per_second_min: float | None
+    throughput_images_per_second_max: float | None
+    latency_ms_median: float | None
+    latency_ms_p95: float | None
+    session: dict[str, str]  # ONNX Runtime's version, provider and the session options set
+    timing_spread: float | None = None
+
+
+@dataclass(frozen=True)
 class PerClass:
     """``eval/<framework>/<seed>/per_class.json``: per-class scores and the confusion matrix."""
 

@@ -4,7 +4,8 @@ Reads ``params.yaml`` (``frameworks``, ``replicates``, ``report``, and the secti
 report), ``data/prepared/`` (test images and labels, meta.json) and, for every framework and
 seed of each arm (``<framework>`` stock, ``<framework>-tuned`` on ``replicates.tuned_seeds``):
 ``models/<arm>/<seed>/run.json``, ``dvclive/<arm>/<seed>/`` (training summary and per-epoch
-curves) and ``eval/<arm>/<seed>/`` (metrics, per-class scores, predictions), and ``timing/sittings.json``
+curves) and ``eval/<arm>/<seed>/`` (metrics, per-class scores, predictions, and ``onnx.json``: the export on
+ONNX Runtime, stages/export), and ``timing/sittings.json``
 (the timing stage's sittings: the speed verdicts, contention and time to accuracy). Writes ``reports/``
 as a whole (the previous folder survives a failed run):
 
@@ -14,6 +15,8 @@ as a whole (the previous folder survives a failed run):
 - ``metrics.json``: the top-level metrics of ``dvc metrics show`` / ``dvc exp show``, numbers
   only: per framework the mean test accuracy and training time with their 95% CI half-widths;
   per pair the accuracy difference with its CI and p-value and the training-time ratio with its CI;
+  per stock framework with an ONNX export (``onnx.<framework>.*``) its agreement figures, ONNX Runtime's throughput
+  and latency, and their ratios to the framework's own inference with CIs;
 - ``verdicts.json``: per pair of frameworks (``keras_vs_torch``), each conclusion's word per metric
   (quality: different, equivalent, inconclusive, one seed; speed, from the sittings: different,
   equivalent, inconclusive, no data), which ``stages.reproduce`` compares;
@@ -35,7 +38,7 @@ from stages import backends
 from stages.common import atomic, cli, paths, prepared
 from stages.common.errors import run_stage
 from stages.common.params import load_params
-from stages.report import compare, conclusions, figures, inputs, markdown, speed, tuning
+from stages.report import compare, conclusions, figures, inputs, markdown, onnx, speed, tuning
 from stages.timing import record
 
 log = logging.getLogger("report")
@@ -66,17 +69,22 @@ def main(argv: list[str] | None = None) -> None:
     results = inputs.load_all(params.frameworks, params.replicates.seeds, labels, data.class_names)
     tuned = (inputs.load_all(params.frameworks, params.replicates.tuned_seeds, labels, data.class_names, "tuned")
              if params.replicates.tuned_seeds else {})
+    exported = (onnx.summarise_all(results, inputs.load_exports(params.frameworks, params.replicates.seeds,
+                                                                labels.shape[0])),
+                onnx.summarise_all(tuned, inputs.load_exports(params.frameworks, params.replicates.tuned_seeds,
+                                                              labels.shape[0], "tuned") if tuned else {}))
     comparison = compare.compare(results, labels, params.report)
     context = figures.Context(results, comparison, np.asarray(test.images), labels, data.meta, params.report)
     drawn = {spec.file: spec.draw(context) for spec in figures.FIGURES}
     recorded = record.load()
     pooled = record.pooled(recorded)
-    report = markdown.render(comparison, results, params, data.meta, tuned, (pooled, len(recorded)))
+    report = markdown.render(comparison, results, params, data.meta, tuned, (pooled, len(recorded)), exported)
     words = conclusions.verdicts(comparison)
     for item in speed.verdicts(params.frameworks, pooled, params.report.equivalence.speed_ratio) if pooled else []:
         words.setdefault(f"{item.first}_vs_{item.second}", {})[item.metric.key] = item.word
     summary = {**compare.summary_metrics(comparison),
-               **tuning.summary_metrics(tuning.tuning_effects(results, tuned))}
+               **tuning.summary_metrics(tuning.tuning_effects(results, tuned)),
+               **onnx.summary_metrics(exported[0])}
     with atomic.atomic_directory(paths.REPORTS) as temporary:
         for name, figure in drawn.items():
             figures.save_figure(figure, temporary / name)

@@ -13,7 +13,7 @@ import numpy as np
 
 from stages.common import npfile, paths, schemas
 from stages.common.errors import StageError
-from stages.common.schemas import PerClass, RunInfo, TestMetrics, TrainingSummary
+from stages.common.schemas import OnnxMetrics, PerClass, RunInfo, TestMetrics, TrainingSummary
 
 # dvclive's plots/metrics/<name>.tsv; epoch_seconds: each epoch's training seconds, validation included
 CURVES = ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "epoch_seconds")
@@ -121,3 +121,30 @@ def load_all(frameworks: Sequence[str], seeds: Sequence[int], labels: np.ndarray
     """Every replicate of one tuning level, by arm (``paths.arm``), in ``seeds`` order."""
     return {paths.arm(framework, tuning): [load_replicate(framework, seed, labels, class_names, tuning)
                                            for seed in seeds] for framework in frameworks}
+
+
+ONNX_FIGURES = ("max_abs_probability_difference", "same_class_share", "different_class_images", "test_accuracy",
+                "throughput_images_per_second", "latency_ms_median")
+
+
+def load_export(framework: str, seed: int, test_images: int, tuning: str = "stock") -> OnnxMetrics:
+    """``eval/<arm>/<seed>/onnx.json`` of the export stage (stages/export), checked against the test
+    split: a file without a route must say why, one with a route must hold every figure."""
+    rerun = f"dvc repro {paths.stage('export', framework, seed, tuning)}"
+    path = paths.eval_dir(framework, seed, tuning) / paths.ONNX_METRICS_FILE
+    record = schemas.load(OnnxMetrics, path, rerun)
+    if record.test_images != test_images:
+        raise StageError(f"{path}: {record.test_images} test images, but {paths.PREPARED} holds {test_images}; "
+                         f"run `{rerun}`")
+    missing = [name for name in ONNX_FIGURES if getattr(record, name) is None]
+    if record.error is None and missing:
+        raise StageError(f"{path}: expected every figure of a working export, {', '.join(missing)} missing; "
+                         f"run `{rerun}`")
+    return record
+
+
+def load_exports(frameworks: Sequence[str], seeds: Sequence[int], test_images: int,
+                 tuning: str = "stock") -> dict[str, list[OnnxMetrics]]:
+    """Every replicate's export on ONNX Runtime of one tuning level, by arm, in ``seeds`` order."""
+    return {paths.arm(framework, tuning): [load_export(framework, seed, test_images, tuning) for seed in seeds]
+            for framework in frameworks}

@@ -11,7 +11,7 @@ import yaml
 
 from stages import backends
 from stages.common.params import Params, as_dict, effective_train
-from stages.report import power, speed, stats, time_to_accuracy, tuning
+from stages.report import onnx, power, speed, stats, time_to_accuracy, tuning
 from stages.report.arms import MetricComparison, PairResult
 from stages.report.compare import METRICS, Comparison, per_seed_rows, percent
 from stages.report.conclusions import difference_text, margin_text, sentences
@@ -56,10 +56,12 @@ def params_used(params: Params) -> dict[str, Any]:
 
 def render(comparison: Comparison, results: dict[str, list[Replicate]], params: Params,
            meta: dict[str, Any], tuned: dict[str, list[Replicate]] | None = None,
-           timings: tuple[list[dict[str, Any]], int] = ([], 0)) -> str:
+           timings: tuple[list[dict[str, Any]], int] = ([], 0),
+           exported: tuple[Sequence[onnx.Exported], Sequence[onnx.Exported]] = ((), ())) -> str:
     """The report: the stock comparison, then what tuning buys (``tuned``: the tuned arms), then
     the environment and semantic differences, per-seed detail, figures and params. ``timings``: the
-    pooled sittings of the timing stage and how many the record holds (speed verdicts)."""
+    pooled sittings of the timing stage and how many the record holds (speed verdicts);
+    ``exported``: the stock and tuned arms on ONNX Runtime (``onnx.summarise_all``)."""
     frameworks = comparison.frameworks
     names = [backends.label(framework) for framework in frameworks]
     dataset = DATASET_NAMES.get(meta.get("dataset", ""), meta.get("dataset") or "custom data")
@@ -134,6 +136,7 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
                            params.report.target_val_accuracy, table)
     for pair in comparison.pairs:
         lines += pair_section(comparison, pair)
+    lines += onnx.section(*exported, params.evaluate.batch_size, table, spread_cell)
     tuned = tuned or {}
     lines += tuning.section(tuning.tuning_effects(results, tuned), table)
     lines += tuning.environment_section({**results, **tuned}, table)

@@ -1,6 +1,7 @@
 """End to end: the whole pipeline in a real git + DVC repository on tiny generated data.
 
-Every framework trains and is evaluated once per replicate seed and the report compares them;
+Every framework trains, is evaluated and is exported to ONNX once per replicate seed and the report
+compares them, its ONNX Runtime column included;
 `dvc metrics show` and `dvc plots show` work; a second `dvc repro` does nothing; a forced rerun
 reproduces the models byte for byte; failures and Ctrl-C leave the previous outputs in place.
 """
@@ -14,11 +15,11 @@ import subprocess
 import numpy as np
 
 from stages.common import schemas
-from stages.common.schemas import PerClass, RunInfo, TestMetrics, TrainingSummary
+from stages.common.schemas import OnnxMetrics, PerClass, RunInfo, TestMetrics, TrainingSummary
 from tests.e2e.conftest import FRAMEWORKS, SEEDS, environment, ran_stages, replicates
 
 STAGES = {"download", "preprocess", *(f"init@{seed}" for seed in SEEDS), *replicates("train"),
-          *replicates("evaluate"), "timing", "report"}
+          *replicates("evaluate"), *replicates("export"), "timing", "report"}
 
 
 def test_whole_pipeline_writes_every_output(pipeline_repo):
@@ -39,6 +40,26 @@ def test_whole_pipeline_writes_every_output(pipeline_repo):
     assert "2 seed(s)" in report and "McNemar" in report
     assert {path.name for path in (root / "reports").glob("*.png")} >= {"metrics_over_seeds.png",
                                                                         "training_curves.png"}
+
+
+def test_the_report_shows_the_onnx_runtime_column_of_the_real_exports(pipeline_repo):
+    """Both frameworks' exports ran on ONNX Runtime; the report quotes their figures and the ratio
+    to the framework's own inference, with an interval over the two seeds."""
+    from stages.report import onnx
+    from tests.report.test_onnx import section_table
+
+    root = pipeline_repo.path
+    for framework in FRAMEWORKS:
+        for seed in SEEDS:
+            record = schemas.load(OnnxMetrics, root / f"eval/{framework}/{seed}/onnx.json", "")
+            assert record.error is None and (root / f"onnx/{framework}/{seed}/model.onnx").is_file()
+            assert record.different_class_images == 0 and record.test_images == 60
+    table = section_table((root / "reports/report.md").read_text(), onnx.HEADING)
+    assert table[""] == ["Keras", "PyTorch"]
+    assert table["Export route"] == ["`stages.backends.keras.export`", "`stages.backends.torch.export`"]
+    assert table["Same predicted class as the framework"] == ["100.00% (0 of 120 image-seeds differ, 2 seeds)"] * 2
+    for row in ("Inference throughput, ONNX Runtime / framework", "Latency, ONNX Runtime / framework"):
+        assert all(cell.endswith("x]") and " [" in cell for cell in table[row]), table[row]
 
 
 def test_shared_initialisation_gives_both_frameworks_the_same_starting_weights(pipeline_repo):
@@ -68,6 +89,9 @@ def test_metrics_show_is_one_numeric_summary_with_intervals(pipeline_repo):
                 "train_seconds_ci_high"} <= set(data[framework])
     assert {"accuracy_diff_pp", "accuracy_diff_pp_ci95", "accuracy_diff_p", "train_time_ratio"} <= set(
         data["keras_vs_torch"])
+    for framework in FRAMEWORKS:  # the ONNX Runtime column (stages/report/onnx.py)
+        assert {f"onnx.{framework}.{key}" for key in ("same_class_share", "throughput_ratio", "throughput_ratio_ci_low",
+                                                      "latency_ratio")} <= set(data)
 
     def numbers(node):
         return all(numbers(value) for value in node.values()) if isinstance(node, dict) else \

@@ -19,8 +19,10 @@ from xml.etree import ElementTree
 import pytest
 
 from stages import backends
+from stages.report import onnx
 from tests import trainer_contract
 from tests.e2e.conftest import SEEDS, make_repo
+from tests.report.test_onnx import section_table
 from tests.support import PROJECT_ROOT
 from tests.test_equivalence import CASES, exercised, running_variance_indices
 
@@ -41,6 +43,7 @@ def two_framework_run(tmp_path_factory, served_dataset):
 
 def test_a_third_backend_runs_through_train_evaluate_and_report(two_framework_run, monkeypatch):
     from stages import evaluate, train
+    from stages.export import __main__ as export
     from stages.report import __main__ as report
 
     monkeypatch.setitem(backends.REGISTRY, "numpy", ("tests.numpy_backend", "NumPy"))  # the registry entry
@@ -49,6 +52,7 @@ def test_a_third_backend_runs_through_train_evaluate_and_report(two_framework_ru
     for seed in SEEDS:
         train.main(["numpy", str(seed)])
         evaluate.main(["numpy", str(seed)])
+        export.main(["numpy", str(seed)])  # the toy declares no ONNX route
     report.main([])
 
     root = two_framework_run.path
@@ -61,6 +65,12 @@ def test_a_third_backend_runs_through_train_evaluate_and_report(two_framework_ru
     assert "| | Keras | PyTorch | NumPy |".replace("| |", "|  |") in text
     for pair in ("## Keras vs PyTorch", "## Keras vs NumPy", "## PyTorch vs NumPy"):
         assert pair in text
+    onnx_rows = section_table(text, onnx.HEADING)  # the toy keeps its ONNX Runtime row, saying why it has none
+    assert onnx_rows[""] == ["Keras", "PyTorch", "NumPy"]
+    assert onnx_rows["Export route"][2] == "no route: the toy numpy framework has no ONNX exporter of its own"
+    assert onnx_rows["Test accuracy on ONNX Runtime"][2] == "no route"
+    assert "no route" not in onnx_rows["Test accuracy on ONNX Runtime"][0]
+    assert "onnx.numpy.throughput_ratio" not in metrics and "onnx.keras.throughput_ratio" in metrics
 
 
 TOY = ["--extra-framework", "numpy=tests.numpy_backend:NumPy", "--framework", "numpy"]  # its one registry line

@@ -22,8 +22,9 @@ def changed_stages(repo: Repo) -> set[str]:
     return set(json.loads(repo.dvc("status", "--json").stdout or "{}")) - {"validate"}
 
 
-TORCH = replicates("train", ["torch"]) | replicates("evaluate", ["torch"])
-KERAS = replicates("train", ["keras"]) | replicates("evaluate", ["keras"])
+# a framework's params reach its train, evaluate and export stages (export reads the framework's threads and device)
+TORCH = replicates("train", ["torch"]) | replicates("evaluate", ["torch"]) | replicates("export", ["torch"])
+KERAS = replicates("train", ["keras"]) | replicates("evaluate", ["keras"]) | replicates("export", ["keras"])
 
 
 @pytest.mark.parametrize(("change", "expected"), [
@@ -34,7 +35,7 @@ KERAS = replicates("train", ["keras"]) | replicates("evaluate", ["keras"])
      | {"timing", "report"}),
     (lambda raw: raw["train"].update(learning_rate=0.001), replicates("train") | {"timing", "report"}),
     (lambda raw: raw["replicates"].update(init="framework"), replicates("train") | {"report"}),
-    (lambda raw: raw["evaluate"].update(latency_samples=6), replicates("evaluate") | {"report"}),
+    (lambda raw: raw["evaluate"].update(latency_samples=6), replicates("evaluate") | replicates("export") | {"report"}),
     (lambda raw: raw["report"].update(dpi=80), {"report"}),
     (lambda raw: raw["timing"].update(rounds=3), {"timing"}),
     (lambda raw: raw["data"].update(mirrors=["https://mirror.example.invalid/mnist/"], timeout_s=3), set()),
@@ -56,7 +57,7 @@ def test_adding_a_seed_trains_only_that_seed(pipeline_copy):
     ran = ran_stages(pipeline_copy.dvc("repro").stdout)
     # the timing stage reads replicates.seeds (the first seed's initial weights): one more sitting
     assert ran == {f"init@{new}", f"train@{new}-keras", f"train@{new}-torch", f"evaluate@{new}-keras",
-                   f"evaluate@{new}-torch", "timing", "report"}
+                   f"evaluate@{new}-torch", f"export@{new}-keras", f"export@{new}-torch", "timing", "report"}
     assert all(path.read_bytes() == content for path, content in models.items())
     summary = json.loads((pipeline_copy.path / "reports/metrics.json").read_text())
     assert summary["seeds"] == len(SEEDS) + 1

@@ -3,7 +3,9 @@ frameworks and seeds: prepared test split, and per replicate run.json, the dvcli
 training summary, and the evaluation files, all written through the real schemas.
 
 Framework ``f`` with seed ``s`` gets the test images in ``WRONG[f]`` (plus ``s``-dependent extras)
-wrong, so disagreements and McNemar counts are known by construction.
+wrong, so disagreements and McNemar counts are known by construction. Its export on ONNX Runtime
+(``eval/<arm>/<seed>/onnx.json``) has the figures of ``onnx_figures``, known by construction too;
+the frameworks in ``NO_ROUTE`` (the toy numpy backend, as tests/numpy_backend.py) have no route.
 """
 
 from __future__ import annotations
@@ -14,12 +16,26 @@ import numpy as np
 import yaml
 
 from stages.common import metrics, paths, prepared, schemas
-from stages.common.schemas import PerClass, RunInfo, TestMetrics, TrainingSummary
+from stages.common.schemas import OnnxMetrics, PerClass, RunInfo, TestMetrics, TrainingSummary
 from tests.support import project_params, synthetic_images
 
 COUNT = 40
 WRONG = {"keras": [1, 2, 3, 5], "torch": [3, 4, 5], "numpy": [0, 1]}
 NORMALIZE = {"method": "standardize", "mean": 33.3, "std": 78.6}
+NO_ROUTE = {"numpy": "the toy numpy framework has no ONNX exporter of its own"}
+LATENCY_MS = 0.5  # every replicate's own single-image latency
+
+
+def onnx_figures(framework: str, seed: int, throughput: float) -> dict[str, float | int]:
+    """ONNX Runtime's figures for one replicate whose own inference runs at ``throughput``: per
+    seed, (1.9 + 0.1 seed)x its throughput and (0.4 + 0.05 seed)x its latency; seed 3 classes one
+    image differently; the largest probability difference is seed x 1e-7."""
+    different = 1 if seed == 3 else 0
+    return {"max_abs_probability_difference": seed * 1e-7, "same_class_share": (COUNT - different) / COUNT,
+            "different_class_images": different,
+            "test_accuracy": metrics.accuracy(labels(), probabilities(framework, seed).argmax(axis=1)),
+            "throughput_images_per_second": (1.9 + 0.1 * seed) * throughput,
+            "latency_ms_median": (0.4 + 0.05 * seed) * LATENCY_MS}
 
 
 def labels() -> np.ndarray:
@@ -87,10 +103,24 @@ def write_replicate(root: Path, framework: str, seed: int, train_seconds: float,
                              macro_recall=float(scores["recall"].mean()), macro_f1=float(scores["f1"].mean()),
                              throughput_images_per_second=throughput,
                              throughput_images_per_second_min=throughput * 0.95,
-                             throughput_images_per_second_max=throughput * 1.05, latency_ms_median=0.5,
+                             throughput_images_per_second_max=throughput * 1.05, latency_ms_median=LATENCY_MS,
                              latency_ms_p95=0.9, tuning=tuning, switches=sorted(switches),
                              environment=environment, parameters=1000, model_bytes=4000),
                  evaluation / paths.METRICS_FILE)
+    route = "stages.backends.example.export"
+    if framework in NO_ROUTE:
+        record = OnnxMetrics(route=route, error=NO_ROUTE[framework], onnx_bytes=None, test_images=COUNT,
+                             **dict.fromkeys(("max_abs_probability_difference", "same_class_share",
+                                              "different_class_images", "test_accuracy", "throughput_images_per_second",
+                                              "throughput_images_per_second_min", "throughput_images_per_second_max",
+                                              "latency_ms_median", "latency_ms_p95")), session={})
+    else:
+        figures = onnx_figures(framework, seed, throughput)
+        record = OnnxMetrics(route=route, error=None, onnx_bytes=5000, test_images=COUNT, **figures,
+                             throughput_images_per_second_min=0.95 * figures["throughput_images_per_second"],
+                             throughput_images_per_second_max=1.05 * figures["throughput_images_per_second"],
+                             latency_ms_p95=2 * figures["latency_ms_median"], session={"onnxruntime": "1.0"})
+    schemas.save(record, evaluation / paths.ONNX_METRICS_FILE)
 
 
 def write_workspace(root: Path, frameworks=("keras", "torch"), seeds=(1, 2, 3), tuned_seeds=None) -> Path:
