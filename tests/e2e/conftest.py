@@ -90,8 +90,10 @@ def tiny_params(raw: dict, mirror_url: str, custom: dict) -> None:
     raw["report"].update(misclassified=4, disagreements=4, dpi=60)
     # Two short rounds. busy_cores 2: other engineers' test runs share this machine, and a dropped
     # arm would leave the speed section without data (tests/timing/ test the busy check itself).
+    # No contention phase (it doubles the stock arms' processes in every run): the session's
+    # pipeline_repo turns it on for tests/e2e/test_timing_stage.py.
     raw["timing"].update(rounds=2, warmup_steps=2, steps=3, inference_images=60, inference_repeats=1,
-                         latency_samples=3, latency_warmup=1, busy_cores=2.0, retries=0)
+                         latency_samples=3, latency_warmup=1, busy_cores=2.0, retries=0, contention=False)
 
 
 def make_repo(path: Path, mirror_url: str, custom: dict) -> Repo:
@@ -131,6 +133,7 @@ def pipeline_repo(tmp_path_factory, served_dataset) -> Repo:
     """A repository whose whole pipeline has run once and been committed. Do not modify it."""
     server, custom = served_dataset
     repo = make_repo(tmp_path_factory.mktemp("pipeline") / "repo", server.url, custom)
+    repo.set_params(lambda raw: raw["timing"].update(contention=True))
     repo.dvc("repro")
     repo.commit("run the pipeline")
     return repo
