@@ -86,6 +86,7 @@ every-framework: install
 	rm -rf $(EVERY) && mkdir -p $(EVERY)
 	ref=$$(git rev-parse HEAD | sed 's#^..#refs/exps/&/#')/every-framework && \
 		git archive "$$ref" reports | tar -x -C $(EVERY) --strip-components=1
+	git rev-parse HEAD > $(EVERY)/revision  # the code that made it (tests/test_results.py)
 
 # The experiments with the headline metrics only: `dvc exp show` has more columns than a terminal.
 EXPS_KEEP = Experiment|[a-z_]+\.test_accuracy$$|[a-z_]+_vs_[a-z_]+\.train_time_ratio$$

@@ -180,6 +180,24 @@ class MirrorServer:
 # --------------------------------------------------------------------------------------------
 # params.yaml helpers for tests that run a stage's main() in a temporary folder
 # --------------------------------------------------------------------------------------------
+def results_revision(folder: Path) -> str:
+    """The commit whose code made a committed experiment's results (``make every-framework``
+    writes it to ``<folder>/revision``)."""
+    return (folder / "revision").read_text(encoding="utf-8").strip()
+
+
+def made_by_current_report_code(folder: Path) -> bool:
+    """Whether the report code that wrote ``folder`` is the current one (no change to
+    ``stages/report/`` since its revision): only then do the current report's rules apply to it."""
+    import subprocess
+
+    if not (folder / "revision").exists():
+        return True  # written by the current run (reports/)
+    changed = subprocess.run(["git", "diff", "--quiet", results_revision(folder), "--", "stages/report"],
+                             cwd=PROJECT_ROOT, capture_output=True)
+    return changed.returncode == 0
+
+
 def project_params() -> dict:
     """A fresh, mutable copy of the project's parsed params.yaml."""
     from stages.common import yamlfile
