@@ -108,10 +108,16 @@ def test_make_runs_the_trainer_contract_for_a_framework_without_a_test_folder_of
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "== the trainer contract for numpy" in result.stdout
     outcomes = outcomes_of(report)
-    ran = {name.split("::")[1].split("[")[0] for name, outcome in outcomes.items()
-           if name.startswith("trainer_contract::") and outcome == "passed"}
-    assert ran == {name for name in dir(trainer_contract) if name.startswith("test_")}  # every contract test
-    assert set(outcomes.values()) == {"passed"}
+
+    def named(wanted: str) -> set[str]:
+        return {name.split("::")[1].split("[")[0] for name, outcome in outcomes.items()
+                if name.startswith("trainer_contract::") and outcome == wanted}
+
+    # the toy declares no ONNX route (tests/numpy_backend.py), so the one test of a written export skips
+    written_export = "test_the_export_stage_writes_an_onnx_model_that_plain_onnx_runtime_runs_as_the_framework"
+    assert named("skipped") <= {written_export}
+    assert named("passed") | named("skipped") == {name for name in dir(trainer_contract) if name.startswith("test_")}
+    assert set(outcomes.values()) <= {"passed", "skipped"}
 
 
 def test_the_suites_parametrised_over_the_registry_run_on_a_third_backend(tmp_path):
