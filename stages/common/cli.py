@@ -12,12 +12,23 @@ from collections.abc import Sequence
 from typing import Any
 
 RST_LITERAL = re.compile(r"``([^`]+)``")
+NEGATIVE_NUMBER = re.compile(r"-\d+$|-\d*\.\d+$")  # argparse's own pattern
 
 
 class StageParser(argparse.ArgumentParser):
     """argparse, except that an unknown flag is reported first: plain argparse checks the
     required positionals before it looks at unknown flags, so ``--bogus`` alone would be
-    answered with "the following arguments are required"."""
+    answered with "the following arguments are required". The parser keeps the option strings
+    it was given (``add_argument`` returns each ``Action`` with its ``option_strings``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.flags: set[str] = set()  # before argparse's own __init__ adds -h/--help
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.flags.update(action.option_strings)
+        return action
 
     def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                          namespace: Any = None) -> tuple[Any, list[str]]:
@@ -28,11 +39,12 @@ class StageParser(argparse.ArgumentParser):
         return super().parse_known_args(arguments, namespace)
 
     def _is_unknown_flag(self, argument: str) -> bool:
-        parsed = self._parse_optional(argument)
-        if not parsed:  # a positional (or a negative number)
-            return False
-        candidates = parsed if isinstance(parsed, list) else [parsed]  # a list from Python 3.12.7 on
-        return all(candidate[0] is None for candidate in candidates)
+        if not argument.startswith("-") or argument == "-" or NEGATIVE_NUMBER.fullmatch(argument):
+            return False  # a positional (or a negative number)
+        name = argument.split("=", 1)[0]
+        if name.startswith("--"):  # argparse accepts an unambiguous prefix of a long option
+            return not any(flag.startswith(name) for flag in self.flags if flag.startswith("--"))
+        return name[:2] not in self.flags
 
 
 def _end_of_options(arguments: list[str]) -> int:
