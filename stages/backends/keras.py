@@ -24,7 +24,9 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -160,6 +162,7 @@ def layer_kinds(model: Model) -> list[str]:
 
 
 def count_parameters(model: Model) -> int:
+    model = model.model if isinstance(model, TracedInference) else model
     return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
 
 
@@ -341,12 +344,19 @@ def logits(model: Model, images: np.ndarray) -> np.ndarray:
     return keras.ops.convert_to_numpy(model(np.asarray(images, dtype=np.float32), training=False))
 
 
+@dataclass(frozen=True)
+class TracedInference:
+    """A Keras model with its inference call traced once as a ``tf.function`` (``traced_inference``)."""
+
+    model: Any
+    call: Any  # batch -> logits
+
+
 def for_inference(model: Model, switches: tuple[str, ...]) -> Model:
-    """``model``, with its inference call traced once as a ``tf.function`` (``traced_inference``)."""
+    """``model`` as stock inference calls it, or a ``TracedInference`` of it (``traced_inference``)."""
+    model = model.model if isinstance(model, TracedInference) else model
     if "traced_inference" in switches:
-        model._comparison_call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
-    elif hasattr(model, "_comparison_call"):
-        del model._comparison_call
+        return TracedInference(model, tf.function(lambda batch: model(batch, training=False), reduce_retracing=True))
     return model
 
 
@@ -357,7 +367,8 @@ def predict(model: Model, images: np.ndarray, batch_size: int, input_scale: floa
     one batch, as Keras' API docs advise for small inputs; ``traced_inference``: the traced call.
     """
     images = np.asarray(images, dtype=np.float32)
-    traced = getattr(model, "_comparison_call", None)
+    traced = model.call if isinstance(model, TracedInference) else None
+    model = model.model if isinstance(model, TracedInference) else model
     if traced is None and images.shape[0] > batch_size:
         logits = model.predict(images * np.float32(input_scale), batch_size=batch_size, verbose=0)
         return keras.ops.convert_to_numpy(keras.ops.softmax(logits)).astype(np.float32)
