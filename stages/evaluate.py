@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     train_settings = effective_train(params, framework, tuning)
     configure_threads(train_settings.threads)
     seed_python_and_numpy(seed)
-    backend = backends.load(framework, tuning, args.switches)
+    backend = backends.load(framework, tuning, args.switches, train_settings.device)
     train_settings = effective_train(params, framework, tuning,
                                      cli.switches(framework, tuning, args.switches, backend.TUNED))
     configure_machine(backend, train_settings, seed,  # threads, determinism and device as trained

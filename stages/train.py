@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = effective_train(params, framework, tuning)
     configure_threads(settings.threads)
     seed_python_and_numpy(seed)
-    backend = backends.load(framework, tuning, args.switches)
+    backend = backends.load(framework, tuning, args.switches, settings.device)
     settings = effective_train(params, framework, tuning,
                                cli.switches(framework, tuning, args.switches, backend.TUNED))
     device = configure_machine(backend, settings, seed, paths.restore_hint("train", framework, seed, tuning))

@@ -29,12 +29,17 @@ SWITCH_ENVIRONMENT: dict[str, dict[str, dict[str, str]]] = {
     # only on some x86 CPUs (AVX-512 VNNI and newer), so stock leaves the choice to it.
     "keras": {"onednn": {"TF_ENABLE_ONEDNN_OPTS": "1"}},
 }
+# Frameworks that choose their device when they are imported (Keras on PyTorch: CUDA where PyTorch
+# sees a GPU): `train.device: cpu` hides the GPUs from the process before the import, with CUDA's
+# documented CUDA_VISIBLE_DEVICES. The others place their work in their backend's `configure`.
+DEVICE_AT_IMPORT = ("keras_torch",)
 
 
-def load(name: str, tuning: str = "stock", switches: tuple[str, ...] | None = None) -> Backend:
+def load(name: str, tuning: str = "stock", switches: tuple[str, ...] | None = None, device: str = "auto") -> Backend:
     """Import and return the backend module for ``name`` (and with it, its framework), with the
     process environment of its switches set first: none for ``stock``; for ``tuned``, all of
-    them, or only ``switches`` where given (to measure one switch alone)."""
+    them, or only ``switches`` where given (to measure one switch alone). ``device``
+    (``train.device``): ``cpu`` hides the GPUs first from a framework in ``DEVICE_AT_IMPORT``."""
     if name not in REGISTRY:
         from stages.common.errors import StageError
 
@@ -50,5 +55,7 @@ def load(name: str, tuning: str = "stock", switches: tuple[str, ...] | None = No
                 os.environ[variable] = value
             else:
                 os.environ.pop(variable, None)
+    if name in DEVICE_AT_IMPORT and device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     module: Backend = importlib.import_module(REGISTRY[name][0])
     return module

@@ -73,8 +73,8 @@ def configure(settings: TrainParams, seed: int) -> str:
 
     As for PyTorch: its thread count, ``torch.use_deterministic_algorithms`` on a GPU only; the seed through
     Keras' ``keras.utils.set_random_seed`` (which seeds PyTorch on this engine). Keras chose its
-    device when it was imported (CUDA where PyTorch sees one); ``train.device: cpu`` then keeps
-    every Keras call on the CPU through Keras' ``keras.device`` scope.
+    device when it was imported (CUDA where PyTorch sees one), so ``train.device: cpu`` hides the GPUs
+    before that import (``stages.backends.load``, ``DEVICE_AT_IMPORT``).
     """
     configure_threads(settings.threads)
     torch.set_num_threads(settings.threads)
@@ -86,8 +86,9 @@ def configure(settings: TrainParams, seed: int) -> str:
     if settings.device == "cuda" and not available:
         raise StageError("train.device is 'cuda' but PyTorch sees no GPU (torch.cuda.is_available() is False); "
                          "set it to auto or cpu")
-    if settings.device == "cpu" and available:
-        keras.device("cpu").__enter__()  # for the rest of this process (one stage, one device)
+    if settings.device == "cpu" and available:  # Keras chose CUDA when it was imported
+        raise StageError("train.device is 'cpu' but Keras on PyTorch was imported with a GPU visible: load it "
+                         "with stages.backends.load(..., device='cpu'), which hides the GPUs first")
     keras.utils.set_random_seed(seed)
     device = "cuda" if available and settings.device != "cpu" else "cpu"
     if op_determinism(device):  # the GPU only: the CPU reruns bitwise without it (runtime.op_determinism)

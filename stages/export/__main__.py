@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     train_settings = effective_train(params, framework, tuning)
     configure_threads(train_settings.threads)
     seed_python_and_numpy(seed)
-    backend = backends.load(framework)  # the export is of the trained weights: the stock process suffices
+    # the export is of the trained weights: the stock process suffices
+    backend = backends.load(framework, device=train_settings.device)
     configure_machine(backend, train_settings, seed, paths.restore_hint("export", framework, seed, tuning))
     test = prepared.load_prepared(paths.PREPARED, splits=("test",)).splits["test"]
     model, spec, info, _ = load_trained(backend, paths.model_dir(framework, seed, tuning),

@@ -95,7 +95,7 @@ def measure(framework: str, level: str, params: Params, contended: bool) -> dict
     settings = effective_train(params, framework, level)
     configure_threads(settings.threads)
     seed_python_and_numpy(seed)
-    backend = backends.load(framework, level)
+    backend = backends.load(framework, level, device=settings.device)
     settings = effective_train(params, framework, level, backend.TUNED if level == "tuned" else ())
     configure_machine(backend, settings, seed, "rerun it: dvc repro timing")
     data = prepared.load_prepared(paths.PREPARED, splits=("train", "val", "test"))
