@@ -4,9 +4,9 @@
 architecture spec, metrics) that the stage modules build on.
 
 A stage started by an interpreter without the project's packages says so in one line (see
-``stages.common.errors.report_missing_packages``).
+``stages.common.errors.require_packages``).
 """
 
-from stages.common.errors import report_missing_packages
+from stages.common.errors import require_packages
 
-report_missing_packages()
+require_packages()

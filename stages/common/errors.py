@@ -16,8 +16,8 @@ native-log lines is passed on. Set ``TF_CPP_MIN_LOG_LEVEL=0`` to see everything 
 A stage run by an interpreter that lacks the project's packages (``.venv/bin/dvc exp run``
 without the environment activated runs the stages with the system ``python``) says so in one
 line, naming that interpreter and how to activate the environment: ``run_stage`` for imports
-inside a stage (the framework), ``report_missing_packages`` (installed when the ``stages``
-package is imported) for a stage module's own imports, which run before ``run_stage``. A
+inside a stage (the framework), ``require_packages`` (called when the ``stages`` package is
+imported) for the packages a stage module imports when it loads, before ``run_stage``. A
 project module that fails to import is a bug and keeps its traceback.
 """
 
@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import logging
 import os
 import re
@@ -234,29 +236,38 @@ def import_problem(error: ImportError) -> str | None:
             "environment; activate it (source .venv/bin/activate) or run `make run`")
 
 
+# The third-party packages that stage modules import when they load, before ``run_stage`` can catch
+# an ImportError (a framework is imported inside ``run_stage``). tests/common/test_errors.py keeps the
+# list complete.
+STAGE_PACKAGES = ("numpy", "ruamel.yaml", "yaml", "scipy", "matplotlib", "psutil", "tqdm")
+
+
 def _main_stage() -> str | None:
-    """The stage that ``python -m stages.<name>`` runs in this process, or None."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    parts = [part for part in getattr(spec, "name", "").split(".") if part != "__main__"]
+    """The stage that ``python -m stages.<name>`` runs in this process (``sys.orig_argv``), or None."""
+    arguments = sys.orig_argv
+    module = arguments[arguments.index("-m") + 1] if "-m" in arguments[:-1] else ""
+    parts = [part for part in module.split(".") if part != "__main__"]
     return parts[-1] if len(parts) > 1 and parts[0] == "stages" else None
 
 
-def report_missing_packages() -> None:
-    """In a ``python -m stages.<name>`` process, turn an uncaught failure to import a package into
-    one line (a stage module's imports run before ``run_stage`` can catch anything)."""
-    previous = sys.excepthook
-
-    def hook(kind: type[BaseException], error: BaseException, trace: types.TracebackType | None) -> None:
-        stage = _main_stage()
-        message = import_problem(error) if isinstance(error, ImportError) else None
-        if stage is None or message is None:
-            previous(kind, error, trace)
-            return
-        print(f"error: {stage}: {message}", file=sys.stderr)
-
-    if not getattr(previous, "reports_missing_packages", False):
-        hook.reports_missing_packages = True  # type: ignore[attr-defined]
-        sys.excepthook = hook
+def require_packages(packages: Sequence[str] = STAGE_PACKAGES) -> None:
+    """In a ``python -m stages.<name>`` process, before the stage module loads: a package it needs
+    that this interpreter cannot import is one line naming the interpreter, and exit status 1."""
+    stage = _main_stage()
+    if stage is None:
+        return
+    for package in packages:
+        try:
+            missing = importlib.util.find_spec(package) is None
+        except (ImportError, ValueError):  # a parent package missing, or None in sys.modules
+            missing = True
+        if not missing:
+            continue
+        try:
+            importlib.import_module(package)
+        except ImportError as error:
+            print(f"error: {stage}: {import_problem(error)}", file=sys.stderr)
+            sys.exit(1)
 
 
 def _terminate(number: int, frame: types.FrameType | None) -> None:

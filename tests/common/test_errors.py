@@ -185,3 +185,23 @@ def test_other_os_errors_are_bugs_and_keep_their_traceback():
     with pytest.raises(IsADirectoryError):
         run_stage(stage_failing_with(IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), "data/raw/..")),
                   "probe")
+
+
+def test_every_package_a_stage_module_imports_when_it_loads_is_checked_first():
+    """``STAGE_PACKAGES`` holds every third-party package that a module of ``stages`` (outside the
+    backends, which ``run_stage`` imports) imports at its top level: a new one left out would
+    fail with a traceback in an interpreter that lacks it."""
+    import ast
+
+    from stages.common.errors import STAGE_PACKAGES
+
+    loaded = set()
+    for path in (PROJECT_ROOT / "stages").rglob("*.py"):
+        if "backends" in path.relative_to(PROJECT_ROOT).parts:
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            loaded.update(name for name in names
+                          if name.split(".")[0] not in sys.stdlib_module_names | {"stages", "__future__"})
+    assert {name.split(".")[0] for name in loaded} <= {package.split(".")[0] for package in STAGE_PACKAGES}
