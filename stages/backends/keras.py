@@ -17,6 +17,7 @@ before the import by ``stages.backends.load``.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -34,7 +35,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before the import: it read
 # The engine: TensorFlow, unless keras_jax.py or keras_torch.py named another before importing this
 # module (stages.backends.load clears the caller's KERAS_BACKEND first: a shell cannot swap it).
 ENGINE = os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-import keras  # noqa: E402
+from stages.common.errors import native_noise_filtered  # noqa: E402
+
+# TensorFlow prints native start-up lines while it is imported, before its log level applies
+# (errors.native_noise_filtered). Keras imports it on every engine where it is installed: on
+# TensorFlow at once, on JAX and PyTorch in keras.utils.set_random_seed; so it is imported here,
+# with those lines filtered, once for the process.
+with native_noise_filtered():
+    import keras
+    if importlib.util.find_spec("tensorflow") is not None:
+        import tensorflow  # noqa: F401 - imported for its start-up lines, as said above
 
 from stages.backends.base import (  # noqa: E402
     EpochCallback,

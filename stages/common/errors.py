@@ -7,11 +7,11 @@ machine refusing a write (``SYSTEM_FAILURES``: a full disk, a quota, a read-only
 rights) is the user's to fix too: one line naming the file, when the error names one (the
 atomic-write helpers in ``atomic.py`` name the output they were writing).
 
-``run_stage`` also keeps a stage's output to the project's own log lines: TensorFlow's C++
-start-up lines (``cudart_stub``, CPU-feature and oneDNN notices) are written by its native code
-straight to file descriptor 2 while it is imported, before ``TF_CPP_MIN_LOG_LEVEL`` takes effect,
-so the import runs with descriptor 2 captured and every captured line except those informational
-native-log lines is passed on. Set ``TF_CPP_MIN_LOG_LEVEL=0`` to see everything TensorFlow says.
+A stage's output is the project's own log lines: TensorFlow's C++ start-up lines (``cudart_stub``,
+CPU-feature and oneDNN notices) are written by its native code straight to file descriptor 2 while
+it is imported, before ``TF_CPP_MIN_LOG_LEVEL`` takes effect, so the Keras backend imports it
+inside ``native_noise_filtered``, which captures descriptor 2 and passes on every line except
+those informational native-log lines. Set ``TF_CPP_MIN_LOG_LEVEL=0`` to see everything TensorFlow says.
 
 A stage run by an interpreter that lacks the project's packages (``.venv/bin/dvc exp run``
 without the environment activated runs the stages with the system ``python``) says so in one
@@ -26,8 +26,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib
-import importlib.abc
-import importlib.machinery
 import importlib.util
 import logging
 import os
@@ -46,7 +44,6 @@ NATIVE_NOISE = re.compile(rb"[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.-]+:\d+\] .*"
                           rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
                           rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler"
                           rb" flags\.")
-QUIET_IMPORTS = ("tensorflow",)
 PROJECT_PACKAGES = ("stages", "sweep", "tests", "bench")
 # errno -> reason: the machine refusing a write, which the user fixes (room, quota, mount, rights)
 WRITE_FAILURES = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
@@ -174,7 +171,11 @@ def setup_logging() -> None:
 
 @contextlib.contextmanager
 def native_noise_filtered() -> Iterator[None]:
-    """Capture file descriptor 2 for the block, then pass on every line that is not native-log noise."""
+    """Capture file descriptor 2 for the block, then pass on every line that is not native-log noise
+    (everything where ``TF_CPP_MIN_LOG_LEVEL=0`` asks for TensorFlow's native lines)."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        yield
+        return
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
@@ -190,40 +191,6 @@ def native_noise_filtered() -> Iterator[None]:
                     if not NATIVE_NOISE.fullmatch(line.rstrip(b"\r\n"))]
             if kept:
                 os.write(2, b"".join(kept))
-
-
-class _QuietImportFinder(importlib.abc.MetaPathFinder):
-    """Runs the first import of each of ``modules`` inside ``native_noise_filtered``. A module is
-    done with once it is executed, not when it is looked up: Keras on another engine looks
-    TensorFlow up (``importlib.util.find_spec``) long before ``keras.utils.set_random_seed``
-    imports it."""
-
-    def __init__(self, modules: tuple[str, ...]) -> None:
-        self.pending = set(modules)
-
-    def find_spec(self, fullname: str, path: Sequence[str] | None,
-                  target: types.ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in self.pending:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return spec
-        execute = spec.loader.exec_module
-
-        def exec_module(module: types.ModuleType) -> None:
-            self.pending.discard(fullname)
-            with native_noise_filtered():
-                execute(module)
-
-        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
-        return spec
-
-
-def quiet_native_startup(modules: tuple[str, ...] = QUIET_IMPORTS) -> None:
-    """Filter the native start-up lines of ``modules`` when first imported, unless asked for them."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0":
-        sys.meta_path.insert(0, _QuietImportFinder(tuple(name for name in modules if name not in sys.modules)))
 
 
 def import_problem(error: ImportError) -> str | None:
@@ -278,7 +245,6 @@ def run_stage(main: Callable[[], None], name: str) -> None:
     """Run a stage's ``main`` and map user errors, a missing package, changed inputs, Ctrl-C and
     SIGTERM to clean exits."""
     setup_logging()
-    quiet_native_startup()
     previous_sigterm = signal.signal(signal.SIGTERM, _terminate)
     watch_inputs()
     try:
