@@ -4,18 +4,19 @@ A speed claim generalises over rounds and sittings, not over seeds (the seeds ch
 not the speed). Per pair of stock arms and speed metric:
 
 - each round pairs the two arms' figures (the same round: the same stretch of the machine's
-  time), giving a log ratio; a sitting's ratio is the geometric mean over its rounds, with a
-  t-interval over them;
+  time), giving a log ratio; a sitting's ratio is the mean over its rounds, with a t-interval
+  over them, and its own word: beyond the margin (``report.equivalence.speed_ratio``), inside
+  it, or neither;
 - across sittings (those ``record.pooled`` allows: same CPU, recipe and versions) the ratio is the
-  geometric mean of the sittings' ratios, printed with their spread (smallest to largest) and,
-  with two or more sittings, a t-interval over them;
-- "different" only where every sitting's interval lies beyond the margin
-  (``report.equivalence.speed_ratio``) on the same side and, with two or more sittings, the
-  between-sitting interval does too; "equivalent" where all of them lie inside it; otherwise
-  "inconclusive", saying what would settle it.
+  geometric mean of the sittings' ratios, printed with their spread (largest / smallest);
+- "different" only where at least two sittings are each different on the same side and the
+  difference exceeds what the sittings vary by: their range, widened by the spread on both sides,
+  lies beyond the margin. "Equivalent" where every sitting is equivalent and that widened range
+  lies inside the margin. Otherwise "inconclusive", saying what would settle it. One sitting
+  cannot show how much sittings vary, so it never carries a verdict of its own.
 
-Every interval is at the 95% level Bonferroni-corrected over the speed verdicts the report states
-(pairs x metrics). Contention: per framework, the steady step's slowdown with the standard spinner
+Every sitting's interval is at the 95% level Bonferroni-corrected over the speed verdicts the report
+states (pairs x metrics). Contention: per framework, the steady step's slowdown with the standard spinner
 holding one core, paired within each round, with its t-interval over the rounds of every pooled
 sitting. Time to accuracy: the steps to the target validation accuracy (from the training logs,
 at their resolution: whole epochs) x the steady step time + start-up.
@@ -61,6 +62,7 @@ class SittingRatio:
     estimate: float  # mean log ratio over the sitting's paired rounds
     rounds: int
     interval: Interval | None  # None with fewer than two rounds
+    word: str  # the sitting's own: different | equivalent | inconclusive
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class SpeedVerdict:
     metric: SpeedMetric
     sittings: list[SittingRatio]
     estimate: float  # mean of the sittings' log ratios
-    between: Interval | None  # over sittings (two or more)
+    spread: float  # largest minus smallest sitting log ratio (0 for one sitting)
     word: str  # different | equivalent | inconclusive | no data
     settle: str  # what would settle an inconclusive verdict
 
@@ -86,14 +88,6 @@ def t_interval(values: Sequence[float], confidence: float) -> Interval | None:
     return Interval(float(low), float(high))
 
 
-def sitting_ratio(sitting: dict[str, Any], first: str, second: str, key: str, confidence: float) -> SittingRatio | None:
-    logs = [math.log(round_["arms"][first][key] / round_["arms"][second][key]) for round_ in sitting["rounds"]
-            if first in round_["arms"] and second in round_["arms"]]
-    if not logs:
-        return None
-    return SittingRatio(float(np.mean(logs)), len(logs), t_interval(logs, confidence))
-
-
 def side(interval: Interval | None, margin: float) -> int:
     """+1 where the interval lies above the margin, -1 below it, 0 inside, None-safe (0)."""
     if interval is None:
@@ -105,36 +99,51 @@ def inside(interval: Interval | None, margin: float) -> bool:
     return interval is not None and -margin < interval.low and interval.high < margin
 
 
+def sitting_ratio(sitting: dict[str, Any], first: str, second: str, key: str, confidence: float,
+                  margin: float) -> SittingRatio | None:
+    logs = [math.log(round_["arms"][first][key] / round_["arms"][second][key]) for round_ in sitting["rounds"]
+            if first in round_["arms"] and second in round_["arms"]]
+    if not logs:
+        return None
+    interval = t_interval(logs, confidence)
+    word = "different" if side(interval, margin) else "equivalent" if inside(interval, margin) else "inconclusive"
+    return SittingRatio(float(np.mean(logs)), len(logs), interval, word)
+
+
 def judge(first: str, second: str, metric: SpeedMetric, sittings: Sequence[dict[str, Any]], margin: float,
           family: int) -> SpeedVerdict:
     """The verdict of ``first`` / ``second`` in ``metric`` over ``sittings``; ``margin`` on the log
     scale; ``family``: the speed verdicts stated, for the Bonferroni-corrected level."""
     confidence = 1 - LEVEL / max(family, 1)
     ratios = [ratio for sitting in sittings if (ratio := sitting_ratio(sitting, first, second, metric.key,
-                                                                         confidence)) is not None]
+                                                                         confidence, margin)) is not None]
     if not ratios:
-        return SpeedVerdict(first, second, metric, [], math.nan, None, "no data",
+        return SpeedVerdict(first, second, metric, [], math.nan, 0.0, "no data",
                             "the timing stage has no round in which both ran")
     estimates = [ratio.estimate for ratio in ratios]
-    between = t_interval(estimates, confidence)
+    spread = max(estimates) - min(estimates)
+    # the sittings' range, widened on both sides by how much they vary: where a next sitting may land
+    widened = Interval(min(estimates) - spread, max(estimates) + spread)
+    words = {ratio.word for ratio in ratios}
     sides = {side(ratio.interval, margin) for ratio in ratios}
-    if len(ratios) >= 2:
-        sides.add(side(between, margin))
-    if len(sides) == 1 and 0 not in sides:
-        word, settle = "different", ""
-    elif all(inside(ratio.interval, margin) for ratio in ratios) and (len(ratios) < 2 or inside(between, margin)):
-        word, settle = "equivalent", ""
+    word, settle = "inconclusive", ""
+    if len(ratios) < 2:
+        settle = (f"one sitting ({ratios[0].word} on its own) cannot show how much sittings vary: a second, at least "
+                  "ten minutes later (`dvc repro -s -f timing`), would")
+    elif any(ratio.interval is None for ratio in ratios):
+        settle = "a sitting with two rounds or more would give an interval over rounds"
+    elif words == {"different"} and len(sides) == 1 and side(widened, margin):
+        word = "different"
+    elif words == {"equivalent"} and inside(widened, margin):
+        word = "equivalent"
+    elif len(words) > 1 or len(sides) > 1:
+        settle = (f"the {len(ratios)} sittings disagree ({', '.join(ratio.word for ratio in ratios)}): more sittings, "
+                  "at least ten minutes apart (`dvc repro -s -f timing`), or more rounds per sitting, would show which "
+                  "holds")
     else:
-        word = "inconclusive"
-        if any(ratio.interval is None for ratio in ratios):
-            settle = "a sitting with two rounds or more would give an interval over rounds"
-        elif len({side(ratio.interval, margin) for ratio in ratios}) > 1 or len(ratios) < 2:
-            settle = (f"the {len(ratios)} sitting(s) do not agree beyond the margin: more sittings (at least ten "
-                      "minutes apart, `dvc repro -s -f timing`) would show whether they do, or more rounds per sitting")
-        else:
-            settle = (f"every sitting agrees, but {len(ratios)} sittings vary too much for the interval between them "
-                      "to clear the margin: more sittings (`dvc repro -s -f timing`) would settle it")
-    return SpeedVerdict(first, second, metric, ratios, float(np.mean(estimates)), between, word, settle)
+        settle = (f"every sitting is {ratios[0].word}, but they vary by {_x(spread)}, as much as the distance to the "
+                  "margin: more sittings (`dvc repro -s -f timing`) would show whether that spread is typical")
+    return SpeedVerdict(first, second, metric, ratios, float(np.mean(estimates)), spread, word, settle)
 
 
 def stock_pairs(frameworks: Sequence[str]) -> list[tuple[str, str]]:
@@ -162,20 +171,18 @@ def sentence(item: SpeedVerdict, speed_ratio: float) -> str:
     sign = 1 if metric.higher_is_better else -1
     faster = sign * item.estimate
     winner, loser = (first, second) if faster >= 0 else (second, first)
-    spread = sorted(sign * ratio.estimate * (1 if faster >= 0 else -1) for ratio in item.sittings)
-    rounds = sum(ratio.rounds for ratio in item.sittings)
-    detail = (f"over {len(item.sittings)} sitting(s) of {rounds} paired rounds; per sitting "
-              f"{_x(spread[0])}" + (f" to {_x(spread[-1])}" if len(spread) > 1 else ""))
-    if item.between is not None:
-        low, high = sorted((sign * item.between.low * (1 if faster >= 0 else -1),
-                            sign * item.between.high * (1 if faster >= 0 else -1)))
-        detail += f", between-sitting interval {_x(low)} to {_x(high)}"
+    per = [sign * ratio.estimate * (1 if faster >= 0 else -1) for ratio in item.sittings]
+    rounds = sorted({ratio.rounds for ratio in item.sittings})
+    detail = (f"{len(item.sittings)} sitting(s) of {'/'.join(map(str, rounds))} paired rounds; per sitting "
+              + ", ".join(f"{_x(value)} {ratio.word}" for value, ratio in zip(per, item.sittings))
+              + f"; between-sitting spread {_x(item.spread)}")
     margin = f"{1 / speed_ratio:.3f}-{speed_ratio:.3f}x"
     text = f"{winner} is {_x(abs(faster))} as fast as {loser} in {metric.noun} ({detail})"
     if item.word == "different":
-        return f"Different: {text}; every interval lies beyond the {margin} margin."
+        return (f"Different: {text}; every sitting lies beyond the {margin} margin, by more than the sittings vary "
+                "by.")
     if item.word == "equivalent":
-        return f"Equivalent: {text}; every interval lies within the {margin} margin."
+        return f"Equivalent: {text}; every sitting lies within the {margin} margin, by more than the sittings vary by."
     return f"Inconclusive for {metric.noun}: {text}; not beyond, nor within, the {margin} margin: {item.settle}."
 
 
@@ -248,10 +255,11 @@ def section(frameworks: Sequence[str], pooled: Sequence[dict[str, Any]], recorde
               f"({newest['machine']['cores']} cores), {pooled[0]['date'][:10]} to {newest['date'][:10]} "
               f"(`timing/sittings.json`, {recorded} recorded; only sittings of this machine, recipe and framework "
               "versions are pooled). In each round every arm ran once in a fresh process, the order rotating "
-              "between rounds; ratios pair the arms within a round. *Different* needs every sitting's interval "
-              "over its rounds, and with two or more sittings the interval between sittings, beyond the margin on "
-              f"the same side; intervals are 95%, Bonferroni-corrected over the {len(stock_pairs(frameworks)) * 4} "
-              f"speed verdicts. {busy_text(pooled)}", ""]
+              "between rounds; ratios pair the arms within a round. *Different* needs two or more sittings, each "
+              "different (its interval over rounds beyond the margin) on the same side, and a difference larger "
+              "than the sittings vary by: their range, widened by their spread on both sides, beyond the margin; "
+              "*equivalent* the same inside it. Intervals are 95%, Bonferroni-corrected over the "
+              f"{len(stock_pairs(frameworks)) * 4} speed verdicts. {busy_text(pooled)}", ""]
     for item in verdicts(frameworks, pooled, speed_ratio):
         lines.append(f"- {sentence(item, speed_ratio)}")
     lines.append("")

@@ -209,7 +209,7 @@ def parse_conclusions(report: str, arms: Sequence[str]) -> dict[str, dict[str, s
             pair = f"{first}_vs_{second}" if first and second else None
         elif line.startswith("- ") and pair is not None:
             claim = line[2:].split(" (")[0].lower()
-            keys = [key for key in METRIC if METRIC[key].noun.lower() in claim and key != "train_images_per_second"]
+            keys = [key for key in NOUNS if NOUNS[key].lower() in claim and key != "train_images_per_second"]
             word = next((word for prefix, word in BULLET_VERDICT if line[2:].startswith(prefix)), None)
             word = word or ("no winner" if "no winner." in line else "one seed" if "from one seed" in line else None)
             if keys and word and not line[2:].startswith("Time to"):
@@ -293,8 +293,9 @@ def sittings_spread(record: Any, pair: str, key: str) -> float | None:
     try:
         from stages.timing.record import pooled
 
+        # the ratios alone: no margin, the sittings' own words unused
         ratios = [found.estimate for sitting in pooled(list(record["sittings"]))
-                  if (found := sitting_ratio(sitting, first, second, SITTINGS_MEASURE[key], 0.95)) is not None]
+                  if (found := sitting_ratio(sitting, first, second, SITTINGS_MEASURE[key], 0.95, 0.0)) is not None]
     except (KeyError, TypeError, IndexError, ValueError):
         return None
     return math.exp(max(ratios) - min(ratios)) if len(ratios) >= 2 else None
