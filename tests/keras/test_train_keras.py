@@ -71,17 +71,16 @@ def test_inference_is_keras_own_call_or_one_traced_function(backend, switches, m
     np.testing.assert_allclose(one, plain[:1], atol=1e-6)
 
 
-@pytest.mark.parametrize("switches,xla", [((), False), (("xla_training",), True)], ids=["stock", "xla"])
-def test_only_the_xla_switch_compiles_the_train_step_with_xla(backend, switches, xla):
+@pytest.mark.parametrize("tuning", ["stock", "tuned"])
+def test_neither_level_compiles_the_train_step_with_xla(backend, tuning):
     """Read back from Keras: the compiled trainer's ``jit_compile`` is Keras' ``auto`` (off on this
-    CPU-only machine) at stock, and XLA only with ``xla_training``."""
+    CPU-only machine) at both levels: XLA made the step 3.3x slower here (docs/fairness.md)."""
     import numpy as np
 
     from stages.common.architecture import build_spec
     from tests.trainer_contract import SMALL, make_params, small_settings
 
-    tuning = "tuned" if switches else "stock"
-    settings = small_settings(epochs=1, tuning=tuning, switches=switches)
+    settings = small_settings(epochs=1, tuning=tuning, switches=backend.TUNED if tuning == "tuned" else ())
     model = backend.build_model(build_spec(make_params(SMALL).model, (28, 28, 1), 10))
     trainer = backend.compile_trainer(model, settings, np.full(4, 1e-3), seed=1)
-    assert trainer.jit_compile is xla
+    assert trainer.jit_compile is False
