@@ -80,6 +80,7 @@ def sitting(params: Params, worker: Sequence[str] = WORKER) -> dict[str, Any]:
     order = arms(params.frameworks)
     rounds, repeated, dropped = [], 0, 0
     versions: dict[str, dict[str, str]] = {}
+    switches: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="timing-") as scratch:
         for number in range(settings.rounds):
             measured: dict[str, Any] = {}
@@ -99,6 +100,7 @@ def sitting(params: Params, worker: Sequence[str] = WORKER) -> dict[str, Any]:
                     continue
                 environment = figures.pop("environment")
                 versions[framework] = {key: value for key, value in environment.items() if key not in MACHINE_KEYS}
+                switches[arm] = figures["switches"]
                 measured[arm] = figures
                 log.info("round %d, %s: step %.2f ms, start-up %.1f s, %.0f images/s, latency %.3f ms%s",
                          number + 1, backends.label(arm), 1000 * figures["step_seconds"], figures["startup_seconds"],
@@ -110,7 +112,7 @@ def sitting(params: Params, worker: Sequence[str] = WORKER) -> dict[str, Any]:
     machine = machine_environment(params.train.threads)
     return {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "machine": {"cpu": machine["cpu"], "cores": machine["cores"]},
-            "identity": record.identity(params, versions), "frameworks": list(params.frameworks),
+            "identity": record.identity(params, versions, switches), "frameworks": list(params.frameworks),
             "versions": versions, "busy_cores": settings.busy_cores, "repeated": repeated, "dropped": dropped,
             "wall_seconds": round(time.monotonic() - started, 1), "rounds": rounds}
 

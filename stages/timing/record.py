@@ -2,7 +2,7 @@
 
 Each sitting records its date, the machine (CPU model, cores), an identity of what was timed
 (the recipe: ``model``, each framework's ``train`` settings, ``evaluate.batch_size``, ``timing``;
-and the frameworks' versions and builds), and per round and arm the figures the worker measured.
+the frameworks' versions and builds; each arm's switches), and per round and arm the figures the worker measured.
 The file is a DVC output with ``persist: true`` and ``cache: false``: DVC keeps it when the stage
 reruns, the stage appends to it, and git keeps it, so sittings accumulate across runs and clones.
 
@@ -33,10 +33,11 @@ def recipe(params: Params) -> dict[str, Any]:
             "train": {name: as_dict(effective_train(params, name)) for name in params.frameworks}}
 
 
-def identity(params: Params, versions: dict[str, dict[str, str]]) -> str:
-    """A short hash of the recipe and the frameworks' versions (``versions``: framework -> its
-    backend's environment, machine keys left out)."""
-    text = json.dumps({"recipe": recipe(params), "versions": versions}, sort_keys=True)
+def identity(params: Params, versions: dict[str, dict[str, str]], switches: dict[str, list[str]]) -> str:
+    """A short hash of the recipe, the frameworks' versions (``versions``: framework -> its
+    backend's environment, machine keys left out) and each arm's switches (``switches``: arm ->
+    the switches it ran with; a backend's tuned level is code, not params)."""
+    text = json.dumps({"recipe": recipe(params), "versions": versions, "switches": switches}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

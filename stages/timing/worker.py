@@ -122,7 +122,8 @@ def measure(framework: str, level: str, params: Params, contended: bool) -> dict
                                                  latency_warmup=timing.latency_warmup))
     assert meter.window is not None
     result: dict[str, Any] = {
-        "framework": framework, "level": level, "pid": os.getpid(), "created": created,
+        "framework": framework, "level": level, "switches": list(settings.switches), "pid": os.getpid(),
+        "created": created,
         "step_seconds": statistics.median(steps), "steps": [round(value, 6) for value in steps],
         "startup_seconds": first[0] - created,
         "inference_images_per_second": statistics.median(rates),

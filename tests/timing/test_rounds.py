@@ -28,6 +28,12 @@ def test_rounds_alternate_the_arms_each_in_a_fresh_process(workspace):
     assert len(set(pids)) == 8 and os.getpid() not in pids  # one fresh process per arm and round
     assert (entry["repeated"], entry["dropped"]) == (0, 0)
     assert entry["machine"]["cpu"] and len(entry["identity"]) == 16
+    # the switches each arm ran with (a backend's tuned level is code, not params) are part of the identity:
+    # a sitting timed with another tuned level is never pooled with this one
+    assert {arm: figures["switches"] for arm, figures in entry["rounds"][0]["arms"].items()} == dict.fromkeys(arms, [])
+    ran = {arm: [] for arm in arms}
+    assert record.identity(load_params(), entry["versions"], ran) == entry["identity"]
+    assert record.identity(load_params(), entry["versions"], {**ran, "numpy-tuned": ["a_switch"]}) != entry["identity"]
 
 
 def test_the_steady_step_time_leaves_the_slow_first_steps_out(workspace):
