@@ -165,8 +165,17 @@ def removed_by_dvc() -> str:
             f"{paths.restore_commands(address)} bring back the last recorded ones")
 
 
+# The project's loggers (one per stage, and atomic writes): they log at INFO; every other package's
+# loggers only from WARNING up (torch.onnx's exporters, for one, log INFO lines such as "No unused
+# functions to remove" per export, which a stage's output should not carry).
+PROJECT_LOGGERS = ("download", "validate", "preprocess", "init", "train", "evaluate", "export", "timing", "report",
+                   "reproduce", "atomic")
+
+
 def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, datefmt="%H:%M:%S", stream=sys.stderr)
+    for name in PROJECT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 @contextlib.contextmanager

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
+from stages.common import errors
 from stages.common.errors import NATIVE_NOISE, run_stage
 from tests.support import PROJECT_ROOT
 
@@ -195,3 +197,30 @@ def test_every_package_a_stage_module_imports_when_it_loads_is_checked_first():
             loaded.update(name for name in names
                           if name.split(".")[0] not in sys.stdlib_module_names | {"stages", "__future__"})
     assert {name.split(".")[0] for name in loaded} <= {package.split(".")[0] for package in STAGE_PACKAGES}
+
+
+def test_a_stage_logs_its_own_info_lines_and_other_packages_only_from_warning_up():
+    """What a stage prints: its own INFO lines, another package's WARNING, not another package's INFO
+    (torch.onnx's exporters log "No unused functions to remove" per export)."""
+    program = ("import logging\n"
+               "from stages.common.errors import run_stage\n"
+               "def main():\n"
+               "    logging.getLogger('export').info('wrote onnx/keras/1')\n"
+               "    logging.getLogger('onnx_ir.passes.common.unused_removal').info('No unused functions to remove')\n"
+               "    logging.getLogger('onnxscript.optimizer').warning('a warning of theirs')\n"
+               "run_stage(main, 'export')\n")
+    result = subprocess.run([sys.executable, "-c", program], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert [line.split(" ", 1)[1] for line in result.stderr.splitlines()] == [
+        "export INFO wrote onnx/keras/1", "onnxscript.optimizer WARNING a warning of theirs"]
+
+
+def test_every_logger_the_project_names_logs_at_info():
+    """Each ``logging.getLogger("<name>")`` of stages/ that is the project's own is in PROJECT_LOGGERS
+    (a new stage's logger left out would go quiet)."""
+    third_party = {"jax", "torch.utils.cpp_extension"}  # configured by the backends, not the project's
+    names = set()
+    for path in (PROJECT_ROOT / "stages").rglob("*.py"):
+        names |= set(re.findall(r'getLogger\("([^"]+)"\)', path.read_text()))
+    assert names - third_party and names - third_party <= set(errors.PROJECT_LOGGERS)
