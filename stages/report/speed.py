@@ -136,6 +136,9 @@ def judge(first: str, second: str, metric: SpeedMetric, sittings: Sequence[dict[
         word = "different"
     elif words == {"equivalent"} and inside(widened, margin):
         word = "equivalent"
+    elif words == {"inconclusive"}:
+        settle = ("no sitting's interval over its rounds clears the margin or lies inside it: more rounds per sitting "
+                  "(`timing.rounds`) would narrow them")
     elif len(words) > 1 or len(sides) > 1:
         settle = (f"the {len(ratios)} sittings disagree ({', '.join(ratio.word for ratio in ratios)}): more sittings, "
                   "at least ten minutes apart (`dvc repro -s -f timing`), or more rounds per sitting, would show which "

@@ -100,6 +100,10 @@ def test_equivalent_only_when_every_sitting_and_their_spread_lie_inside_the_marg
     drifting = [sitting([0.97, 0.971, 0.969]), sitting([1.03, 1.031, 1.029])]
     item = speed.judge("keras", "torch", STEP, drifting, math.log(MARGIN), 4)
     assert [found.word for found in item.sittings] == ["equivalent", "equivalent"] and item.word == "inconclusive"
+    # sittings whose own intervals are all too wide: more rounds, not more sittings, would settle it
+    noisy = [sitting([0.8, 1.3, 1.0]), sitting([1.2, 0.85, 1.05])]
+    item = speed.judge("keras", "torch", STEP, noisy, math.log(MARGIN), 4)
+    assert item.word == "inconclusive" and "more rounds per sitting" in item.settle
 
 
 def test_the_bonferroni_family_widens_every_interval():
