@@ -37,7 +37,7 @@ from stages.common.errors import run_stage
 from stages.common.params import TUNING_LEVELS, effective_train, load_params
 from stages.common.runtime import configure_threads, machine_environment, seed_python_and_numpy
 from stages.common.schemas import RunInfo
-from stages.common.training import (
+from stages.train.training import (
     EpochLog,
     background_value,
     finish_logs,
