@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     framework, seed, tuning = args.framework, args.seed, args.tuning
     params = load_params()
     settings = params.evaluate
+    # effective_train twice, as in train: threads before the framework's import, switches after it.
     train_settings = effective_train(params, framework, tuning)
     configure_threads(train_settings.threads)
     seed_python_and_numpy(seed)
