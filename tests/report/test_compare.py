@@ -233,11 +233,11 @@ def test_summary_metrics_of_one_seed_carry_no_intervals(workspace, monkeypatch):
 
 def test_a_quality_difference_the_test_set_cannot_tell_says_so(workspace, monkeypatch):
     pair = pair_with(workspace, monkeypatch, "macro_f1", paired=paired(0.0001, 0.00005, 0.00015, 0.02), holm_p=0.04,
-                     resampled=stats.Interval(-0.002, 0.003, "seeds and test"))
+                     resampled=stats.Interval(-0.002, 0.003))
     text = conclusions.difference_sentence(measures.METRIC["macro_f1"], pair, 3)
     assert text.startswith("Different: Keras has the better macro F1")
     assert "over seeds and test images together -0.0020 to +0.0030" in text
     assert "the interval includes 0: the test set cannot tell the difference from chance" in text
     clear = pair_with(workspace, monkeypatch, "macro_f1", paired=paired(0.0001, 0.00005, 0.00015, 0.02), holm_p=0.04,
-                      resampled=stats.Interval(0.00001, 0.0003, "seeds and test"))
+                      resampled=stats.Interval(0.00001, 0.0003))
     assert "cannot tell" not in conclusions.difference_sentence(measures.METRIC["macro_f1"], clear, 3)
