@@ -36,7 +36,7 @@ from stages.common import prepared, yamlfile  # noqa: E402
 from stages.common.architecture import build_spec, initial_weights  # noqa: E402
 from stages.common.params import effective_train, validate  # noqa: E402
 from stages.common.runtime import derive_seed  # noqa: E402
-from stages.common.training import EpochLog, train_model  # noqa: E402
+from stages.train.training import EpochLog, train_model  # noqa: E402
 
 REQUIRED = {"keras": ("tensorflow", "keras"), "torch": ("torch", "torchvision")}
 

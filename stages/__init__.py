@@ -1,7 +1,8 @@
-"""Pipeline stages: one module per DVC stage, each runnable as ``python -m stages.<name>``.
+"""Pipeline stages: one module or package per DVC stage, each runnable as ``python -m stages.<name>``.
 
-``stages.common`` holds the small shared modules (params, IDX format, numpy format, seeding,
-architecture spec, metrics) that the stage modules build on.
+A stage's own helpers live in its package (``stages/train/``, ``stages/preprocess/``, ...);
+``stages.common`` holds only what several stages share (params, paths, output schemas, the numpy
+format, seeding, the architecture spec, metrics, atomic writes). docs/design.md lists them all.
 
 A stage started by an interpreter without the project's packages says so in one line (see
 ``stages.common.errors.require_packages``).

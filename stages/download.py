@@ -14,24 +14,23 @@ files that remain, so a stalling mirror costs its retries once per run, not once
 every mirror fails, the stage exits non-zero with one message that lists each mirror and why it
 failed. Files already present and verified are not fetched again.
 
-Each temporary file (``.<name>.<random>.part``) is locked (``flock``) by the process writing it.
-The lock dies with the process, however it ends, so temporaries left by a killed run (SIGKILL,
-power loss) are found and removed at the start of the next run, while a download running
-concurrently in the same folder keeps its own.
+Each file is written as every output is (``stages/common/atomic.py``): a locked temporary
+``.<name>.<random>.tmp`` next to it, renamed into place only once verified. The lock dies with
+the process, however it ends, so temporaries left by a killed run (SIGKILL, power loss) are found
+and removed at the start of the next run, while a download running concurrently in the same
+folder keeps its own.
 
 Run: ``python -m stages.download`` (or ``dvc repro download``).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import http.client
 import logging
 import os
 import socket
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -56,7 +55,6 @@ GZIP_MAGIC = b"\x1f\x8b"
 # mirror from filling the disk with a decompression bomb.
 MAX_DECOMPRESSED_BYTES = 4 << 30
 USER_AGENT = "framework-comparison-pipeline/1 (python urllib)"
-TEMPORARY_SUFFIX = ".part"
 
 log = logging.getLogger("download")
 
@@ -191,68 +189,30 @@ def sha256_of_file(path: Path) -> str:
 def fetch_once(location: str, remote: RemoteFile, destination: Path, settings: FetchSettings) -> None:
     """One attempt: stream ``location`` into ``destination`` if and only if its content verifies."""
     handle, size = open_location(location, settings.timeout_s)
-    with atomic.writing(destination):  # a full disk: one line naming the file, nothing half-written kept
-        lock, temporary = locked_temporary(destination)
-        _fetch_into(handle, size, remote, destination, lock, temporary)
+    # A full disk: one line naming the file; a failed check: nothing renamed, the temporary removed.
+    with atomic.atomic_path(destination) as temporary:
+        _fetch_into(handle, size, remote, temporary)
 
 
-def _fetch_into(handle: BinaryIO, size: int | None, remote: RemoteFile, destination: Path, lock: int,
-                temporary: Path) -> None:
-    """Stream ``handle`` into the locked ``temporary``; rename it onto ``destination`` once verified."""
-    try:  # the lock (on `lock`, shared by its duplicate) is held until the temporary is renamed or removed
-        with handle, os.fdopen(os.dup(lock), "wb") as output, tqdm(
-            total=size, unit="B", unit_scale=True, desc=remote.name, leave=False,
-            disable=not sys.stderr.isatty(), file=sys.stderr,
-        ) as bar:
-            read = handle.read
-            received = 0
+def _fetch_into(handle: BinaryIO, size: int | None, remote: RemoteFile, temporary: Path) -> None:
+    """Stream ``handle`` into ``temporary``; raise ``MirrorError`` unless its content verifies."""
+    with handle, open(temporary, "wb") as output, tqdm(
+        total=size, unit="B", unit_scale=True, desc=remote.name, leave=False,
+        disable=not sys.stderr.isatty(), file=sys.stderr,
+    ) as bar:
+        read = handle.read
+        received = 0
 
-            def count(length: int) -> None:
-                nonlocal received
-                received += length
-                bar.update(length)
+        def count(length: int) -> None:
+            nonlocal received
+            received += length
+            bar.update(length)
 
-            digest = stream_gunzip(lambda: read(CHUNK_BYTES), output.write, count)
-            if size is not None and received != size:
-                raise MirrorError(f"truncated body ({received} of {size} bytes)", transient=True)
-        if digest != remote.sha256:
-            raise MirrorError(f"checksum mismatch: content sha256 {digest}, expected {remote.sha256}",
-                              transient=False)
-        os.replace(temporary, destination)
-    finally:
-        temporary.unlink(missing_ok=True)
-        os.close(lock)
-
-
-def locked_temporary(destination: Path) -> tuple[int, Path]:
-    """Create ``.<name>.<random>.part`` next to ``destination``, locked for as long as this process lives."""
-    while True:
-        descriptor, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=TEMPORARY_SUFFIX,
-                                            dir=destination.parent)
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        if os.fstat(descriptor).st_nlink:  # not swept away between mkstemp and flock
-            return descriptor, atomic.publishable(Path(name))
-        os.close(descriptor)
-
-
-def sweep_abandoned_temporaries(folder: Path) -> list[str]:
-    """Remove the ``.part`` files that no live process holds locked; return their names."""
-    removed = []
-    for path in folder.glob(f".*{TEMPORARY_SUFFIX}"):
-        try:
-            descriptor = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue  # renamed into place or removed meanwhile
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(descriptor).st_ino == os.stat(path).st_ino:
-                path.unlink()
-                removed.append(path.name)
-        except OSError:
-            pass  # locked: a download in progress
-        finally:
-            os.close(descriptor)
-    return removed
+        digest = stream_gunzip(lambda: read(CHUNK_BYTES), output.write, count)
+        if size is not None and received != size:
+            raise MirrorError(f"truncated body ({received} of {size} bytes)", transient=True)
+    if digest != remote.sha256:
+        raise MirrorError(f"checksum mismatch: content sha256 {digest}, expected {remote.sha256}", transient=False)
 
 
 def fetch_from_mirror(mirror: str, remote: RemoteFile, destination: Path, settings: FetchSettings,
@@ -320,8 +280,8 @@ def download_dataset(dataset: Dataset, mirrors: tuple[str, ...], folder: Path, s
         # Files of another dataset would otherwise end up in the cached output.
         if stale.is_file() and stale.name not in wanted and not stale.name.startswith("."):
             stale.unlink(missing_ok=True)  # a concurrent download may have removed it first
-    for name in sweep_abandoned_temporaries(folder):
-        log.info("removed %s, left behind by an interrupted download", name)
+    for path in atomic.sweep_tree(folder):
+        log.info("removed %s, left behind by an interrupted download", path.name)
     timed_out: dict[str, str] = {}
     for remote in dataset.files:
         how = download_file(remote, mirrors, folder, settings, timed_out)

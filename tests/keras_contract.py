@@ -89,8 +89,8 @@ def test_keras_trains_on_the_engine_the_framework_names_read_back_three_ways(bac
 
     import keras
 
-    from stages import train as train_stage
     from stages.common import paths
+    from stages.train import __main__ as train_stage
     from tests.trainer_contract import stage_project
 
     engine = ENGINES[framework]

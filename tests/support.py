@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common.idx import encode_idx
+from stages.preprocess.idx import encode_idx
 
 NAMES = {
     "train_images": "train-images-idx3-ubyte.gz",

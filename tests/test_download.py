@@ -1,7 +1,7 @@
 """Stage ``download`` against real mirrors: a loopback HTTP server with faults, local folders, file:// URLs.
 
 Every failure test also checks the download folder afterwards: no final file unless the content
-verified, and no ``.part`` temporary left behind.
+verified, and no temporary (``stages/common/atomic.py``'s ``.tmp``) left behind.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from stages import download
-from stages.common import params
+from stages.common import atomic, params
 from stages.common.datasets import KNOWN_DATASETS, Dataset, resolve_dataset
 from stages.common.errors import StageError, run_stage
 from stages.download import FetchSettings, MirrorError
@@ -82,7 +82,7 @@ def assert_verified(folder: Path, dataset: Dataset) -> None:
 
 
 def temporaries(folder: Path) -> list[str]:
-    return sorted(path.name for path in folder.iterdir() if path.name.startswith(".") or path.suffix == ".part")
+    return sorted(path.name for path in folder.iterdir() if path.name.startswith(".") or path.suffix == ".tmp")
 
 
 @pytest.fixture
@@ -144,7 +144,7 @@ def test_fault_on_every_mirror_is_one_error_naming_each(kind, mirror, second, re
     for failure, server in zip(failures, (mirror, second)):
         assert failure.startswith(f"{server.url}{LABELS}: "), failure
         assert reason in failure, failure
-    assert list(folder.iterdir()) == []  # neither the final file nor a .part temporary
+    assert list(folder.iterdir()) == []  # neither the final file nor a temporary
 
 
 def test_server_error_then_ok_is_retried_on_the_same_mirror(mirror, remote, folder):
@@ -365,7 +365,7 @@ def test_files_of_another_dataset_are_removed(mirror, dataset, folder):
 
 
 def test_a_temporary_left_by_an_interrupted_run_is_removed(mirror, dataset, folder):
-    leftover = folder / f".{dataset.files[0].local_name}.k3x9q2.part"  # what mkstemp named it in that run
+    leftover = folder / f".{dataset.files[0].local_name}.k3x9q2ab.tmp"  # what mkstemp named it in that run
     leftover.write_bytes(b"\x1f\x8b half of a file")
 
     download.download_dataset(dataset, (mirror.url,), folder, FAST)
@@ -376,15 +376,15 @@ def test_a_temporary_left_by_an_interrupted_run_is_removed(mirror, dataset, fold
 def test_a_download_killed_with_sigkill_leaves_a_temporary_the_next_run_removes(mirror, dataset, folder):
     destination = folder / dataset.files[0].local_name
     child = subprocess.Popen(  # holds a temporary the way fetch_once does, then is killed mid-download
-        [sys.executable, "-c", "import os, sys, time; from pathlib import Path; from stages import download; "
-         "lock, path = download.locked_temporary(Path(sys.argv[1])); os.write(lock, b'partial'); "
-         "print(path, flush=True); time.sleep(60)", str(destination)],
+        [sys.executable, "-c", "import sys, time; from stages.common import atomic\n"
+         "with atomic.atomic_path(sys.argv[1]) as path:\n"
+         "    path.write_bytes(b'partial'); print(path, flush=True); time.sleep(60)", str(destination)],
         cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
     try:
         temporary = Path(child.stdout.readline().strip())
-        assert temporary.parent == folder and temporary.name.startswith(".") and temporary.suffix == ".part"
+        assert temporary.parent == folder and temporary.name.startswith(".") and temporary.suffix == ".tmp"
 
-        assert download.sweep_abandoned_temporaries(folder) == []  # a live download keeps its temporary
+        assert atomic.sweep_tree(folder) == []  # a live download keeps its temporary
         assert temporary.read_bytes() == b"partial"
     finally:
         child.send_signal(signal.SIGKILL)

@@ -139,6 +139,9 @@ def test_every_stage_module_is_in_the_pipeline():
     for path in Path(PROJECT_ROOT / "stages").glob("*.py"):
         if path.stem != "__init__":
             assert f"stages.{path.stem}" in commands, path
+    for path in Path(PROJECT_ROOT / "stages").glob("*/__main__.py"):  # a stage's package
+        if path.parent.name != "reproduce":  # checks the committed results; no pipeline stage
+            assert f"stages.{path.parent.name}" in commands, path
     assert "stages.report" in commands
 
 

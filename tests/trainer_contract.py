@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 
 from stages import backends
-from stages import evaluate as evaluate_stage
-from stages import train as train_stage
 from stages.backends.base import EpochRecord, NonFiniteLoss
-from stages.common import paths, prepared, schemas, yamlfile
+from stages.common import metrics, paths, prepared, schemas, yamlfile
 from stages.common.architecture import build_spec, initial_weights, save_initial_weights
 from stages.common.errors import StageError
 from stages.common.params import validate
 from stages.common.schedules import learning_rates
+from stages.evaluate import __main__ as evaluate_stage
+from stages.train import __main__ as train_stage
 from tests.support import FakeClock, assert_glorot_initialisation, project_params, synthetic_images, write_params
 
 TUTORIAL = {"conv_blocks": [{"filters": 32, "kernel_size": 3, "convs": 1, "batch_norm": False, "pool": 2,
@@ -608,7 +608,7 @@ def test_evaluate_stage_writes_the_measured_metrics_and_the_per_image_files(back
     train_stage.main([framework, "1"])
     # 3 timed passes over 40 test images, then 4 single-image calls (evaluate params of stage_project).
     clock = FakeClock([0.3, 0.35, 0.9] + [0.001, 0.002, 0.004, 0.003123456])
-    monkeypatch.setattr(evaluate_stage, "time", clock)
+    monkeypatch.setattr(metrics, "time", clock)  # the timing loops of stages/common/metrics.py
     calls = []
     real_predict = backend.predict
 
@@ -679,9 +679,9 @@ def test_evaluate_without_a_trained_model_names_the_stage_to_run(backend, framew
 
 
 def test_train_model_builds_loads_the_initial_weights_and_fits_with_the_background(backend):
-    """stages.common.training.train_model is fit() on a model built from ``initial``: same weights as
+    """stages.train.training.train_model is fit() on a model built from ``initial``: same weights as
     calling the backend directly, augmentation filling with the given background (far from 0 here)."""
-    from stages.common.training import EpochLog, train_model
+    from stages.train.training import EpochLog, train_model
 
     off = small_settings(epochs=1)
     settings = dataclasses.replace(off, augment=dataclasses.replace(off.augment, enabled=True))

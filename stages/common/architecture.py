@@ -59,20 +59,6 @@ class ArchitectureSpec:
     def parameters(self) -> int:
         return sum(layer.parameters for layer in self.layers)
 
-    def forward_flops(self) -> int:
-        """FLOPs (2 per multiply-add) of one image's forward pass through the convolutions and
-        dense layers; batch norm, activations and pooling are memory-bound and not counted.
-        Training costs about three times this (forward, input gradients, weight gradients)."""
-        total, shape = 0, tuple(self.input_shape)
-        for layer in self.layers:
-            if layer.kind == "conv":
-                height, width, filters = layer.output_shape
-                total += 2 * height * width * filters * layer.config["kernel_size"] ** 2 * shape[-1]
-            elif layer.kind == "dense":
-                total += 2 * shape[0] * layer.config["units"]
-            shape = layer.output_shape
-        return total
-
     def summary(self) -> list[str]:
         """One ``kind`` per layer, with the settings that define it (for parity tests)."""
         return [f"{layer.kind}{json.dumps(layer.config, sort_keys=True)}->{list(layer.output_shape)}"

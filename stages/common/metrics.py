@@ -1,11 +1,19 @@
-"""Classification metrics in plain numpy, shared by evaluate and report.
+"""Classification metrics in plain numpy, and the inference-timing loops, shared by evaluate,
+export and timing.
 
-All functions take class-index arrays or probability arrays, never paths.
+All functions take class-index arrays, probability arrays or callables, never paths.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from stages.common.params import EvaluateParams
 
 
 def confusion_matrix(true: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
@@ -44,3 +52,33 @@ def cross_entropy(probabilities: np.ndarray, true: np.ndarray) -> float:
 
 def percentile_ms(seconds: list[float] | np.ndarray, percentile: float) -> float:
     return float(np.percentile(np.asarray(seconds, dtype=np.float64), percentile) * 1000.0)
+
+
+def measure_latency(predict_one: Callable[[np.ndarray], object], images: np.ndarray,
+                    settings: EvaluateParams) -> list[float]:
+    """Seconds per single-image call, after untimed warm-up calls."""
+    count = images.shape[0]
+    for index in range(settings.latency_warmup):
+        predict_one(images[index % count: index % count + 1])
+    seconds = []
+    for index in range(settings.latency_samples):
+        image = images[index % count: index % count + 1]
+        started = time.perf_counter()
+        predict_one(image)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def measure_throughput(predict_all: Callable[[], np.ndarray], count: int,
+                       repeats: int) -> tuple[np.ndarray, list[float]]:
+    """Images per second of ``repeats`` timed passes (after one untimed warm-up pass); the
+    probabilities of the last pass. Identical passes are checked: inference must be deterministic."""
+    probabilities = predict_all()  # warm-up: tracing and allocation must not count
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        again = predict_all()
+        rates.append(count / (time.perf_counter() - started))
+        if not np.array_equal(again, probabilities):
+            raise RuntimeError("two inference passes over the same test images gave different probabilities")
+    return probabilities, rates

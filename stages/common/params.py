@@ -19,33 +19,15 @@ from __future__ import annotations
 import dataclasses
 import re
 import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from stages.common import frameworks, yamlfile
 from stages.common.errors import StageError
+from stages.common.fields import Rules, build, checked, limits, optional_field
 
 PARAMS_FILE = Path("params.yaml")
-
-
-def _check(minimum: float | None = None, maximum: float | None = None, *, exclusive_min: bool = False,
-           exclusive_max: bool = False, pattern: str | None = None, min_items: int | None = None,
-           max_items: int | None = None, items: dict | None = None) -> dict:
-    """Field metadata understood by the validator (``items``: the same checks for each list item)."""
-    return {"minimum": minimum, "maximum": maximum, "exclusive_min": exclusive_min,
-            "exclusive_max": exclusive_max, "pattern": pattern, "min_items": min_items,
-            "max_items": max_items, "items": items}
-
-
-def checked(**kwargs: Any) -> Any:
-    return field(metadata=_check(**kwargs))
-
-
-def optional_field(**kwargs: Any) -> Any:
-    return field(default=None, metadata=_check(**kwargs))
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,7 +96,7 @@ class ModelParams:
     padding: Literal["same", "valid"]
     block_order: BlockOrder
     activation: Literal["relu", "gelu", "tanh", "sigmoid"]
-    dense: tuple[int, ...] = checked(min_items=0, max_items=8, items=_check(minimum=1, maximum=4096))
+    dense: tuple[int, ...] = checked(min_items=0, max_items=8, items=limits(minimum=1, maximum=4096))
     dense_dropout: float = checked(minimum=0, maximum=1, exclusive_max=True)
 
 
@@ -220,151 +202,12 @@ class Params:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # framework -> its section
 
 
-# Fields whose value may be left out of params.yaml (all others are required).
-_OPTIONAL_KEYS = {("DataParams", "custom"), ("Params", "overrides")}
-# Fields of a section that params.yaml must not set (the stage sets them).
-_STAGE_KEYS = {("TrainParams", "tuning"), ("TrainParams", "switches")}
-
-
-# --------------------------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------------------------
-def _type_name(annotation: Any) -> str:
-    origin = typing.get_origin(annotation)
-    if annotation is int:
-        return "an integer"
-    if annotation is float:
-        return "a number"
-    if annotation is bool:
-        return "true or false"
-    if annotation is str:
-        return "a string"
-    if origin is Literal:
-        return "one of " + ", ".join(repr(choice) for choice in typing.get_args(annotation))
-    if origin is tuple:
-        return "a list"
-    if origin is dict:
-        return "a mapping"
-    if dataclasses.is_dataclass(annotation):
-        return "a mapping"
-    return str(annotation)
-
-
-def _convert(value: Any, annotation: Any, key: str, problems: list[str], metadata: Any = None) -> Any:
-    """Check ``value`` against ``annotation``; append problems; return the typed value."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        arguments = [argument for argument in typing.get_args(annotation) if argument is not type(None)]
-        if value is None:
-            return None
-        return _convert(value, arguments[0], key, problems, metadata)
-    if value is None:
-        problems.append(f"{key}: expected {_type_name(annotation)}, got null")
-        return None
-    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
-        return _build(annotation, value, key, problems)
-    if origin is Literal:
-        choices = typing.get_args(annotation)
-        if value not in choices or isinstance(value, bool):
-            problems.append(f"{key}: expected {_type_name(annotation)}, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list):
-            problems.append(f"{key}: expected a list, got {value!r}")
-            return ()
-        (item_type, _ellipsis) = typing.get_args(annotation)
-        item_checks = metadata.get("items") if metadata else None
-        items = tuple(_convert(item, item_type, f"{key}[{index}]", problems, item_checks)
-                      for index, item in enumerate(value))
-        if metadata and metadata.get("min_items") is not None and len(items) < metadata["min_items"]:
-            problems.append(f"{key}: expected at least {metadata['min_items']} items, got {len(items)}")
-        if metadata and metadata.get("max_items") is not None and len(items) > metadata["max_items"]:
-            problems.append(f"{key}: expected at most {metadata['max_items']} items, got {len(items)}")
-        return items
-    if origin is dict:
-        if not isinstance(value, dict):
-            problems.append(f"{key}: expected a mapping, got {value!r}")
-            return {}
-        _, value_type = typing.get_args(annotation)
-        if typing.get_origin(value_type) is Literal:
-            return {name: _convert(item, value_type, f"{key}.{name}", problems) for name, item in value.items()}
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            problems.append(f"{key}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            problems.append(f"{key}: expected an integer, got {value!r}")
-            return value
-    elif annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problems.append(f"{key}: expected a number, got {value!r}")
-            return value
-        if value != value or value in (float("inf"), float("-inf")):
-            problems.append(f"{key}: expected a finite number, got {value!r}")
-            return value
-        value = float(value)
-    elif annotation is str and not isinstance(value, str):
-        problems.append(f"{key}: expected a string, got {value!r}")
-        return value
-    if metadata:
-        _check_bounds(value, key, metadata, problems)
-    return value
-
-
-def _check_bounds(value: Any, key: str, metadata: Any, problems: list[str]) -> None:
-    minimum, maximum = metadata.get("minimum"), metadata.get("maximum")
-    if minimum is not None:
-        if metadata.get("exclusive_min") and not value > minimum:
-            problems.append(f"{key}: expected a value greater than {minimum}, got {value!r}")
-        elif not metadata.get("exclusive_min") and not value >= minimum:
-            problems.append(f"{key}: expected a value of at least {minimum}, got {value!r}")
-    if maximum is not None:
-        if metadata.get("exclusive_max") and not value < maximum:
-            problems.append(f"{key}: expected a value below {maximum}, got {value!r}")
-        elif not metadata.get("exclusive_max") and not value <= maximum:
-            problems.append(f"{key}: expected a value of at most {maximum}, got {value!r}")
-    pattern = metadata.get("pattern")
-    if pattern is not None and not re.fullmatch(pattern, value):
-        problems.append(f"{key}: expected a string matching {pattern}, got {value!r}")
-
-
-def _build(cls: type, raw: Any, key: str, problems: list[str], *, partial: bool = False) -> Any:
-    """Build dataclass ``cls`` from mapping ``raw``; with ``partial``, keys may be missing."""
-    prefix = f"{key}." if key else ""
-    if not isinstance(raw, dict):
-        problems.append(f"{key or 'top level'}: expected a mapping, got {raw!r}")
-        return None
-    hints = typing.get_type_hints(cls)
-    fields = {item.name: item for item in dataclasses.fields(cls)}
-    for name in sorted(set(raw) & {field_name for owner, field_name in _STAGE_KEYS if owner == cls.__name__}):
-        problems.append(f"{prefix}{name}: set by the stage for each arm, not in params.yaml (the tuning level is "
-                        "dvc.yaml's `train` (stock) or `train-tuned` stage; replicates.tuned_seeds picks its seeds)")
-    raw = {name: value for name, value in raw.items() if (cls.__name__, name) not in _STAGE_KEYS}
-    for unknown in sorted(set(raw) - set(fields), key=str):
-        close = [name for name in fields if _similar(str(unknown), name)]
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        problems.append(f"{prefix}{unknown}: unknown key{hint}; allowed: {', '.join(fields)}")
-    values = {}
-    for name, item in fields.items():
-        if name not in raw:
-            if not partial and (cls.__name__, name) not in _OPTIONAL_KEYS | _STAGE_KEYS:
-                problems.append(f"{prefix}{name}: missing (expected {_type_name(hints[name])})")
-            continue
-        values[name] = _convert(raw[name], hints[name], f"{prefix}{name}", problems, item.metadata)
-    if partial:
-        return values
-    try:
-        return cls(**values)
-    except TypeError:
-        return None
-
-
-def _similar(left: str, right: str) -> bool:
-    import difflib
-
-    return difflib.SequenceMatcher(None, left, right).ratio() >= 0.75
+# Fields whose value may be left out of params.yaml (all others are required), and fields of a
+# section that params.yaml must not set (the stage sets them).
+RULES = Rules(optional=frozenset({("DataParams", "custom"), ("Params", "overrides")}),
+              refused=frozenset({("TrainParams", "tuning"), ("TrainParams", "switches")}),
+              refused_reason="set by the stage for each arm, not in params.yaml (the tuning level is dvc.yaml's "
+                             "`train` (stock) or `train-tuned` stage; replicates.tuned_seeds picks its seeds)")
 
 
 def _cross_checks(params: Params, problems: list[str]) -> None:
@@ -441,8 +284,8 @@ def validate(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
                 if not isinstance(section, dict):
                     problems.append(f"{framework}: expected a mapping of train: overrides, got {section!r}")
                     continue
-                sections[framework] = _build(TrainParams, section, framework, problems, partial=True)
-    params = _build(Params, raw, "", problems)
+                sections[framework] = build(TrainParams, section, framework, problems, RULES, partial=True)
+    params = build(Params, raw, "", problems, RULES)
     if params is not None:  # checks across keys, also when other keys had problems: report all at once
         if params.data is not None and not any(problem.startswith("data.") for problem in problems):
             _cross_checks(params, problems)
@@ -455,7 +298,7 @@ def validate(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
 def parse_section(cls: type, raw: Any, key: str) -> Any:
     """Validate one section (e.g. ``ModelParams`` from a ``model:`` mapping) on its own."""
     problems: list[str] = []
-    section = _build(cls, raw, key, problems)
+    section = build(cls, raw, key, problems, RULES)
     if problems:
         raise StageError("\n".join(problems))
     return section

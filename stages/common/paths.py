@@ -47,25 +47,25 @@ def init_weights(seed: int) -> Path:
     return INIT / f"{seed}.npz"
 
 
-def arm(framework: str, tuning: str = "stock") -> str:
+def arm_name(framework: str, tuning: str = "stock") -> str:
     """The folder name of a framework at a tuning level: ``keras`` (stock), ``keras-tuned``."""
     return framework if tuning == "stock" else f"{framework}-{tuning}"
 
 
 def model_dir(framework: str, seed: int, tuning: str = "stock") -> Path:
-    return MODELS / arm(framework, tuning) / str(seed)
+    return MODELS / arm_name(framework, tuning) / str(seed)
 
 
 def logs_dir(framework: str, seed: int, tuning: str = "stock") -> Path:
-    return LOGS / arm(framework, tuning) / str(seed)
+    return LOGS / arm_name(framework, tuning) / str(seed)
 
 
 def eval_dir(framework: str, seed: int, tuning: str = "stock") -> Path:
-    return EVAL / arm(framework, tuning) / str(seed)
+    return EVAL / arm_name(framework, tuning) / str(seed)
 
 
 def onnx_dir(framework: str, seed: int, tuning: str = "stock") -> Path:
-    return ONNX / arm(framework, tuning) / str(seed)
+    return ONNX / arm_name(framework, tuning) / str(seed)
 
 
 def replicate(framework: str, seed: int) -> str:

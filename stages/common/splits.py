@@ -1,4 +1,4 @@
-"""How many validation images each class gives (``stages/preprocess.py`` carves the split with
+"""How many validation images each class gives (``stages/preprocess/__main__.py`` carves the split with
 it), and what params alone decide about the split (``stages/validate.py`` refuses it first).
 
 The validation split is stratified: a class of ``n`` training images gives ``round(n *

@@ -1,4 +1,4 @@
-"""ONNX Runtime inference of an exported model, timed as ``stages/evaluate.py`` times a framework's.
+"""ONNX Runtime inference of an exported model, timed as the evaluate stage times a framework's.
 
 ``measure`` is the one function that times an export (the export stage calls it; a timing stage
 can call it in its own rounds): ONNX Runtime on the CPU with ``threads`` intra-op threads and
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from stages.common import metrics
+from stages.common.metrics import measure_latency, measure_throughput
 from stages.common.params import EvaluateParams
 from stages.common.runtime import relative_spread
-from stages.evaluate import measure_latency, measure_throughput
 
 SWITCHES: dict[str, str] = {}  # none: see the module docstring
 PROVIDER = "CPUExecutionProvider"

@@ -2,7 +2,7 @@
 tuned and stock runs): each arm maps seed -> replicate, and the comparison pairs them on the
 seeds both have.
 
-Per compared metric (``compare.METRICS``): the paired difference or ratio across seeds, TOST
+Per compared metric (``measures.METRICS``): the paired difference or ratio across seeds, TOST
 against the metric's equivalence margin across seeds, the minimum detectable difference at 80%
 power with the seeds run and the seeds the verdict within reach needs (a range: the seed-to-seed
 spread is itself uncertain); for the quality metrics also the interval over seeds and test images
@@ -21,16 +21,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from stages.common.params import ReportParams
 from stages.report import power, resampling, stats, time_to_accuracy
 from stages.report.inputs import Replicate
-
-if TYPE_CHECKING:
-    from stages.report.compare import Metric
+from stages.report.measures import Metric
 
 PER_IMAGE = ("test_accuracy", "test_loss")  # metrics that are a mean over test images
 RESAMPLED = ("test_accuracy", "test_loss", "macro_f1")

@@ -3,16 +3,15 @@ comparison of ``arms.compare_arms`` (differences for quality, ratios for speed, 
 equivalence, power, time to accuracy), its p-values Holm-adjusted as one family over every pair
 (``arms.adjust``). The sentences are in ``conclusions.py``.
 
-``METRICS`` is the one definition of what is compared; the Markdown table, the figures, the
-top-level ``reports/metrics.json`` and the tests all read it.
+What is compared is ``measures.METRICS``.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -21,43 +20,7 @@ from stages.common.params import ReportParams
 from stages.report import resampling, stats
 from stages.report.arms import Arm, PairResult, adjust, compare_arms, family, tests_per_pair
 from stages.report.inputs import Replicate
-
-
-def percent(value: float) -> str:
-    return f"{100 * value:.2f}%"
-
-
-def fixed(digits: int) -> Callable[[float], str]:
-    return lambda value: f"{value:,.{digits}f}"
-
-
-@dataclass(frozen=True)
-class Metric:
-    key: str  # name in reports/metrics.json
-    label: str  # row label, unit included
-    value: Callable[[Replicate], float]
-    compare: Literal["difference", "ratio"]  # quality: A - B; speed: A / B
-    higher_is_better: bool
-    text: Callable[[float], str]
-    noun: str  # in sentences: "test accuracy", "training time"
-
-
-METRICS = (
-    Metric("test_accuracy", "Test accuracy", lambda r: r.evaluation.test_accuracy, "difference", True, percent,
-           "test accuracy"),
-    Metric("test_loss", "Test loss (cross-entropy)", lambda r: r.evaluation.test_loss, "difference", False,
-           fixed(4), "test loss"),
-    Metric("macro_f1", "Macro F1", lambda r: r.evaluation.macro_f1, "difference", True, fixed(4), "macro F1"),
-    Metric("train_seconds", "Training time (s)", lambda r: r.training.train_seconds, "ratio", False, fixed(1),
-           "training time"),
-    Metric("train_images_per_second", "Training throughput (images/s)", lambda r: r.training.images_per_second,
-           "ratio", True, fixed(0), "training throughput"),
-    Metric("inference_images_per_second", "Inference throughput (images/s)",
-           lambda r: r.evaluation.throughput_images_per_second, "ratio", True, fixed(0), "inference throughput"),
-    Metric("latency_ms", "Latency, one image, median (ms)", lambda r: r.evaluation.latency_ms_median, "ratio", False,
-           fixed(3), "single-image latency"),
-)
-METRIC = {metric.key: metric for metric in METRICS}
+from stages.report.measures import METRIC, METRICS, Metric
 
 
 @dataclass(frozen=True)
@@ -90,7 +53,7 @@ def spread(metric: Metric, values: Sequence[float]) -> stats.Spread:
     return stats.over_seeds(values) if metric.compare == "difference" else stats.over_seeds_log(values)
 
 
-def arm(name: str, items: Sequence[Replicate]) -> Arm:
+def build_arm(name: str, items: Sequence[Replicate]) -> Arm:
     return Arm(name, backends.label(name), {replicate.seed: replicate for replicate in items})
 
 
@@ -103,7 +66,7 @@ def compare(results: dict[str, list[Replicate]], labels: np.ndarray, settings: R
     count = int(labels.shape[0])
     wilson = {framework: [stats.wilson(int(round(r.evaluation.test_accuracy * count)), count) for r in items]
               for framework, items in results.items()}
-    arms = {framework: arm(framework, items) for framework, items in results.items()}
+    arms = {framework: build_arm(framework, items) for framework, items in results.items()}
     combinations = list(itertools.combinations(frameworks, 2))
     resamples = resampling.resamples_for(len(combinations) * tests_per_pair(METRICS))
     pairs = []

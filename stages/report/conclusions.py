@@ -25,7 +25,8 @@ import math
 
 from stages.report import power
 from stages.report.arms import MetricComparison, PairResult
-from stages.report.compare import METRICS, Comparison, Metric, percent
+from stages.report.compare import Comparison
+from stages.report.measures import METRICS, Metric, p_text, percent
 
 LEVEL = 0.05
 # What each sentence concludes, in reports/verdicts.json (the reproduction compares them: stages/reproduce)
@@ -51,10 +52,6 @@ def margin_text(metric: Metric, item: MetricComparison) -> str:
         ratio = math.exp(item.margin)
         return f"{1 / ratio:.3f}-{ratio:.3f}x"
     return f"±{difference_text(metric, item.margin, signed=False)}"
-
-
-def _p(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2g}"
 
 
 def seeds_text(metric: Metric, item: MetricComparison) -> str:
@@ -111,12 +108,12 @@ def test_set_text(metric: Metric, item: MetricComparison) -> str:
 
 def equivalence_text(metric: Metric, item: MetricComparison) -> str:
     """The TOST an "equivalent" verdict rests on, with its interval where it has one."""
-    adjusted = f"Holm-adjusted {_p(item.tost_holm_p)}"
+    adjusted = f"Holm-adjusted {p_text(item.tost_holm_p)}"
     if item.equivalence is None:
-        return f"TOST p = {_p(item.verdict_tost_p)}, {adjusted}"
+        return f"TOST p = {p_text(item.verdict_tost_p)}, {adjusted}"
     interval = item.equivalence.interval
     return (f"90% interval over seeds and test images {difference_text(metric, interval.low)} to "
-            f"{difference_text(metric, interval.high)}, TOST p = {_p(item.equivalence.p_value)}, {adjusted}")
+            f"{difference_text(metric, interval.high)}, TOST p = {p_text(item.equivalence.p_value)}, {adjusted}")
 
 
 def equivalent(item: MetricComparison) -> bool:
@@ -136,8 +133,8 @@ def difference_sentence(metric: Metric, pair: PairResult, n: int, test_images: i
         return (f"{metric.noun.capitalize()}, {first} minus {second}: {estimate} from one seed; an interval "
                 "over training randomness needs at least two seeds.")
     interval = f"95% CI {difference_text(metric, result.ci.low)} to {difference_text(metric, result.ci.high)}"
-    detail = (f"{estimate}, {interval} across {_seeds(n)}, paired t-test p = {_p(result.p_value)} "
-              f"(Holm-adjusted {_p(item.holm_p)}){test_set_text(metric, item)}")
+    detail = (f"{estimate}, {interval} across {_seeds(n)}, paired t-test p = {p_text(result.p_value)} "
+              f"(Holm-adjusted {p_text(item.holm_p)}){test_set_text(metric, item)}")
     word = verdict(metric, item)
     if word == "different":
         better = (result.estimate > 0) == metric.higher_is_better
@@ -153,7 +150,7 @@ def difference_sentence(metric: Metric, pair: PairResult, n: int, test_images: i
     if word == "equivalent":
         return (f"Equivalent: {first} and {second} do not differ in {metric.noun} by more than "
                 f"{margin_text(metric, item)} ({equivalence_text(metric, item)}; {detail}).")
-    seeds_only = "" if item.tost is None else f"TOST across seeds p = {_p(item.tost.p_value)}; "
+    seeds_only = "" if item.tost is None else f"TOST across seeds p = {p_text(item.tost.p_value)}; "
     floor = resolution(item)
     if item.tost is not None and item.tost.equivalent and item.equivalence is not None and floor is not None:
         return (f"Inconclusive for {metric.noun}: equivalent across seeds on this test set; the test set cannot "

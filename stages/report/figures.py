@@ -18,8 +18,9 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from stages import backends
 from stages.common.params import ReportParams
-from stages.report.compare import METRICS, Comparison
+from stages.report.compare import Comparison
 from stages.report.inputs import Replicate
+from stages.report.measures import METRICS
 
 # Colour-blind-safe, distinct for up to 8 frameworks (Okabe-Ito), in the order of params.yaml's frameworks.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")

@@ -118,8 +118,8 @@ def check_consistency(result: Replicate, labels: np.ndarray, class_names: Sequen
 
 def load_all(frameworks: Sequence[str], seeds: Sequence[int], labels: np.ndarray,
              class_names: Sequence[str], tuning: str = "stock") -> dict[str, list[Replicate]]:
-    """Every replicate of one tuning level, by arm (``paths.arm``), in ``seeds`` order."""
-    return {paths.arm(framework, tuning): [load_replicate(framework, seed, labels, class_names, tuning)
+    """Every replicate of one tuning level, by arm (``paths.arm_name``), in ``seeds`` order."""
+    return {paths.arm_name(framework, tuning): [load_replicate(framework, seed, labels, class_names, tuning)
                                            for seed in seeds] for framework in frameworks}
 
 
@@ -146,5 +146,5 @@ def load_export(framework: str, seed: int, test_images: int, tuning: str = "stoc
 def load_exports(frameworks: Sequence[str], seeds: Sequence[int], test_images: int,
                  tuning: str = "stock") -> dict[str, list[OnnxMetrics]]:
     """Every replicate's export on ONNX Runtime of one tuning level, by arm, in ``seeds`` order."""
-    return {paths.arm(framework, tuning): [load_export(framework, seed, test_images, tuning) for seed in seeds]
+    return {paths.arm_name(framework, tuning): [load_export(framework, seed, test_images, tuning) for seed in seeds]
             for framework in frameworks}

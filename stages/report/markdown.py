@@ -13,10 +13,11 @@ from stages import backends
 from stages.common.params import Params, as_dict, effective_train
 from stages.report import onnx, power, speed, stats, time_to_accuracy, tuning
 from stages.report.arms import MetricComparison, PairResult
-from stages.report.compare import METRICS, Comparison, per_seed_rows, percent
+from stages.report.compare import Comparison, per_seed_rows
 from stages.report.conclusions import difference_text, margin_text, sentences
 from stages.report.figures import FIGURES
 from stages.report.inputs import Replicate
+from stages.report.measures import METRICS, p_text, percent
 
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 
@@ -200,10 +201,10 @@ def pair_section(comparison: Comparison, pair: PairResult) -> list[str]:
             detectable = "" if item.detectable is None else f"{math.exp(item.detectable):.3f}x"
             kind = f"{first} / {second}"
         rows.append([metric.label, kind, estimate, interval or "needs 2+ seeds", both or "-", ninety or "-",
-                     _p(result.p_value), _p(item.holm_p), margin_text(metric, item),
-                     _p(None if item.tost is None else item.tost.p_value),
-                     _p(None if item.equivalence is None else item.equivalence.p_value), _p(item.tost_holm_p),
-                     detectable or "-", seeds_cell(item), _p(item.sign_flip_p)])
+                     p_text(result.p_value), p_text(item.holm_p), margin_text(metric, item),
+                     p_text(None if item.tost is None else item.tost.p_value),
+                     p_text(None if item.equivalence is None else item.equivalence.p_value), p_text(item.tost_holm_p),
+                     detectable or "-", seeds_cell(item), p_text(item.sign_flip_p)])
     ttt = pair.time_to_target
     target = f"Time to {100 * ttt.target:g}% val. accuracy (s)"
     if ttt.seconds is None:
@@ -211,7 +212,7 @@ def pair_section(comparison: Comparison, pair: PairResult) -> list[str]:
     else:
         ci = "needs 2+ seeds" if ttt.seconds.ci is None else f"{ttt.seconds.ci.low:.3f}x to {ttt.seconds.ci.high:.3f}x"
         rows.append([target, f"{first} / {second}", f"{ttt.seconds.estimate:.3f}x", ci, "-", "-",
-                     _p(ttt.seconds.p_value), _p(pair.time_to_target_holm_p)] + ["-"] * 7)
+                     p_text(ttt.seconds.p_value), p_text(pair.time_to_target_holm_p)] + ["-"] * 7)
     n = len(pair.seeds)
     lines = [f"## {first} vs {second}", "",
              f"Paired over {n} seed(s) (the primary comparison): each seed trains both arms from the same starting "
@@ -270,10 +271,6 @@ def pair_section(comparison: Comparison, pair: PairResult) -> list[str]:
                      f"{first} accuracy 95% CI", f"{second} accuracy 95% CI"], seed_rows,
                     ["left"] + ["right"] * 6), ""]
     return lines
-
-
-def _p(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2g}"
 
 
 def per_seed_section(comparison: Comparison, results: dict[str, list[Replicate]]) -> list[str]:

@@ -21,8 +21,8 @@ from typing import Any
 from stages import backends
 from stages.common.schemas import OnnxMetrics
 from stages.report import stats
-from stages.report.compare import fixed, percent
 from stages.report.inputs import Replicate
+from stages.report.measures import fixed, percent
 
 HEADING = "## ONNX Runtime"
 TUNED_HEADING = "### ONNX Runtime, tuned arms"

@@ -39,7 +39,6 @@ from scipy import stats as scipy_stats
 
 from stages.report.stats import LEVEL, Interval
 
-SEEDS_AND_TEST = "training randomness across seeds and sampling of the test images"
 RESAMPLES = 2000
 PERMUTATIONS = 9999
 RANDOM_SEED = 20240601
@@ -133,7 +132,7 @@ def two_level_distribution(metric: str, first: ArmImages, second: ArmImages, lab
 def percentile_interval(distribution: np.ndarray, level: float = LEVEL) -> Interval:
     """The percentile interval of a bootstrap distribution (as ``scipy.stats.bootstrap`` takes it)."""
     low, high = np.percentile(distribution, [50 * (1 - level), 50 * (1 + level)])
-    return Interval(float(low), float(high), SEEDS_AND_TEST, level)
+    return Interval(float(low), float(high))
 
 
 def two_level_bootstrap(metric: str, first: ArmImages, second: ArmImages, labels: np.ndarray,

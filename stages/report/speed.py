@@ -34,6 +34,7 @@ from scipy import stats as scipy_stats
 
 from stages import backends
 from stages.common import paths
+from stages.report.stats import Interval
 
 LEVEL = 0.05
 
@@ -49,12 +50,6 @@ SPEED_METRICS = (SpeedMetric("step_seconds", "training step time", False),
                  SpeedMetric("startup_seconds", "start-up and compilation", False),
                  SpeedMetric("inference_images_per_second", "inference throughput", True),
                  SpeedMetric("latency_ms", "single-image latency", False))
-
-
-@dataclass(frozen=True)
-class Interval:
-    low: float  # log scale
-    high: float
 
 
 @dataclass(frozen=True)
@@ -238,7 +233,7 @@ def busy_text(sittings: Sequence[dict[str, Any]]) -> str:
 
 
 def arms_of(frameworks: Sequence[str]) -> list[str]:
-    return [paths.arm(framework, level) for framework in frameworks for level in ("stock", "tuned")]
+    return [paths.arm_name(framework, level) for framework in frameworks for level in ("stock", "tuned")]
 
 
 def epoch_reached(curve: Sequence[float], target: float) -> int | None:

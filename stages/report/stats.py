@@ -1,6 +1,6 @@
 """The statistics of a comparison, on top of ``scipy.stats`` (no hand-written distributions).
 
-Two kinds of variation, and each interval says which it covers:
+Two kinds of variation, each with its own intervals:
 
 - training randomness, across replicate seeds (initialisation, batch order, dropout): t-based
   95% confidence intervals of a mean (``over_seeds``; ``over_seeds_log`` for positive
@@ -30,16 +30,12 @@ import numpy as np
 from scipy import stats
 
 LEVEL = 0.95
-ACROSS_SEEDS = "training randomness across seeds"
-TEST_SAMPLING = "sampling of the test set"
 
 
 @dataclass(frozen=True)
 class Interval:
     low: float
     high: float
-    covers: str  # which variation the interval accounts for
-    level: float = LEVEL
 
 
 @dataclass(frozen=True)
@@ -62,10 +58,6 @@ class Paired:
     ci: Interval | None
     p_value: float | None  # paired t-test (on log ratios for ratios); None for one seed
 
-    @property
-    def significant(self) -> bool:
-        return self.p_value is not None and self.p_value < 1 - LEVEL
-
 
 @dataclass(frozen=True)
 class McNemar:
@@ -80,10 +72,10 @@ def _mean_interval(values: np.ndarray) -> tuple[Interval, float]:
     """t interval of the mean and the two-sided p-value of 'mean is 0' (values of length >= 2)."""
     mean, sd = float(values.mean()), float(values.std(ddof=1))
     if sd <= 1e-12 * max(1.0, abs(mean)):  # identical values (to rounding): no spread to test against
-        return Interval(mean, mean, ACROSS_SEEDS), (1.0 if abs(mean) <= 1e-12 else 0.0)
+        return Interval(mean, mean), (1.0 if abs(mean) <= 1e-12 else 0.0)
     result = stats.ttest_1samp(values, popmean=0.0)
     interval = result.confidence_interval(confidence_level=LEVEL)
-    return Interval(float(interval.low), float(interval.high), ACROSS_SEEDS), float(result.pvalue)
+    return Interval(float(interval.low), float(interval.high)), float(result.pvalue)
 
 
 def over_seeds(values: Sequence[float]) -> Spread:
@@ -105,7 +97,7 @@ def over_seeds_log(values: Sequence[float]) -> Spread:
     if np.any(array <= 0):
         raise ValueError("a log-scale interval needs positive values")
     logs = over_seeds(np.log(array).tolist())
-    interval = None if logs.ci is None else Interval(math.exp(logs.ci.low), math.exp(logs.ci.high), ACROSS_SEEDS)
+    interval = None if logs.ci is None else Interval(math.exp(logs.ci.low), math.exp(logs.ci.high))
     return Spread(tuple(array.tolist()), math.exp(logs.mean), None if logs.sd is None else math.exp(logs.sd),
                   interval, log_scale=True)
 
@@ -128,14 +120,14 @@ def paired_ratio(first: Sequence[float], second: Sequence[float]) -> Paired:
         raise ValueError("ratios need positive values")
     logs = paired_difference(np.log(a).tolist(), np.log(b).tolist())
     ratios = tuple(math.exp(value) for value in logs.per_seed)
-    interval = None if logs.ci is None else Interval(math.exp(logs.ci.low), math.exp(logs.ci.high), ACROSS_SEEDS)
+    interval = None if logs.ci is None else Interval(math.exp(logs.ci.low), math.exp(logs.ci.high))
     return Paired(ratios, math.exp(logs.estimate), interval, logs.p_value)
 
 
 def wilson(correct: int, total: int) -> Interval:
     """Wilson score interval of one model's accuracy on ``total`` test images."""
     interval = stats.binomtest(correct, total).proportion_ci(confidence_level=LEVEL, method="wilson")
-    return Interval(float(interval.low), float(interval.high), TEST_SAMPLING)
+    return Interval(float(interval.low), float(interval.high))
 
 
 def mcnemar(first_correct: np.ndarray, second_correct: np.ndarray) -> McNemar:

@@ -19,13 +19,11 @@ from stages.common import paths
 from stages.common.semantics import SEMANTIC_CHOICES
 from stages.report import stats
 from stages.report.inputs import Replicate
+from stages.report.measures import METRIC
 
-SPEED = (  # (metric key, label, value, higher is better)
-    ("train_seconds", "Training time", lambda r: r.training.train_seconds, False),
-    ("inference_images_per_second", "Inference throughput", lambda r: r.evaluation.throughput_images_per_second,
-     True),
-    ("latency_ms", "Latency, one image", lambda r: r.evaluation.latency_ms_median, False),
-)
+# The speed metrics of measures.METRICS that tuning moves, with their column headings here.
+SPEED = ((METRIC["train_seconds"], "Training time"), (METRIC["inference_images_per_second"], "Inference throughput"),
+         (METRIC["latency_ms"], "Latency, one image"))
 
 
 @dataclass(frozen=True)
@@ -42,12 +40,12 @@ def tuning_effects(stock: dict[str, list[Replicate]], tuned: dict[str, list[Repl
     results = []
     for tuned_items in tuned.values():
         framework = tuned_items[0].framework
-        by_seed = {replicate.seed: replicate for replicate in stock[paths.arm(framework)]}
+        by_seed = {replicate.seed: replicate for replicate in stock[paths.arm_name(framework)]}
         pairs = [(by_seed[r.seed], r) for r in tuned_items if r.seed in by_seed]
         if not pairs:
             continue
-        ratios = {key: stats.paired_ratio([value(t) for _, t in pairs], [value(s) for s, _ in pairs])
-                  for key, _, value, _ in SPEED}
+        ratios = {metric.key: stats.paired_ratio([metric.value(t) for _, t in pairs],
+                                                 [metric.value(s) for s, _ in pairs]) for metric, _ in SPEED}
         accuracy = stats.paired_difference([t.evaluation.test_accuracy for _, t in pairs],
                                            [s.evaluation.test_accuracy for s, _ in pairs])
         results.append(TuningResult(framework, [s.seed for s, _ in pairs], list(tuned_items[0].run.switches),
@@ -88,9 +86,9 @@ def section(effects: Sequence[TuningResult], table) -> list[str]:
         "sitting]; below 1 is faster for time and latency, above 1 for throughput. Accuracy: tuned - stock "
         "[95% interval over seeds]; tuning must not move it beyond the noise.",
         "",
-        table(["Framework", "Switches", *(label for _, label, _, _ in SPEED), "Test accuracy", "Accuracy moved?"],
+        table(["Framework", "Switches", *(heading for _, heading in SPEED), "Test accuracy", "Accuracy moved?"],
               [[backends.label(effect.framework), ", ".join(f"`{name}`" for name in effect.switches) or "none",
-                *(_ratio_cell(effect.ratios[key]) for key, _, _, _ in SPEED), _accuracy_cell(effect.accuracy),
+                *(_ratio_cell(effect.ratios[metric.key]) for metric, _ in SPEED), _accuracy_cell(effect.accuracy),
                 _accuracy_verdict(effect.accuracy)] for effect in effects],
               ["left", "left"] + ["right"] * (len(SPEED) + 1) + ["left"]),
         "",

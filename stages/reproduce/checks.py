@@ -27,8 +27,8 @@ from stages.common.params import ReportParams
 from stages.common.schemas import TestMetrics, TrainingSummary
 from stages.report import stats
 from stages.report.arms import margin as metric_margin
-from stages.report.compare import METRIC
 from stages.report.conclusions import VERDICTS, difference_text
+from stages.report.measures import METRIC
 from stages.report.speed import SPEED_METRICS, sitting_ratio
 from stages.reproduce.sources import Lock, Source
 from stages.timing.record import SITTINGS
@@ -42,7 +42,7 @@ ANOTHER_MACHINE = "not comparable: another machine"
 SITTINGS_MEASURE = {"train_seconds": "step_seconds", "inference_images_per_second": "inference_images_per_second",
                     "latency_ms": "latency_ms"}
 # every metric key a verdict may be recorded for, with its noun: quality (and old speed-over-seeds
-# verdicts) from compare.METRIC, speed from the sittings (report/speed.py)
+# verdicts) from measures.METRIC, speed from the sittings (report/speed.py)
 NOUNS = {**{key: metric.noun for key, metric in METRIC.items()},
          **{metric.key: metric.noun for metric in SPEED_METRICS}}
 SPEED_WORDS = (*VERDICTS, "no data")

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stages import backends
-from stages.report.compare import METRIC
 from stages.report.conclusions import difference_text
+from stages.report.measures import METRIC
 from stages.reproduce import checks
 from stages.reproduce.checks import BITWISE_KINDS, KINDS, Artifact, Conclusion, Margin, Speed
 

@@ -85,7 +85,7 @@ def sitting(params: Params, worker: Sequence[str] = WORKER) -> dict[str, Any]:
         for number in range(settings.rounds):
             measured: dict[str, Any] = {}
             for framework, level in round_order(order, number):
-                arm = paths.arm(framework, level)
+                arm = paths.arm_name(framework, level)
                 for attempt in range(settings.retries + 1):
                     figures = run_worker(framework, level, settings.contention and level == "stock",
                                          Path(scratch), worker)
@@ -107,7 +107,7 @@ def sitting(params: Params, worker: Sequence[str] = WORKER) -> dict[str, Any]:
                          figures["inference_images_per_second"], figures["latency_ms"],
                          f", contended step {1000 * figures['contended']['step_seconds']:.2f} ms"
                          if figures["contended"] else "")
-            rounds.append({"round": number + 1, "order": [paths.arm(*arm) for arm in round_order(order, number)],
+            rounds.append({"round": number + 1, "order": [paths.arm_name(*arm) for arm in round_order(order, number)],
                            "arms": measured})
     machine = machine_environment(params.train.threads)
     return {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

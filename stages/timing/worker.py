@@ -110,16 +110,14 @@ def measure(framework: str, level: str, params: Params, contended: bool) -> dict
         model = backend.build_model(spec)
         backend.set_weights(model, initial)
         model = backend.for_inference(model, settings.switches)
-        from stages.evaluate import measure_latency, measure_throughput
-
         images = np.asarray(test.images[:timing.inference_images])
         batch = params.evaluate.batch_size
-        _, rates = measure_throughput(lambda: backend.predict(model, images, batch, settings.input_scale),
-                                      images.shape[0], timing.inference_repeats)
-        latency = measure_latency(lambda image: backend.predict(model, image, 1, settings.input_scale), images,
-                                  EvaluateParams(batch_size=1, throughput_repeats=1,
-                                                 latency_samples=timing.latency_samples,
-                                                 latency_warmup=timing.latency_warmup))
+        _, rates = metrics.measure_throughput(lambda: backend.predict(model, images, batch, settings.input_scale),
+                                              images.shape[0], timing.inference_repeats)
+        latency = metrics.measure_latency(lambda image: backend.predict(model, image, 1, settings.input_scale),
+                                          images, EvaluateParams(batch_size=1, throughput_repeats=1,
+                                                                 latency_samples=timing.latency_samples,
+                                                                 latency_warmup=timing.latency_warmup))
     assert meter.window is not None
     result: dict[str, Any] = {
         "framework": framework, "level": level, "switches": list(settings.switches), "pid": os.getpid(),

@@ -87,7 +87,6 @@ def test_pool_first_order_pools_each_blocks_last_conv_before_its_norm_and_activa
     # The same weights in the same order: only where the pooling happens moves.
     assert [(layer.kind, layer.parameters) for layer in spec.layers if layer.parameters] == [
         (layer.kind, layer.parameters) for layer in reference.layers if layer.parameters]
-    assert spec.forward_flops() == reference.forward_flops()
 
 
 def test_project_model_builds_consistently(loaded):

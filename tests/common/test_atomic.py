@@ -323,7 +323,7 @@ def test_a_file_write_removes_its_own_stale_temporaries_and_nothing_else(tmp_pat
               tmp_path / ".metrics.json.abcdefghi.tmp",  # one character too many for mkstemp's random part
               tmp_path / ".other.json.abcdefgh.tmp",  # another output's temporary
               tmp_path / "metrics.json.abcdefgh.tmp",  # not hidden
-              tmp_path / ".metrics.json.abcdefgh.part"]  # download's, not atomic's
+              tmp_path / ".metrics.json.abcdefgh.part"]  # another suffix
     for path in others:
         path.write_text("keep me")
 

@@ -1,4 +1,5 @@
-"""stages/common/metrics.py: classification metrics against hand-computed cases."""
+"""stages/common/metrics.py: classification metrics against hand-computed cases; the inference-timing
+loops."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ import numpy as np
 import pytest
 
 from stages.common import metrics
+from stages.common.params import EvaluateParams
+from tests.support import FakeClock
+
+# What a model predicts for 5 images of 3 classes: the timing loops only pass it through.
+PROBABILITIES = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.5, 0.1, 0.4]])
 
 TRUE = np.array([0, 0, 0, 1, 1, 2])
 PREDICTED = np.array([0, 0, 1, 1, 0, 0])  # class 2 is never predicted; class 3 never occurs at all
@@ -108,3 +114,54 @@ def test_cross_entropy_of_a_probability_rounded_above_one_is_zero_not_negative()
     probabilities = np.array([[np.nextafter(np.float32(1), np.float32(2)), 0.0]], dtype=np.float32)
 
     assert metrics.cross_entropy(probabilities, np.array([0])) == 0.0
+
+
+def test_throughput_times_each_repeat_after_an_untimed_warm_up():
+    calls = []
+
+    def predict_all():
+        calls.append(1)
+        return PROBABILITIES
+
+    probabilities, rates = metrics.measure_throughput(predict_all, count=5, repeats=3)
+
+    assert len(calls) == 4 and len(rates) == 3  # 1 warm-up + 3 timed
+    assert all(rate > 0 for rate in rates)
+    np.testing.assert_array_equal(probabilities, PROBABILITIES)
+
+
+def test_throughput_refuses_inference_that_is_not_deterministic():
+    outputs = iter([PROBABILITIES, PROBABILITIES, PROBABILITIES + 1e-7])
+
+    with pytest.raises(RuntimeError, match="different probabilities"):
+        metrics.measure_throughput(lambda: next(outputs), count=5, repeats=2)
+
+
+def test_latency_times_one_image_per_call_after_warm_up():
+    images = np.arange(3 * 4, dtype=np.float32).reshape(3, 2, 2, 1)
+    seen = []
+    settings = EvaluateParams(batch_size=10, throughput_repeats=1, latency_samples=5, latency_warmup=2)
+
+    seconds = metrics.measure_latency(lambda image: seen.append(image.copy()), images, settings)
+
+    assert len(seconds) == 5 and all(value >= 0 for value in seconds)
+    assert [image.shape for image in seen] == [(1, 2, 2, 1)] * 7
+    # Warm-up images 0, 1; then timed images 0, 1, 2, 0, 1 (cycling through the test set).
+    assert [int(image[0, 0, 0, 0]) // 4 for image in seen] == [0, 1, 0, 1, 2, 0, 1]
+
+
+def test_throughput_is_images_per_second_of_each_timed_pass(monkeypatch):
+    monkeypatch.setattr(metrics, "time", FakeClock([0.5, 0.25, 2.0]))
+
+    _, rates = metrics.measure_throughput(lambda: PROBABILITIES, count=5, repeats=3)
+
+    assert rates == [10.0, 20.0, 2.5]
+
+
+def test_latency_is_the_seconds_of_each_timed_call(monkeypatch):
+    monkeypatch.setattr(metrics, "time", FakeClock([0.001, 0.003, 0.002]))
+    settings = EvaluateParams(batch_size=10, throughput_repeats=1, latency_samples=3, latency_warmup=1)
+
+    seconds = metrics.measure_latency(lambda image: None, np.zeros((2, 2, 2, 1), np.float32), settings)
+
+    assert seconds == pytest.approx([0.001, 0.003, 0.002], abs=1e-12)

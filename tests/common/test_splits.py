@@ -7,7 +7,7 @@ import pytest
 
 from stages.common.errors import StageError
 from stages.common.splits import pool_problem, smallest_safe_pool, val_count
-from stages.preprocess import stratified_split
+from stages.preprocess.__main__ import stratified_split
 
 
 @pytest.mark.parametrize(("members", "fraction", "count"), [(10, 0.1, 1), (5, 0.1, 0), (6, 0.1, 1), (15, 0.1, 2),

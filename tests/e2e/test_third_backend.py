@@ -42,9 +42,10 @@ def two_framework_run(tmp_path_factory, served_dataset):
 
 
 def test_a_third_backend_runs_through_train_evaluate_and_report(two_framework_run, monkeypatch):
-    from stages import evaluate, train
+    from stages.evaluate import __main__ as evaluate
     from stages.export import __main__ as export
     from stages.report import __main__ as report
+    from stages.train import __main__ as train
 
     monkeypatch.setitem(backends.REGISTRY, "numpy", ("tests.numpy_backend", "NumPy"))  # the registry entry
     monkeypatch.chdir(two_framework_run.path)

@@ -10,7 +10,7 @@ import pytest
 from stages import backends
 from stages.common import paths
 from stages.common.params import load_params
-from stages.report import arms, compare, conclusions, inputs, markdown, power, resampling, stats
+from stages.report import arms, compare, conclusions, inputs, markdown, measures, power, resampling, stats
 from tests.report import generated
 
 
@@ -66,18 +66,18 @@ def pair_with(workspace, monkeypatch, key, **changes):
 
 
 def paired(estimate, low, high, p_value):
-    return stats.Paired((estimate,) * 3, estimate, stats.Interval(low, high, stats.ACROSS_SEEDS), p_value)
+    return stats.Paired((estimate,) * 3, estimate, stats.Interval(low, high), p_value)
 
 
 def seeds_and_test(low, high, p_value, margin=0.001):
-    return resampling.Equivalence(margin, stats.Interval(low, high, resampling.SEEDS_AND_TEST, 0.90), p_value)
+    return resampling.Equivalence(margin, stats.Interval(low, high), p_value)
 
 
 def test_equivalent_is_accepted_when_the_seeds_and_test_interval_lies_inside_the_margin(workspace, monkeypatch):
     pair = pair_with(workspace, monkeypatch, "test_accuracy", paired=paired(0.0002, -0.0003, 0.0007, 0.4),
                      holm_p=0.9, tost=stats.Tost(0.001, 0.01), equivalence=seeds_and_test(-0.0004, 0.0008, 0.004),
                      tost_holm_p=0.02)
-    text = conclusions.difference_sentence(compare.METRIC["test_accuracy"], pair, 3, 10_000)
+    text = conclusions.difference_sentence(measures.METRIC["test_accuracy"], pair, 3, 10_000)
     assert text.startswith("Equivalent: Keras and PyTorch do not differ in test accuracy by more than ±0.10 pp "
                            "(90% interval over seeds and test images -0.04 pp to +0.08 pp, TOST p = 0.004, "
                            "Holm-adjusted 0.02;")
@@ -92,7 +92,7 @@ def test_equivalent_is_refused_when_the_seeds_and_test_interval_crosses_the_marg
                      tost_holm_p=0.03, test_error=0.00034)
     item = pair.metrics["test_accuracy"]
     assert not conclusions.equivalent(item)
-    text = conclusions.difference_sentence(compare.METRIC["test_accuracy"], pair, 3, 10_000)
+    text = conclusions.difference_sentence(measures.METRIC["test_accuracy"], pair, 3, 10_000)
     assert not text.startswith("Equivalent")
     # the resolution: 1.645 x the test set's standard error (0.034 pp) = 0.056 pp
     assert text.startswith("Inconclusive for test accuracy: equivalent across seeds on this test set; the test set "
@@ -107,7 +107,7 @@ def test_equivalent_is_refused_when_the_holm_adjusted_tost_is_not_below_5_percen
                      tost=stats.Tost(0.005, 0.01), equivalence=seeds_and_test(-0.001, 0.002, 0.004, 0.005),
                      tost_holm_p=0.06, margin=0.005)
     assert not conclusions.equivalent(pair.metrics["test_loss"])
-    text = conclusions.difference_sentence(compare.METRIC["test_loss"], pair, 3, 10_000)
+    text = conclusions.difference_sentence(measures.METRIC["test_loss"], pair, 3, 10_000)
     assert text.startswith("Inconclusive for test loss")
     assert conclusions.equivalent(dataclasses.replace(pair.metrics["test_loss"], tost_holm_p=0.04))
 
@@ -115,11 +115,11 @@ def test_equivalent_is_refused_when_the_holm_adjusted_tost_is_not_below_5_percen
 def test_a_different_metric_names_the_better_arm_by_direction_using_the_adjusted_p(workspace, monkeypatch):
     pair = pair_with(workspace, monkeypatch, "test_loss", paired=paired(-0.003, -0.005, -0.001, 0.01), holm_p=0.03,
                      tost=stats.Tost(0.005, 0.6))
-    loss = conclusions.difference_sentence(compare.METRIC["test_loss"], pair, 3)
+    loss = conclusions.difference_sentence(measures.METRIC["test_loss"], pair, 3)
     assert loss.startswith("Different: Keras has the better test loss than PyTorch")  # lower loss is better
     adjusted_away = pair_with(workspace, monkeypatch, "test_loss", paired=paired(-0.003, -0.005, -0.001, 0.01),
                               holm_p=0.07, tost=stats.Tost(0.005, 0.6))
-    assert conclusions.difference_sentence(compare.METRIC["test_loss"], adjusted_away, 3).startswith("Inconclusive")
+    assert conclusions.difference_sentence(measures.METRIC["test_loss"], adjusted_away, 3).startswith("Inconclusive")
 
 
 def test_an_inconclusive_difference_says_what_would_settle_it(workspace, monkeypatch):
@@ -128,7 +128,7 @@ def test_an_inconclusive_difference_says_what_would_settle_it(workspace, monkeyp
                      holm_p=0.9, tost=stats.Tost(0.001, 0.13), detectable=0.001, seeds=needed,
                      equivalence=seeds_and_test(-0.0011, 0.0007, 0.2), tost_holm_p=1.0,
                      floor=power.Floor(0.0002, 0.00056), test_error=0.0002)
-    text = conclusions.difference_sentence(compare.METRIC["test_accuracy"], pair, 3, 10_000)
+    text = conclusions.difference_sentence(measures.METRIC["test_accuracy"], pair, 3, 10_000)
     assert text.startswith("Inconclusive for test accuracy: not shown different, nor equivalent within ±0.10 pp")
     assert "only a difference of 0.10 pp or more is detected at 80% power" in text
     assert ("about 6 seeds (3 to 40 over the 95% interval of the seed-to-seed spread) would show equivalence with "
@@ -139,19 +139,19 @@ def test_an_inconclusive_difference_says_what_would_settle_it(workspace, monkeyp
                         equivalence=seeds_and_test(-0.0011, 0.0007, 0.5, 0.0005), tost_holm_p=1.0,
                         floor=power.Floor(0.00035, 0.00098), test_error=0.00035)
     assert ("no number of seeds shows equivalence within ±0.05 pp: the test set cannot resolve differences below "
-            "0.06 pp") in conclusions.difference_sentence(compare.METRIC["test_accuracy"], floored, 3, 10_000)
+            "0.06 pp") in conclusions.difference_sentence(measures.METRIC["test_accuracy"], floored, 3, 10_000)
     beyond = dataclasses.replace(needed, verdict="difference", high=None)
     detect = pair_with(workspace, monkeypatch, "test_accuracy", paired=paired(-0.0008, -0.002, 0.0004, 0.2),
                        holm_p=0.9, seeds=beyond, floor=power.Floor(0.00035, 0.00098))
     assert ("(3 to more than 1,000 over the 95% interval of the seed-to-seed spread) would detect the difference"
-            in (text := conclusions.difference_sentence(compare.METRIC["test_accuracy"], detect, 3, 10_000)))
+            in (text := conclusions.difference_sentence(measures.METRIC["test_accuracy"], detect, 3, 10_000)))
     assert "no number of seeds detects less than 0.10 pp (the test set's floor)" in text
 
 
 def test_one_seed_says_intervals_need_two(workspace, monkeypatch):
     pair = pair_with(workspace, monkeypatch, "test_accuracy",
                      paired=stats.Paired((0.001,), 0.001, None, None), holm_p=None, tost=None)
-    text = conclusions.difference_sentence(compare.METRIC["test_accuracy"], pair, 1)
+    text = conclusions.difference_sentence(measures.METRIC["test_accuracy"], pair, 1)
     assert "from one seed" in text and "at least two seeds" in text
 
 
@@ -160,13 +160,13 @@ def test_one_holm_family_covers_every_pair_metric_and_tost_of_the_report(workspa
     comparison = compare.compare(results, generated.labels().astype(np.int64), settings(workspace))
     raw, adjusted = [], []
     for pair in comparison.pairs:
-        quality = [item for key, item in pair.metrics.items() if compare.METRIC[key].compare == "difference"]
+        quality = [item for key, item in pair.metrics.items() if measures.METRIC[key].compare == "difference"]
         raw += [item.paired.p_value for item in quality] + [item.verdict_tost_p for item in quality]
         adjusted += [item.holm_p for item in quality] + [item.tost_holm_p for item in quality]
         for item in quality:  # the quality verdicts rest on the seeds-and-test TOST
             assert item.equivalence is not None and item.verdict_tost_p == item.equivalence.p_value != item.tost.p_value
         # speeds over seeds are not tested: speed verdicts come from the timing stage's sittings
-        assert all(item.holm_p is None for key, item in pair.metrics.items() if compare.METRIC[key].compare == "ratio")
+        assert all(item.holm_p is None for key, item in pair.metrics.items() if measures.METRIC[key].compare == "ratio")
         assert pair.time_to_target_holm_p is None
     assert len(raw) == comparison.family == 3 * 2 * 3 == 18
     assert adjusted == pytest.approx(stats.holm(raw))
@@ -179,9 +179,9 @@ def test_one_holm_family_covers_every_pair_metric_and_tost_of_the_report(workspa
 
 def test_the_bootstrap_resamples_grow_with_the_family():
     assert resampling.resamples_for(6) == resampling.RESAMPLES
-    assert arms.tests_per_pair(compare.METRICS) == 6  # a paired test and a TOST per quality metric
+    assert arms.tests_per_pair(measures.METRICS) == 6  # a paired test and a TOST per quality metric
     # forty pairs of 6 tests: the smallest bootstrap p, 1 / (resamples + 1), times 240 stays below 0.025
-    resamples = resampling.resamples_for(40 * arms.tests_per_pair(compare.METRICS))
+    resamples = resampling.resamples_for(40 * arms.tests_per_pair(measures.METRICS))
     assert 240 / (resamples + 1) < 0.025 <= 240 / resamples
 
 
@@ -233,11 +233,11 @@ def test_summary_metrics_of_one_seed_carry_no_intervals(workspace, monkeypatch):
 
 def test_a_quality_difference_the_test_set_cannot_tell_says_so(workspace, monkeypatch):
     pair = pair_with(workspace, monkeypatch, "macro_f1", paired=paired(0.0001, 0.00005, 0.00015, 0.02), holm_p=0.04,
-                     resampled=stats.Interval(-0.002, 0.003, "seeds and test"))
-    text = conclusions.difference_sentence(compare.METRIC["macro_f1"], pair, 3)
+                     resampled=stats.Interval(-0.002, 0.003))
+    text = conclusions.difference_sentence(measures.METRIC["macro_f1"], pair, 3)
     assert text.startswith("Different: Keras has the better macro F1")
     assert "over seeds and test images together -0.0020 to +0.0030" in text
     assert "the interval includes 0: the test set cannot tell the difference from chance" in text
     clear = pair_with(workspace, monkeypatch, "macro_f1", paired=paired(0.0001, 0.00005, 0.00015, 0.02), holm_p=0.04,
-                      resampled=stats.Interval(0.00001, 0.0003, "seeds and test"))
-    assert "cannot tell" not in conclusions.difference_sentence(compare.METRIC["macro_f1"], clear, 3)
+                      resampled=stats.Interval(0.00001, 0.0003))
+    assert "cannot tell" not in conclusions.difference_sentence(measures.METRIC["macro_f1"], clear, 3)

@@ -21,8 +21,7 @@ def test_paired_difference_matches_r_on_the_sleep_data():
     assert result.ci.low == pytest.approx(-2.4598858, abs=1e-6)
     assert result.ci.high == pytest.approx(-0.7001142, abs=1e-6)
     assert result.p_value == pytest.approx(0.002833, abs=1e-6)
-    assert result.significant
-    assert result.ci.covers == stats.ACROSS_SEEDS
+    assert result.p_value < 0.05
 
 
 def test_mean_interval_is_the_t_interval():
@@ -35,21 +34,20 @@ def test_mean_interval_is_the_t_interval():
 def test_one_seed_has_no_interval():
     assert stats.over_seeds([0.99]) == stats.Spread((0.99,), 0.99, None, None)
     paired = stats.paired_difference([0.99], [0.98])
-    assert paired.ci is None and paired.p_value is None and not paired.significant
+    assert paired.ci is None and paired.p_value is None
     assert paired.estimate == pytest.approx(0.01)
 
 
 def test_identical_runs_give_a_zero_width_interval_and_no_significance():
     result = stats.paired_difference([0.99, 0.98, 0.97], [0.99, 0.98, 0.97])
     assert (result.estimate, result.ci.low, result.ci.high, result.p_value) == (0.0, 0.0, 0.0, 1.0)
-    assert not result.significant
     spread = stats.over_seeds([5.0, 5.0])
     assert (spread.sd, spread.ci.low, spread.ci.high) == (0.0, 5.0, 5.0)
 
 
 def test_a_constant_nonzero_difference_is_significant():
     result = stats.paired_difference([2.0, 3.0, 4.0], [1.0, 2.0, 3.0])
-    assert result.ci.low == result.ci.high == 1.0 and result.p_value == 0.0 and result.significant
+    assert result.ci.low == result.ci.high == 1.0 and result.p_value == 0.0
 
 
 def test_paired_ratio_is_the_geometric_mean_with_a_log_t_interval():
@@ -93,7 +91,6 @@ def test_wilson_interval_matches_its_closed_form_and_stays_in_0_1():
         interval = stats.wilson(correct, total)
         assert (interval.low, interval.high) == pytest.approx((centre - half, centre + half), abs=1e-9)
         assert 0.0 <= interval.low <= p <= interval.high <= 1.0
-        assert interval.covers == stats.TEST_SAMPLING
 
 
 def test_differences_equal_up_to_rounding_count_as_identical():
@@ -101,13 +98,12 @@ def test_differences_equal_up_to_rounding_count_as_identical():
     result = stats.paired_difference([0.3, 0.2, 0.5], [0.1, 0.0, 0.3])
     assert result.ci.low == pytest.approx(0.2) and result.ci.high == pytest.approx(0.2)
     zero = stats.paired_difference([0.3, 0.7], [0.1 + 0.2, 0.7])
-    assert zero.p_value == 1.0 and not zero.significant
+    assert zero.p_value == 1.0
 
 
 def test_spreads_and_pairs_keep_their_per_seed_values():
     assert stats.over_seeds([3.0, 1.0, 2.0]).values == (3.0, 1.0, 2.0)
     assert stats.paired_difference([3.0, 1.0], [1.0, 2.0]).per_seed == (2.0, -1.0)
-    assert stats.over_seeds([3.0, 1.0]).ci.covers == stats.ACROSS_SEEDS
     with pytest.raises(ValueError, match="no values"):
         stats.over_seeds([])
 

@@ -1,4 +1,4 @@
-"""stages/common/training.py: the training summary, the epoch log, the input value of a blank pixel."""
+"""stages/train/training.py: the training summary, the epoch log, the input value of a blank pixel."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from stages.backends.base import EpochRecord, NonFiniteLoss
-from stages.common import training
+from stages.train import training
 from tests.support import PROJECT_ROOT
 
 
@@ -235,7 +235,7 @@ KILLED_TRAINING = """
 import sys
 from pathlib import Path
 from stages.backends.base import EpochRecord
-from stages.common import training
+from stages.train import training
 
 with training.EpochLog("killed", 3, 10, folder=Path(sys.argv[1])) as log:
     for epoch in (1, 2):

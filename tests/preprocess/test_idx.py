@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from stages.common.errors import StageError
-from stages.common.idx import IdxError, encode_idx, parse_idx, parse_images_and_labels
+from stages.preprocess.idx import IdxError, encode_idx, parse_idx, parse_images_and_labels
 
 IMAGES = "data/raw/train-images-idx3-ubyte"
 LABELS = "data/raw/train-labels-idx1-ubyte"

@@ -24,10 +24,10 @@ import numpy as np
 from stages.common import cli, paths, prepared
 from stages.common.datasets import Dataset, resolve_dataset
 from stages.common.errors import StageError, run_stage
-from stages.common.idx import parse_images_and_labels
 from stages.common.params import PreprocessParams, load_params
 from stages.common.runtime import derive_seed
 from stages.common.splits import val_count
+from stages.preprocess.idx import parse_images_and_labels
 
 RAW_DIR = paths.RAW
 PREPARED_DIR = paths.PREPARED

@@ -1,4 +1,4 @@
-"""The framework-neutral part of training: what ``stages/train.py`` does around a backend.
+"""The framework-neutral part of training: what the train stage (``__main__.py``) does around a backend.
 
 Pure functions over arrays and settings (``train_model``, ``summarize``), plus the writers of
 the two output folders of a replicate:

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages import download, preprocess
+from stages import download
 from stages.common import prepared
 from stages.common.datasets import KNOWN_DATASETS
 from stages.common.errors import StageError, run_stage
 from stages.common.params import PreprocessParams
+from stages.preprocess import __main__ as preprocess
 from tests.conftest import shared_dataset
 from tests.support import MirrorServer, custom_params, gunzip_dataset, project_params, write_params
 

@@ -25,57 +25,25 @@ import io
 import logging
 import statistics
 import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
 from stages import backends
-from stages.backends.base import Backend, Model, configure_machine
+from stages.backends.base import configure_machine
 from stages.common import atomic, cli, metrics, paths, prepared, schemas
-from stages.common.architecture import ArchitectureSpec
 from stages.common.errors import StageError, run_stage
-from stages.common.params import TUNING_LEVELS, EvaluateParams, effective_train, load_params
+from stages.common.metrics import measure_latency, measure_throughput
+from stages.common.params import TUNING_LEVELS, effective_train, load_params
 from stages.common.runtime import (
     configure_threads,
     machine_environment,
     relative_spread,
     seed_python_and_numpy,
 )
-from stages.common.schemas import PerClass, RunInfo, TestMetrics
+from stages.common.schemas import PerClass, TestMetrics
+from stages.evaluate.trained import load_trained
 
 log = logging.getLogger("evaluate")
-
-
-def measure_latency(predict_one: Callable[[np.ndarray], object], images: np.ndarray,
-                    settings: EvaluateParams) -> list[float]:
-    """Seconds per single-image call, after untimed warm-up calls."""
-    count = images.shape[0]
-    for index in range(settings.latency_warmup):
-        predict_one(images[index % count: index % count + 1])
-    seconds = []
-    for index in range(settings.latency_samples):
-        image = images[index % count: index % count + 1]
-        started = time.perf_counter()
-        predict_one(image)
-        seconds.append(time.perf_counter() - started)
-    return seconds
-
-
-def measure_throughput(predict_all: Callable[[], np.ndarray], count: int,
-                       repeats: int) -> tuple[np.ndarray, list[float]]:
-    """Images per second of ``repeats`` timed passes (after one untimed warm-up pass); the
-    probabilities of the last pass. Identical passes are checked: inference must be deterministic."""
-    probabilities = predict_all()  # warm-up: tracing and allocation must not count
-    rates = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        again = predict_all()
-        rates.append(count / (time.perf_counter() - started))
-        if not np.array_equal(again, probabilities):
-            raise RuntimeError("two inference passes over the same test images gave different probabilities")
-    return probabilities, rates
 
 
 def classification_metrics(probabilities: np.ndarray, labels: np.ndarray,
@@ -105,25 +73,6 @@ def confusion_csv(labels: np.ndarray, predicted: np.ndarray, class_names: list[s
     return buffer.getvalue()
 
 
-def load_trained(backend: Backend, folder: Path, rerun: str) -> tuple[Model, ArchitectureSpec, RunInfo, Path]:
-    """The model in ``folder`` with its spec and run info; ``StageError`` naming the file otherwise
-    (also for NaN or infinite weights, which training never saves)."""
-    try:
-        spec = ArchitectureSpec.from_json((folder / paths.ARCHITECTURE_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise StageError(f"{error.filename}: missing; run `{rerun}`") from None
-    except (ValueError, KeyError, TypeError) as error:
-        raise StageError(f"{folder / paths.ARCHITECTURE_FILE}: corrupt ({error}); run `{rerun}`") from None
-    info = schemas.load(RunInfo, folder / paths.RUN_FILE, rerun)
-    path = folder / backend.MODEL_FILE
-    model = backend.load_model(path, spec)
-    counts = [int(weight.size - np.count_nonzero(np.isfinite(weight))) for weight in backend.get_weights(model)]
-    if any(counts):
-        raise StageError(f"{path}: {sum(counts)} NaN or infinite weight values (in {sum(map(bool, counts))} of its "
-                         f"{len(counts)} arrays); expected finite weights; retrain it: `{rerun}`")
-    return model, spec, info, path
-
-
 def main(argv: list[str] | None = None) -> None:
     arguments = cli.parser("stages.evaluate", __doc__)
     arguments.add_argument("framework", help=f"one of: {', '.join(backends.names())}")
@@ -133,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     framework, seed, tuning = args.framework, args.seed, args.tuning
     params = load_params()
     settings = params.evaluate
+    # effective_train twice, as in train: threads before the framework's import, switches after it.
     train_settings = effective_train(params, framework, tuning)
     configure_threads(train_settings.threads)
     seed_python_and_numpy(seed)

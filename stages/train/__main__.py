@@ -37,7 +37,7 @@ from stages.common.errors import run_stage
 from stages.common.params import TUNING_LEVELS, effective_train, load_params
 from stages.common.runtime import configure_threads, machine_environment, seed_python_and_numpy
 from stages.common.schemas import RunInfo
-from stages.common.training import (
+from stages.train.training import (
     EpochLog,
     background_value,
     finish_logs,
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     args = arguments.parse_args(argv)
     params = load_params()
     framework, seed, tuning = args.framework, args.seed, args.tuning
+    # Twice, on purpose: the threads and device must be set before the framework is imported (its
+    # thread pools read them once), and the switches are known only from the imported backend's TUNED.
     settings = effective_train(params, framework, tuning)
     configure_threads(settings.threads)
     seed_python_and_numpy(seed)
