@@ -302,7 +302,9 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
     # The same per-epoch orders as the PyTorch trainer draws from the same seed.
     orders = [epoch_order(train.labels.shape[0], generator) for _ in range(settings.epochs)]
 
-    class EpochCallback(keras.callbacks.Callback):
+    class RecordEpochs(keras.callbacks.Callback):
+        """Reports each epoch (and step) to the caller's callbacks, as ``fit``'s docstring says."""
+
         def on_epoch_begin(self, epoch, logs=None):
             self.started = self.validation_started = time.perf_counter()
             self.epoch = epoch + 1
@@ -343,7 +345,7 @@ def fit(model: Model, train: Split, val: Split, settings: TrainParams, learning_
                                float(settings.input_scale))
     trainer.fit(dataset, epochs=settings.epochs, steps_per_epoch=steps_per_epoch,
                 validation_data=(val_images, val_targets), validation_batch_size=VALIDATION_BATCH,
-                callbacks=[EpochCallback()], verbose=1 if interactive() else 0, shuffle=False)
+                callbacks=[RecordEpochs()], verbose=1 if interactive() else 0, shuffle=False)
 
 
 def logits(model: Model, images: np.ndarray) -> np.ndarray:

@@ -134,7 +134,6 @@ def _device(model) -> str:
 
 def build_model(spec: ArchitectureSpec) -> Model:
     """The spec's layers as an ``nn.Sequential`` taking NCHW float32 images, giving logits."""
-    nn = torch.nn
     activations = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
     modules = []
     channels = spec.input_shape[2]
@@ -240,7 +239,6 @@ def get_weights(model: Model) -> list[np.ndarray]:
 
 
 def set_weights(model: Model, weights: Sequence[np.ndarray]) -> None:
-    nn = torch.nn
     remaining = list(weights)
     shapes = _flattened_shapes(model)
 
