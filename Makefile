@@ -131,8 +131,8 @@ MUTATION_training := stages/train/training.py tests/train/test_training.py tests
 MUTATION_evaluate := stages/evaluate/__main__.py tests/evaluate/test_evaluate.py tests/torch/test_train_torch.py
 MUTATION_stats := stages/report/stats.py tests/report/test_stats.py tests/report/test_inference.py
 MUTATION_resampling := stages/report/resampling.py tests/report/test_inference.py tests/report/test_bootstrap_strata.py
-MUTATION_torch := stages/backends/torch.py tests/torch/test_train_torch.py
-MUTATION_keras := stages/backends/keras.py tests/keras/test_train_keras.py
+MUTATION_torch := stages/backends/torch/*.py tests/torch/test_train_torch.py
+MUTATION_keras := stages/backends/keras/*.py tests/keras/test_train_keras.py
 
 define mutmut_module
 	@rm -rf $(MUTATION_DIR)/$(1) && mkdir -p $(MUTATION_DIR)/$(1)

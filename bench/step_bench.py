@@ -85,7 +85,7 @@ def child(framework: str, variants: list[tuple[str, list[str]]], images: int, ro
             if before_variant is not None:
                 before_variant(backend, name)
             spec = build_spec(params.model, data.image_shape, data.num_classes)
-            model = backend.build_model(spec)
+            model = backend.build_model(spec, 1)  # configure's seed
             backend.set_weights(model, initial_weights(spec, np.random.default_rng(derive_seed(1, "init"))))
             steps = -(-images // settings.batch_size)
             records: list = []

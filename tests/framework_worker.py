@@ -3,7 +3,7 @@
     python -m tests.framework_worker <framework> export <model.json> <out.npz>
         build the model from the ``model:`` params in model.json (seeded), replace every weight
         with seeded random values (batch-norm statistics included, so they matter), and save
-        the canonical weights, a fixed input batch, the logits, the layer kinds and the
+        the canonical weights, a fixed input batch, the logits and the
         parameter count.
     python -m tests.framework_worker <framework> import <model.json> <in.npz> <out.npz>
         build the same architecture, load the weights from in.npz, and save its logits on
@@ -67,7 +67,7 @@ def fit_cases(backend, cases: list[dict], out_dir: Path) -> None:
         settings = params.train
         spec = build_spec(params.model, (case["image_size"], case["image_size"], 1), 10)
         backend.configure(settings, case["seed"])
-        model = backend.build_model(spec)
+        model = backend.build_model(spec, case["seed"])
         backend.set_weights(model, initial_weights(spec, np.random.default_rng(case["seed"])))
         train, val = case_data(case)
         steps_per_epoch = math.ceil(train.labels.shape[0] / settings.batch_size)
@@ -101,7 +101,7 @@ def main(argv: list[str]) -> None:
         return
     model_json = argv[2]
     spec = _spec(model_json)
-    model = backend.build_model(spec)
+    model = backend.build_model(spec, 0)
     if mode == "export":
         rng = np.random.default_rng(7)
         # 1-D weights (biases, batch-norm gamma/beta/mean/variance) drawn positive: variances must be.
@@ -111,14 +111,14 @@ def main(argv: list[str]) -> None:
         backend.set_weights(model, weights)
         inputs = rng.normal(0.0, 1.0, size=(8, *spec.input_shape)).astype(np.float32)
         np.savez(argv[3], inputs=inputs, logits=backend.logits(model, inputs),
-                 kinds=np.array(backend.layer_kinds(model)), parameters=backend.count_parameters(model),
+                 parameters=backend.count_parameters(model),
                  **{f"weight_{index}": weight for index, weight in enumerate(backend.get_weights(model))})
     elif mode == "import":
         source = np.load(argv[3])
         count = len([key for key in source.files if key.startswith("weight_")])
         backend.set_weights(model, [source[f"weight_{index}"] for index in range(count)])
         np.savez(argv[4], logits=backend.logits(model, source["inputs"]),
-                 kinds=np.array(backend.layer_kinds(model)), parameters=backend.count_parameters(model))
+                 parameters=backend.count_parameters(model))
     else:
         raise SystemExit(f"unknown mode {mode}")
 

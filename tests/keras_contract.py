@@ -9,7 +9,7 @@ import pytest
 from stages.common.architecture import build_spec
 from stages.common.errors import StageError
 from tests.trainer_contract import *  # noqa: F403 - the shared contract tests
-from tests.trainer_contract import SMALL, make_params
+from tests.trainer_contract import SMALL, TUTORIAL, make_params
 
 # The engine each Keras framework runs on, fixed here: never read from the backend (its ENGINE is
 # KERAS_BACKEND as the module set it, so a check against it cannot see that variable set wrong).
@@ -50,7 +50,7 @@ def test_a_model_file_that_exists_but_does_not_load_is_not_a_keras_archive(backe
     spec = build_spec(make_params(SMALL).model, (28, 28, 1), 10)
     path = tmp_path / backend.MODEL_FILE
     if damage == "truncated":
-        backend.save_model(backend.build_model(spec), path)
+        backend.save_model(backend.build_model(spec, 0), path)
         path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
     elif damage == "hdf5":  # Keras 2's format, under the .keras name
         with h5py.File(path, "w") as handle:
@@ -205,3 +205,15 @@ print(json.dumps([sorted({type(layer).__module__.split(".")[0] for layer in mode
     assert json.loads(result.stdout.splitlines()[-1]) == [["keras"], []]
     np.testing.assert_allclose(np.load(tmp_path / "plain.npy"), backend.predict(model, images, batch_size=8),
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("model_params", [None, TUTORIAL, SMALL], ids=["default", "tutorial", "small"])
+def test_built_model_has_the_specs_layers_as_keras_own_classes(backend, model_params):
+    import keras
+
+    spec = build_spec(make_params(model_params).model, (28, 28, 1), 10)
+    classes = {keras.layers.Conv2D: "conv", keras.layers.BatchNormalization: "batch_norm",
+               keras.layers.Activation: "activation", keras.layers.MaxPooling2D: "max_pool",
+               keras.layers.Dropout: "dropout", keras.layers.Flatten: "flatten", keras.layers.Dense: "dense"}
+    layers = backend.build_model(spec, 0).layers
+    assert [classes[type(layer)] for layer in layers] == [layer.kind for layer in spec.layers]

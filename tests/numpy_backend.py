@@ -77,9 +77,6 @@ class NumpyModel:
     reference: Reference  # the weights (float64) and the conventions it trains with
 
 
-_state = {"seed": 0}
-
-
 def environment() -> dict[str, str]:
     import scipy
 
@@ -89,18 +86,13 @@ def environment() -> dict[str, str]:
 def configure(settings: TrainParams, seed: int) -> str:
     if settings.device == "cuda":
         raise StageError("train.device is 'cuda' but the numpy backend runs on the CPU only; set it to auto or cpu")
-    _state["seed"] = seed
     return "cpu"
 
 
-def build_model(spec: ArchitectureSpec) -> Model:
-    """The spec's layers with weights drawn as ``stages/init.py`` draws them, from the configured seed."""
-    weights = initial_weights(spec, np.random.default_rng(_state["seed"]))
+def build_model(spec: ArchitectureSpec, seed: int) -> Model:
+    """The spec's layers with weights drawn as ``stages/init.py`` draws them, for ``seed``."""
+    weights = initial_weights(spec, np.random.default_rng(seed))
     return NumpyModel(spec, Reference(spec, weights, _trained_conventions()))
-
-
-def layer_kinds(model: Model) -> list[str]:
-    return [layer.kind for layer in model.reference.spec.layers]
 
 
 def count_parameters(model: Model) -> int:
@@ -235,7 +227,7 @@ def load_model(path: Path, spec: ArchitectureSpec) -> Model:
             weights = [archive[f"w{index}"] for index in range(len(archive.files))]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise StageError(f"{path}: not a numpy-backend model ({error})") from None
-    model = build_model(spec)
+    model = build_model(spec, 0)
     try:
         set_weights(model, weights)
     except ValueError:

@@ -207,13 +207,13 @@ def test_the_registry_is_read_only_where_its_names_matter():
 
 
 def test_every_registered_framework_has_its_backend_module_and_params_section():
-    """dvc.yaml's train and evaluate stages list ``stages/backends/<name>.py``; the report and each
-    framework's stages read the framework's params section."""
+    """dvc.yaml's train and evaluate stages list ``stages/backends/<name>/`` (each backend is a
+    package); the report and each framework's stages read the framework's params section."""
     raw = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
     report_params = raw["stages"]["report"]["params"]
     for framework, (module, _) in frameworks.REGISTRY.items():
-        assert module == f"stages.backends.{framework}", f"{framework}: its backend is stages/backends/{framework}.py"
-        assert (PROJECT_ROOT / "stages" / "backends" / f"{framework}.py").is_file()
+        assert module == f"stages.backends.{framework}", f"{framework}: its backend is stages/backends/{framework}/"
+        assert (PROJECT_ROOT / "stages" / "backends" / framework / "__init__.py").is_file()
         assert project_params().get(framework) == {}, f"params.yaml: add `{framework}: {{}}` (its overrides)"
         assert framework in report_params, f"dvc.yaml: add {framework} to the report stage's params"
 

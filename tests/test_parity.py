@@ -1,4 +1,5 @@
-"""One architecture, every registered framework: same layers, same parameter count, same logits.
+"""One architecture, every registered framework: same parameter count, same logits (each
+framework's own suite checks its layers against the spec's, read from its own classes).
 
 Each framework runs in its own subprocess (tests/framework_worker.py): weights exported from the
 first registered framework are loaded into every other, and theirs into it, and both must give
@@ -55,7 +56,6 @@ def test_weights_moved_between_frameworks_give_the_same_logits(tmp_path, model_n
     run_worker(target, "import", str(tmp_path / "model.json"), str(tmp_path / "source.npz"),
                str(tmp_path / "target.npz"))
     exported, imported = np.load(tmp_path / "source.npz"), np.load(tmp_path / "target.npz")
-    assert list(exported["kinds"]) == list(imported["kinds"])
     assert int(exported["parameters"]) == int(imported["parameters"])
     assert exported["logits"].shape == (8, 10)
     # Random weights give logits of order 10: a wrong flatten order would be far off.

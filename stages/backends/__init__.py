@@ -44,7 +44,7 @@ def load(name: str, tuning: str = "stock", switches: tuple[str, ...] | None = No
         from stages.common.errors import StageError
 
         raise StageError(f"unknown framework {name!r}; expected one of {', '.join(REGISTRY)}")
-    # The engine of Keras is its backend module's choice (keras.py: TensorFlow; keras_jax.py: JAX...),
+    # The engine of Keras is its backend module's choice (keras: TensorFlow; keras_jax: JAX...),
     # never the caller's shell.
     os.environ.pop("KERAS_BACKEND", None)
     environment = SWITCH_ENVIRONMENT.get(name, {})

@@ -86,12 +86,10 @@ class Backend(Protocol):
         """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda')."""
         ...
 
-    def build_model(self, spec: ArchitectureSpec) -> Model:
-        """The spec's layers, initialised with Glorot-uniform kernels and zero biases."""
-        ...
-
-    def layer_kinds(self, model: Model) -> list[str]:
-        """The built model's layers in the spec's vocabulary (``conv``, ``dense``, ...)."""
+    def build_model(self, spec: ArchitectureSpec, seed: int) -> Model:
+        """The spec's layers, initialised with Glorot-uniform kernels and zero biases, drawn for
+        ``seed`` (the seed given to ``configure``: a framework with a global generator draws from
+        the one ``configure`` seeded; JAX, which has none, keys its draw with ``seed`` itself)."""
         ...
 
     def count_parameters(self, model: Model) -> int: ...

@@ -64,7 +64,7 @@ def steady_steps(backend: Backend, spec: ArchitectureSpec, initial: list[np.ndar
     count = min(train.labels.shape[0], (warmup + steps + 1) * settings.batch_size)
     train = prepared.Split(train.images[:count], train.labels[:count])
     settings = dataclasses.replace(settings, epochs=epochs_needed(count // settings.batch_size, warmup, steps))
-    model = backend.build_model(spec)
+    model = backend.build_model(spec, 0)  # every weight is then set from initial
     backend.set_weights(model, initial)
     durations: list[float] = []
     state = {"step": 0, "last": time.perf_counter()}
@@ -107,7 +107,7 @@ def measure(framework: str, level: str, params: Params, contended: bool) -> dict
     first: list[float] = []
     with BusyMeter() as meter:
         steps = steady_steps(backend, spec, initial, train, val, settings, timing.warmup_steps, timing.steps, first)
-        model = backend.build_model(spec)
+        model = backend.build_model(spec, seed)
         backend.set_weights(model, initial)
         model = backend.for_inference(model, settings.switches)
         images = np.asarray(test.images[:timing.inference_images])

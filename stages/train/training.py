@@ -126,7 +126,7 @@ def train_model(backend: Backend, spec: ArchitectureSpec, train: prepared.Split,
                 settings: TrainParams, seed: int, epoch_log: EpochLog, initial: list[np.ndarray] | None = None,
                 background: float = 0.0) -> Model:
     """Build a model (from ``initial`` weights if given) and fit it; return it. Arrays in, model out."""
-    model = backend.build_model(spec)
+    model = backend.build_model(spec, seed)
     if initial is not None:
         backend.set_weights(model, initial)
     parameters = backend.count_parameters(model)

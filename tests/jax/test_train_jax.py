@@ -6,7 +6,7 @@ import pytest
 
 from stages.common.architecture import build_spec
 from tests.trainer_contract import *  # noqa: F403 - the shared contract tests
-from tests.trainer_contract import SMALL, make_params
+from tests.trainer_contract import SMALL, TUTORIAL, make_params
 
 FRAMEWORK = "jax"
 
@@ -142,8 +142,8 @@ def test_gelu_is_the_exact_one_not_jaxs_default_approximation(backend):
     from math import erf, sqrt
 
     gelu = build_spec(make_params({**SMALL, "activation": "gelu"}).model, (28, 28, 1), 10)
-    model = backend.build_model(gelu)
-    activation = model.layers[backend.layer_kinds(model).index("activation")]
+    model = backend.build_model(gelu, 0)
+    activation = model.layers[[layer.kind for layer in gelu.layers].index("activation")]
     inputs = np.linspace(-3, 3, 13, dtype=np.float32)
     exact = np.array([value * 0.5 * (1 + erf(value / sqrt(2))) for value in inputs])
     np.testing.assert_allclose(np.asarray(activation(inputs)), exact, atol=1e-6)
@@ -161,7 +161,7 @@ def test_sgd_keeps_keras_velocity_in_weight_units_and_decays_the_weights_decoupl
     import jax.numpy as jnp
     import optax
 
-    from stages.backends.jax import _optimizer
+    from stages.backends.jax.training import _optimizer
     from tests.trainer_contract import small_settings
 
     settings = dataclasses.replace(small_settings(), optimizer="sgd", momentum=0.9, weight_decay=0.1)
@@ -181,3 +181,29 @@ def test_sgd_keeps_keras_velocity_in_weight_units_and_decays_the_weights_decoupl
     np.testing.assert_allclose(np.asarray(weight), [w2], rtol=1e-6)
     gradient_units = w1 - 0.01 * (m * g + g) - 0.01 * wd * w1
     assert abs(w2 - gradient_units) > 1e-4
+
+
+def flax_kind(layer, backend) -> str:
+    """A layer of the built ``nnx.Sequential`` in the spec's vocabulary: Flax's module classes, and
+    the JAX functions the backend puts between them."""
+    import functools
+
+    from flax import nnx
+
+    modules = {nnx.Conv: "conv", nnx.BatchNorm: "batch_norm", nnx.Dropout: "dropout", nnx.Linear: "dense"}
+    if type(layer) in modules:
+        return modules[type(layer)]
+    if layer is backend.FLATTEN:
+        return "flatten"
+    if isinstance(layer, functools.partial) and layer.func is nnx.max_pool:
+        return "max_pool"
+    if any(layer is function for function in backend.ACTIVATIONS.values()):
+        return "activation"
+    raise ValueError(f"unknown layer {layer!r}")
+
+
+@pytest.mark.parametrize("model_params", [None, TUTORIAL, SMALL], ids=["default", "tutorial", "small"])
+def test_built_model_has_the_specs_layers_as_flaxs_own_modules(backend, model_params):
+    spec = build_spec(make_params(model_params).model, (28, 28, 1), 10)
+    layers = backend.build_model(spec, 0).layers
+    assert [flax_kind(layer, backend) for layer in layers] == [layer.kind for layer in spec.layers]

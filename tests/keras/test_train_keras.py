@@ -81,6 +81,6 @@ def test_neither_level_compiles_the_train_step_with_xla(backend, tuning):
     from tests.trainer_contract import SMALL, make_params, small_settings
 
     settings = small_settings(epochs=1, tuning=tuning, switches=backend.TUNED if tuning == "tuned" else ())
-    model = backend.build_model(build_spec(make_params(SMALL).model, (28, 28, 1), 10))
+    model = backend.build_model(build_spec(make_params(SMALL).model, (28, 28, 1), 10), 0)
     trainer = backend.compile_trainer(model, settings, np.full(4, 1e-3), seed=1)
     assert trainer.jit_compile is False

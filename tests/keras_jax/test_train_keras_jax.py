@@ -9,7 +9,7 @@ FRAMEWORK = "keras_jax"
 
 
 def test_keras_own_onnx_route_on_jax_still_writes_a_graph_onnx_runtime_refuses(tmp_path):
-    """Why keras_jax has no ONNX row (stages/backends/keras.py, docs/onnx.md): once a jax2onnx that
+    """Why keras_jax has no ONNX row (stages/backends/keras/, docs/onnx.md): once a jax2onnx that
     installs beside Flax converts this model correctly, this test fails, and export can use it."""
     import numpy as np
     import onnxruntime
@@ -21,7 +21,7 @@ def test_keras_own_onnx_route_on_jax_still_writes_a_graph_onnx_runtime_refuses(t
 
     backend = backends.load(FRAMEWORK)
     spec = build_spec(make_params().model, (28, 28, 1), 10)
-    model = backend.build_model(spec)
+    model = backend.build_model(spec, 0)
     with pytest.raises(NoExportRoute, match="Unsupported pooling size"):
         backend.export(model, spec, tmp_path / "model.onnx")
     backend.keras_export(model, spec, tmp_path / "model.onnx")

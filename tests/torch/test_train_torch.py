@@ -10,7 +10,7 @@ import pytest
 from stages.common.architecture import build_spec
 from stages.common.errors import StageError
 from tests.trainer_contract import *  # noqa: F403 - the shared contract tests
-from tests.trainer_contract import SMALL, make_params
+from tests.trainer_contract import SMALL, TUTORIAL, make_params
 
 FRAMEWORK = "torch"
 
@@ -32,7 +32,7 @@ def test_pickle_payload_in_a_model_file_is_refused_and_never_runs(tmp_path):
 
     spec = build_spec(make_params(SMALL).model, (28, 28, 1), 10)
     marker = tmp_path / "marker"
-    state = {name: tensor for name, tensor in backend.build_model(spec).state_dict().items()}
+    state = {name: tensor for name, tensor in backend.build_model(spec, 0).layers.state_dict().items()}
     state["payload"] = WritesMarker(marker)
     path = tmp_path / backend.MODEL_FILE
     torch.save(state, path)
@@ -57,7 +57,7 @@ def test_state_dict_with_missing_or_unexpected_entries_is_refused(tmp_path, chan
     from stages.backends import torch as backend
 
     spec = build_spec(make_params(SMALL).model, (28, 28, 1), 10)
-    state = dict(backend.build_model(spec).state_dict())
+    state = dict(backend.build_model(spec, 0).layers.state_dict())
     if change == "missing":
         del state[next(name for name in state if name.endswith("running_var"))]
     else:
@@ -103,7 +103,7 @@ from tests.trainer_contract import SMALL, make_params
 
 setup_logging()  # as run_stage sets it up in a stage
 logging.getLogger("probe").warning("a line of the project's own")
-model = backend.build_model(build_spec(make_params(SMALL).model, (28, 28, 1), 10))
+model = backend.build_model(build_spec(make_params(SMALL).model, (28, 28, 1), 10), 0)
 compiled = backend.for_inference(model, ("compiled_inference",))
 backend.predict(compiled, np.zeros((4, 28, 28, 1), np.float32), batch_size=4)
 """
@@ -144,9 +144,9 @@ def test_training_batches_reach_the_first_convolution_in_the_levels_memory_forma
     settings = small_settings(epochs=1, tuning=tuning, switches=backend.TUNED if tuning == "tuned" else ())
     settings = dataclasses.replace(settings, augment=dataclasses.replace(settings.augment, enabled=augment))
     backend.configure(settings, 1)
-    model = backend.build_model(build_spec(make_params(None).model, (28, 28, 1), 10))  # two conv blocks
+    model = backend.build_model(build_spec(make_params(None).model, (28, 28, 1), 10), 1)  # two conv blocks
     seen = []
-    convolutions = [module for module in model.modules() if isinstance(module, torch.nn.Conv2d)]
+    convolutions = [module for module in model.layers.modules() if isinstance(module, torch.nn.Conv2d)]
     convolutions[-1].register_forward_pre_hook(lambda module, inputs: seen.append((module.training, inputs[0])))
 
     backend.fit(model, make_split(64, 1), make_split(20, 2), settings, learning_rates(settings, 2), 1,
@@ -207,7 +207,7 @@ def test_a_stock_replicate_trains_with_torchs_own_classes_and_loads_without_the_
         model, _ = fit_small(backend, settings, train=make_split(64, 1), val=make_split(10, 2))
     finally:
         handle.remove()
-    assert all(type(module).__module__.startswith("torch.nn.") for module in model.modules())
+    assert all(type(module).__module__.startswith("torch.nn.") for module in model.layers.modules())
     assert {type(optimizer).__name__ for optimizer in stepped} == {expected}
     used = stepped[0]
     assert type(used).__module__.startswith("torch.optim.") and not used.defaults.get("fused")
@@ -284,3 +284,15 @@ def test_a_write_the_file_system_refuses_names_the_output_not_its_temporary(tmp_
                       "was left"], result.stderr
     assert previous.read_bytes() == b"the previous model"
     assert sorted(path.name for path in previous.parent.parent.iterdir()) == ["1"]  # no temporary left
+
+
+@pytest.mark.parametrize("model_params", [None, TUTORIAL, SMALL], ids=["default", "tutorial", "small"])
+def test_built_model_has_the_specs_layers_as_pytorchs_own_classes(backend, model_params):
+    from torch import nn
+
+    spec = build_spec(make_params(model_params).model, (28, 28, 1), 10)
+    classes = {nn.Conv2d: "conv", nn.BatchNorm2d: "batch_norm", nn.MaxPool2d: "max_pool", nn.Dropout: "dropout",
+               nn.Linear: "dense", nn.ReLU: "activation", nn.GELU: "activation", nn.Tanh: "activation",
+               nn.Sigmoid: "activation", nn.Flatten: "flatten"}
+    layers = list(backend.build_model(spec, 0).layers)
+    assert [classes[type(layer)] for layer in layers] == [layer.kind for layer in spec.layers]

@@ -1,6 +1,6 @@
 """Keras 3 on the JAX engine (implements ``stages.backends.base.Backend``).
 
-The Keras backend (``stages/backends/keras.py``: the same layers, ``Model.fit``, optimizers, saving
+The Keras backend (``stages/backends/keras/``: the same layers, ``Model.fit``, optimizers, saving
 and loading) with ``KERAS_BACKEND=jax``, so that the report separates the cost of Keras' API from
 that of its engine: against ``keras`` (the same API on TensorFlow) and against ``jax`` (JAX
 written as Flax writes it). What differs from the TensorFlow engine is the machine set-up below:
@@ -35,7 +35,6 @@ from stages.backends.keras import (  # noqa: E402 - after the engine is named
     for_inference,
     get_weights,
     keras_export,
-    layer_kinds,
     load_model,
     logits,
     predict,
@@ -49,7 +48,7 @@ from stages.common.runtime import configure_threads, jax_device_before_start, op
 __all__ = ["ADAM_EPSILON", "ENGINE", "DESCRIPTION", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "augment",
            "batch_norm_constants", "build_model", "configure", "count_parameters", "environment", "export",
            "fit", "keras_export",
-           "for_inference", "get_weights", "layer_kinds", "load_model", "logits", "predict", "save_model",
+           "for_inference", "get_weights", "load_model", "logits", "predict", "save_model",
            "set_weights"]
 
 DESCRIPTION = (

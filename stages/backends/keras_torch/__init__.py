@@ -1,6 +1,6 @@
 """Keras 3 on the PyTorch engine (implements ``stages.backends.base.Backend``).
 
-The Keras backend (``stages/backends/keras.py``: the same layers, ``Model.fit``, optimizers, saving
+The Keras backend (``stages/backends/keras/``: the same layers, ``Model.fit``, optimizers, saving
 and loading) with ``KERAS_BACKEND=torch``, so that the report separates the cost of Keras' API
 from that of its engine: against ``keras`` (the same API on TensorFlow) and against ``torch``
 (PyTorch written as its tutorials write it). What differs from the TensorFlow engine is the
@@ -33,7 +33,6 @@ from stages.backends.keras import (  # noqa: E402 - after the engine is named
     fit,
     for_inference,
     get_weights,
-    layer_kinds,
     load_model,
     logits,
     predict,
@@ -46,7 +45,7 @@ from stages.common.runtime import configure_threads, op_determinism  # noqa: E40
 
 __all__ = ["ADAM_EPSILON", "ENGINE", "DESCRIPTION", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "augment",
            "batch_norm_constants", "build_model", "configure", "count_parameters", "environment", "export", "fit",
-           "for_inference", "get_weights", "layer_kinds", "load_model", "logits", "predict", "save_model",
+           "for_inference", "get_weights", "load_model", "logits", "predict", "save_model",
            "set_weights"]
 
 DESCRIPTION = (
