@@ -1,6 +1,6 @@
 """The contract between the framework-neutral stages and a framework backend.
 
-``Backend`` is what ``stages/train.py``, ``stages/evaluate.py`` and the tests call; each module
+``Backend`` is what ``stages/train/``, ``stages/evaluate/`` and the tests call; each module
 named in ``stages/common/frameworks.py`` implements it as plain module-level functions, and
 mypy checks that (``stages/backends/conformance.py``). The helpers below are shared by the
 backends so that they draw batch orders and detect divergence identically.
