@@ -3,8 +3,8 @@
 A leaf module (it imports nothing from the project), so that adding a line here reruns no data
 stage and no other framework's training: only ``validate`` (which refuses an unknown name in
 ``params.yaml``) and ``report`` (which prints the labels) list it as a DVC dependency. Each name's
-backend is the module ``stages.backends.<name>``, which dvc.yaml's train and evaluate stages list
-(``stages/backends/${item.framework}.py``); docs/adding-a-framework.md says what else a new one
+backend is the package ``stages.backends.<name>``, which dvc.yaml's train and evaluate stages list
+(``stages/backends/${item.framework}``); docs/adding-a-framework.md says what else a new one
 needs.
 """
 

@@ -75,7 +75,7 @@ def summary(folder: str = "reports") -> dict:
 
 
 def number(cell: str) -> float:
-    return float(re.search(r"[-+]?\d+(?:\.\d+)?", cell.replace(",", ""))[0])
+    return float(re.search(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", cell.replace(",", ""))[0])  # 3.5e-05 too
 
 
 def close(shown: str, value: float, digits: int = 2) -> bool:
