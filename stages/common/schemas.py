@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from stages.common import atomic
-from stages.common.errors import StageError
+from stages.common.failures import StageError
 
 ACCURACY_THRESHOLDS = (0.98, 0.99)  # validation accuracies whose time to reach is recorded
 
