@@ -5,9 +5,9 @@ A stage's own helpers live in its package (``stages/train/``, ``stages/preproces
 format, seeding, the architecture spec, metrics, atomic writes). docs/design.md lists them all.
 
 A stage started by an interpreter without the project's packages says so in one line (see
-``stages.common.errors.require_packages``).
+``stages.common.failures.require_packages``, standard library only).
 """
 
-from stages.common.errors import require_packages
+from stages.common.failures import require_packages
 
 require_packages()

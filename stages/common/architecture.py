@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from stages.common import atomic, npfile
-from stages.common.errors import StageError
+from stages.common.failures import StageError
 from stages.common.params import ModelParams
 
 BATCH_NORM_EPSILON = 1e-5

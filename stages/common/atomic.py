@@ -15,7 +15,7 @@ while a write of it running concurrently keeps its own (as ``stages/download.py`
 one in leaves no folder at the final path: the next write puts the previous one back first.
 
 Before renaming anything into place, a write checks that the stage's params and code did not
-change since it started (``errors.check_inputs``): an output is never published for inputs it was
+change since it started (``watch.check_inputs``): an output is never published for inputs it was
 not made from.
 
 The temporaries of a killed stage that DVC then restores from its run cache, without running the
@@ -44,7 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from stages.common.errors import PERMISSION_FAILURES, WRITE_FAILURES, StageError, check_inputs
+from stages.common.failures import PERMISSION_FAILURES, WRITE_FAILURES, StageError
+from stages.common.watch import check_inputs
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

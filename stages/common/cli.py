@@ -95,7 +95,7 @@ def switch_names(text: str) -> tuple[str, ...]:
 
 def switches(framework: str, tuning: str, requested: tuple[str, ...] | None, tuned: tuple[str, ...]) -> tuple[str, ...]:
     """The switches a run turns on: none for stock, the backend's ``tuned`` ones, or ``requested`` of them."""
-    from stages.common.errors import StageError
+    from stages.common.failures import StageError
 
     if requested is None:
         return tuned if tuning == "tuned" else ()

@@ -1,7 +1,16 @@
-"""Field checks: a frozen dataclass built from a parsed YAML mapping, checking types, ranges,
-allowed values, missing and unknown keys at every level, every problem one line (``<key>:
-expected ..., got ...``). ``params.py`` declares its sections with ``checked``/``optional_field``
-(the limits ride in each field's metadata) and builds them with ``build``.
+"""The project's one validator: a frozen dataclass built from a parsed mapping, checking types,
+ranges, allowed values, missing and unknown keys at every level, every problem one line
+(``<key>: expected ..., got ...``). It checks both kinds of input a stage reads:
+
+- ``params.yaml`` (``params.py`` declares its sections with ``checked``/``optional_field``, the
+  limits riding in each field's metadata, and builds them with ``build``);
+- the JSON records stages write and read back (``schemas.py``: ``TrainingSummary``, ``RunInfo``,
+  ... built by ``schemas.from_dict``, a field with a default being one a file may leave out).
+
+Annotations understood: ``int``, ``float`` (finite; a whole number reads as a float), ``bool``,
+``str``, ``Literal[...]``, ``X | None``, ``tuple[X, ...]`` and ``list[X]`` (a list), ``dict[K, V]``
+(a mapping, keys and values checked), ``Any`` (anything) and nested dataclasses. Why hand-written
+rather than pydantic: docs/design.md, "Validation: one hand-written checker".
 """
 
 from __future__ import annotations
@@ -44,6 +53,10 @@ def optional_field(**kwargs: Any) -> Any:
 
 def type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        arguments = typing.get_args(annotation)
+        names = [type_name(argument) for argument in arguments if argument is not type(None)]
+        return " or ".join(names + (["null"] if type(None) in arguments else []))
     if annotation is int:
         return "an integer"
     if annotation is float:
@@ -54,7 +67,7 @@ def type_name(annotation: Any) -> str:
         return "a string"
     if origin is Literal:
         return "one of " + ", ".join(repr(choice) for choice in typing.get_args(annotation))
-    if origin is tuple:
+    if origin in (tuple, list):
         return "a list"
     if origin is dict:
         return "a mapping"
@@ -67,8 +80,12 @@ def _convert(value: Any, annotation: Any, key: str, problems: list[str], rules: 
              metadata: Any = None) -> Any:
     """Check ``value`` against ``annotation``; append problems; return the typed value."""
     origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return value
     if origin in (typing.Union, types.UnionType):
         arguments = [argument for argument in typing.get_args(annotation) if argument is not type(None)]
+        if len(arguments) != 1:  # X | None only: which of two types a value was meant to be is guesswork
+            raise TypeError(f"unsupported field type {annotation!r}")
         if value is None:
             return None
         return _convert(value, arguments[0], key, problems, rules, metadata)
@@ -82,14 +99,14 @@ def _convert(value: Any, annotation: Any, key: str, problems: list[str], rules: 
         if value not in choices or isinstance(value, bool):
             problems.append(f"{key}: expected {type_name(annotation)}, got {value!r}")
         return value
-    if origin is tuple:
+    if origin in (tuple, list):  # tuple[X, ...] or list[X]: a list in the file
         if not isinstance(value, list):
             problems.append(f"{key}: expected a list, got {value!r}")
-            return ()
-        (item_type, _ellipsis) = typing.get_args(annotation)
+            return origin()
+        item_type = typing.get_args(annotation)[0]
         item_checks = metadata.get("items") if metadata else None
-        items = tuple(_convert(item, item_type, f"{key}[{index}]", problems, rules, item_checks)
-                      for index, item in enumerate(value))
+        items = origin(_convert(item, item_type, f"{key}[{index}]", problems, rules, item_checks)
+                       for index, item in enumerate(value))
         if metadata and metadata.get("min_items") is not None and len(items) < metadata["min_items"]:
             problems.append(f"{key}: expected at least {metadata['min_items']} items, got {len(items)}")
         if metadata and metadata.get("max_items") is not None and len(items) > metadata["max_items"]:
@@ -99,11 +116,9 @@ def _convert(value: Any, annotation: Any, key: str, problems: list[str], rules: 
         if not isinstance(value, dict):
             problems.append(f"{key}: expected a mapping, got {value!r}")
             return {}
-        _, value_type = typing.get_args(annotation)
-        if typing.get_origin(value_type) is Literal:
-            return {name: _convert(item, value_type, f"{key}.{name}", problems, rules)
-                    for name, item in value.items()}
-        return value
+        key_type, value_type = typing.get_args(annotation)
+        return {_convert(name, key_type, f"{key} key", problems, rules):
+                _convert(item, value_type, f"{key}.{name}", problems, rules) for name, item in value.items()}
     if annotation is bool:
         if not isinstance(value, bool):
             problems.append(f"{key}: expected true or false, got {value!r}")
@@ -120,7 +135,9 @@ def _convert(value: Any, annotation: Any, key: str, problems: list[str], rules: 
             problems.append(f"{key}: expected a finite number, got {value!r}")
             return value
         value = float(value)
-    elif annotation is str and not isinstance(value, str):
+    elif annotation is not str:
+        raise TypeError(f"unsupported field type {annotation!r}")  # a bug in a dataclass, not in the file
+    elif not isinstance(value, str):
         problems.append(f"{key}: expected a string, got {value!r}")
         return value
     if metadata:

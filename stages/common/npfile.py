@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages.common.errors import StageError
+from stages.common.failures import StageError
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip's end record

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from stages.common import frameworks, yamlfile
-from stages.common.errors import StageError
+from stages.common.failures import StageError
 from stages.common.fields import Rules, build, checked, limits, optional_field
 
 PARAMS_FILE = Path("params.yaml")

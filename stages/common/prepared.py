@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from stages.common import atomic, npfile
-from stages.common.errors import StageError
+from stages.common.failures import StageError
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")

@@ -1,23 +1,23 @@
 """The fields of every JSON file a stage writes, defined once for the writer and all readers.
 
 ``save(record, path)`` writes a record atomically; ``load(cls, path, rerun)`` reads one back and
-checks it field by field (a missing, extra or mistyped field is a one-line ``StageError``
-naming the file and the command that rewrites it).
+checks it field by field with the validator params.yaml is checked with (``fields.build``): a
+missing, unknown or mistyped field is a one-line ``StageError`` naming the file, the field, what
+was expected and the command that rewrites the file. A field with a default may be left out of a
+file (files written before it existed still read).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from stages.common import atomic
-from stages.common.errors import StageError
+from stages.common.failures import StageError
+from stages.common.fields import Rules, build
 
 ACCURACY_THRESHOLDS = (0.98, 0.99)  # validation accuracies whose time to reach is recorded
 
@@ -136,49 +136,15 @@ def save(record: Any, path: str | Path) -> None:
     atomic.write_json(path, to_dict(record))
 
 
-def _matches(value: Any, annotation: Any) -> bool:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, option) for option in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if annotation is str:
-        return isinstance(value, str)
-    if origin is list:
-        (item,) = typing.get_args(annotation)
-        return isinstance(value, list) and all(_matches(element, item) for element in value)
-    if origin is dict:
-        key_type, item = typing.get_args(annotation)
-        return isinstance(value, dict) and all(_matches(key, key_type) and _matches(element, item)
-                                               for key, element in value.items())
-    raise TypeError(f"unsupported field type {annotation!r}")
-
-
 def from_dict(cls: type[Record], raw: Any, source: str) -> Record:
-    """Build ``cls`` from a parsed mapping; ``ValueError`` naming the first bad field."""
-    if not isinstance(raw, dict):
-        raise ValueError(f"{source}: expected a JSON object")
-    hints = typing.get_type_hints(cls)
-    fields = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    optional = {field.name for field in dataclasses.fields(cls)  # type: ignore[arg-type]
-                if field.default is not dataclasses.MISSING}  # a field with a default may be left out
-    present = [name for name in fields if name in raw]
-    missing = [name for name in fields if name not in raw and name not in optional]
-    extra = sorted(set(raw) - set(fields))
-    if missing or extra:
-        problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
-            [f"unexpected {', '.join(extra)}"] if extra else [])
-        raise ValueError(f"{source}: " + "; ".join(problems))
-    for name in present:
-        if not _matches(raw[name], hints[name]):
-            raise ValueError(f"{source}: {name} should be {hints[name]}, got {raw[name]!r}")
-    return cls(**{name: float(raw[name]) if hints[name] is float else raw[name] for name in present})
+    """Build ``cls`` from a parsed mapping; ``ValueError``, one line naming ``source`` and every bad field."""
+    optional = frozenset((cls.__name__, item.name) for item in dataclasses.fields(cls)  # type: ignore[arg-type]
+                         if item.default is not dataclasses.MISSING or item.default_factory is not dataclasses.MISSING)
+    problems: list[str] = []
+    record = build(cls, raw, "", problems, Rules(optional=optional))
+    if problems:
+        raise ValueError(f"{source}: {'; '.join(problems)}")
+    return record
 
 
 def load(cls: type[Record], path: str | Path, rerun: str) -> Record:

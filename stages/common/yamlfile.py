@@ -30,7 +30,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, MappingStartEvent, ScalarEvent
 from ruamel.yaml.reader import ReaderError
 
-from stages.common.errors import StageError
+from stages.common.failures import StageError
 
 MAX_BYTES = 1 << 20  # params.yaml is a few kilobytes
 MAX_DEPTH = 32  # nested mappings and lists; params.yaml nests 5 deep

@@ -128,6 +128,18 @@ def test_a_package_missing_at_a_stages_start_names_the_interpreter(tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "shim"]
 
 
+def test_the_yaml_parser_missing_is_named_although_run_stage_watches_params_through_it(tmp_path):
+    """errors.py imports watch.py, which reads params.yaml with ruamel.yaml: the package check runs
+    first, from failures.py, which imports the standard library only."""
+    result = run_stage_without("ruamel.yaml", tmp_path, "stages.init", "1")
+
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: init: cannot import ruamel with {sys.executable} (import of ruamel.yaml halted; None in "
+        "sys.modules): the stages need the project's environment; activate it (source .venv/bin/activate) or "
+        "run `make run`"]
+
+
 def test_a_framework_that_cannot_be_imported_names_the_interpreter(tmp_path):
     from tests.trainer_contract import stage_project
 
@@ -185,7 +197,7 @@ def test_every_package_a_stage_module_imports_when_it_loads_is_checked_first():
     fail with a traceback in an interpreter that lacks it."""
     import ast
 
-    from stages.common.errors import STAGE_PACKAGES
+    from stages.common.failures import STAGE_PACKAGES
 
     loaded = set()
     for path in (PROJECT_ROOT / "stages").rglob("*.py"):

@@ -52,7 +52,8 @@ def test_a_metrics_file_with_a_wrong_field_is_refused(workspace):
     content = json.loads(path.read_text())
     content["test_accuracy"] = "high"
     path.write_text(json.dumps(content))
-    with pytest.raises(StageError, match="eval/keras/1/metrics.json: test_accuracy should be"):
+    with pytest.raises(StageError, match="eval/keras/1/metrics.json: test_accuracy: expected a number, got 'high'; "
+                                         r"run `dvc repro evaluate@1-keras`$"):
         load()
 
 
