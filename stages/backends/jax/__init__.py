@@ -53,7 +53,7 @@ import optax
 from flax import nnx, serialization
 
 from stages.backends.base import Model
-from stages.backends.jax.inference import eval_view, for_inference, logits, predict
+from stages.backends.jax.inference import eval_view, for_inference, predict
 from stages.backends.jax.network import (
     ACTIVATIONS,
     FLATTEN,
@@ -74,8 +74,8 @@ from stages.common.runtime import configure_threads, jax_device_before_start, op
 
 __all__ = ["ACTIVATIONS", "DESCRIPTION", "FLATTEN", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "Inference",
            "augment", "augment_batch", "batch_norm_constants", "build_model", "configure", "count_parameters",
-           "environment", "export", "fit", "for_inference", "get_weights", "load_model", "logits",
-           "predict", "save_model", "set_weights"]
+           "environment", "export", "fit", "for_inference", "get_weights", "load_model", "predict", "save_model",
+           "set_weights"]
 
 MODEL_FILE = "model.msgpack"
 PERFORMANCE_GUIDE = "https://flax.readthedocs.io/en/latest/guides/performance.html"

@@ -36,7 +36,6 @@ from stages.backends.keras import (  # noqa: E402 - after the engine is named
     get_weights,
     keras_export,
     load_model,
-    logits,
     predict,
     save_model,
     set_weights,
@@ -47,8 +46,7 @@ from stages.common.runtime import configure_threads, jax_device_before_start, op
 
 __all__ = ["ADAM_EPSILON", "ENGINE", "DESCRIPTION", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "augment",
            "batch_norm_constants", "build_model", "configure", "count_parameters", "environment", "export",
-           "fit", "keras_export",
-           "for_inference", "get_weights", "load_model", "logits", "predict", "save_model",
+           "fit", "keras_export", "for_inference", "get_weights", "load_model", "predict", "save_model",
            "set_weights"]
 
 DESCRIPTION = (

@@ -34,7 +34,6 @@ from stages.backends.keras import (  # noqa: E402 - after the engine is named
     for_inference,
     get_weights,
     load_model,
-    logits,
     predict,
     save_model,
     set_weights,
@@ -45,8 +44,7 @@ from stages.common.runtime import configure_threads, op_determinism  # noqa: E40
 
 __all__ = ["ADAM_EPSILON", "ENGINE", "DESCRIPTION", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "augment",
            "batch_norm_constants", "build_model", "configure", "count_parameters", "environment", "export", "fit",
-           "for_inference", "get_weights", "load_model", "logits", "predict", "save_model",
-           "set_weights"]
+           "for_inference", "get_weights", "load_model", "predict", "save_model", "set_weights"]
 
 DESCRIPTION = (
     "Keras 3 on PyTorch (`KERAS_BACKEND=torch`): the same `keras.Sequential`, `Model.fit` and `keras.optimizers` "

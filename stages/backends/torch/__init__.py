@@ -50,8 +50,7 @@ from stages.common.runtime import configure_threads, op_determinism
 
 __all__ = ["DESCRIPTION", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "Network", "augment",
            "batch_norm_constants", "build_model", "configure", "count_parameters", "environment", "export", "fit",
-           "for_inference", "get_weights", "load_model", "logits", "predict", "save_model",
-           "set_weights"]
+           "for_inference", "get_weights", "load_model", "predict", "save_model", "set_weights"]
 
 MODEL_FILE = "model.pt"
 
@@ -127,13 +126,6 @@ def configure(settings: TrainParams, seed: int) -> str:
         torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.benchmark = False
     return device
-
-def logits(model: Network, images: np.ndarray) -> np.ndarray:
-    """Raw outputs for NHWC images, in inference mode."""
-    model.layers.eval()
-    with torch.inference_mode():
-        return model(to_input(images, device_of(model), 1.0, model.channels_last)).cpu().numpy()
-
 
 def for_inference(model: Network, switches: tuple[str, ...]) -> Network:
     """``model`` in evaluation mode: eager in PyTorch's default memory format (stock), in the
