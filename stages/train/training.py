@@ -15,11 +15,10 @@ the two output folders of a replicate:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
@@ -49,20 +48,20 @@ class EpochLog(AbstractContextManager["EpochLog"]):
         self.records: list[EpochRecord] = []
         self.live: Any = None
         self.writing: Path | None = None  # the folder's temporary, while the run goes
-        self._output = contextlib.ExitStack()
+        self._output = ExitStack()
 
     def __enter__(self) -> EpochLog:
         if self.folder is not None:
             from dvclive import Live
 
-            with contextlib.ExitStack() as output:  # closed again if dvclive fails to start
+            with ExitStack() as output:  # closed again if dvclive fails to start
                 self.writing = output.enter_context(atomic.atomic_directory(self.folder))
                 self.live = Live(dir=str(self.writing), save_dvc_exp=False, dvcyaml=None, report=None)
                 self._output = output.pop_all()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> bool:
+                 traceback: TracebackType | None) -> bool | None:
         return self._output.__exit__(kind, error, traceback)
 
     def finish(self, summary: TrainingSummary) -> None:
