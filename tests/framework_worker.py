@@ -3,11 +3,11 @@
     python -m tests.framework_worker <framework> export <model.json> <out.npz>
         build the model from the ``model:`` params in model.json (seeded), replace every weight
         with seeded random values (batch-norm statistics included, so they matter), and save
-        the canonical weights, a fixed input batch, the logits and the
+        the canonical weights, a fixed input batch, its probabilities (``predict``) and the
         parameter count.
     python -m tests.framework_worker <framework> import <model.json> <in.npz> <out.npz>
-        build the same architecture, load the weights from in.npz, and save its logits on
-        in.npz's input batch.
+        build the same architecture, load the weights from in.npz, and save its probabilities
+        (``predict``) on in.npz's input batch.
     python -m tests.framework_worker <framework> fit <cases.json> <out_dir>
         for each case: build the model, load the framework-neutral initial weights of
         ``stages.common.architecture.initial_weights`` (seeded), train it with the backend's own
@@ -110,14 +110,14 @@ def main(argv: list[str]) -> None:
                    for weight in backend.get_weights(model)]
         backend.set_weights(model, weights)
         inputs = rng.normal(0.0, 1.0, size=(8, *spec.input_shape)).astype(np.float32)
-        np.savez(argv[3], inputs=inputs, logits=backend.logits(model, inputs),
+        np.savez(argv[3], inputs=inputs, probabilities=backend.predict(model, inputs, len(inputs)),
                  parameters=backend.count_parameters(model),
                  **{f"weight_{index}": weight for index, weight in enumerate(backend.get_weights(model))})
     elif mode == "import":
         source = np.load(argv[3])
         count = len([key for key in source.files if key.startswith("weight_")])
         backend.set_weights(model, [source[f"weight_{index}"] for index in range(count)])
-        np.savez(argv[4], logits=backend.logits(model, source["inputs"]),
+        np.savez(argv[4], probabilities=backend.predict(model, source["inputs"], len(source["inputs"])),
                  parameters=backend.count_parameters(model))
     else:
         raise SystemExit(f"unknown mode {mode}")

@@ -185,10 +185,6 @@ def _evaluate(model: Model, split: Split, scale: float) -> tuple[float, float]:
     return loss, float(np.mean(probabilities.argmax(axis=1) == labels))
 
 
-def logits(model: Model, images: np.ndarray) -> np.ndarray:
-    return model.reference.forward(np.asarray(images, np.float64), training=False)[0].astype(np.float32)
-
-
 def for_inference(model: Model, switches: tuple[str, ...]) -> Model:
     return model  # numpy has no compiler: both levels run the same code
 

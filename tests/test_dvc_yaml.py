@@ -18,28 +18,35 @@ from stages.common import frameworks
 from tests.support import PROJECT_ROOT, project_params
 
 
+def substituted(body: dict, replacements: dict[str, str]) -> dict:
+    text = yaml.safe_dump(body)
+    for placeholder, value in replacements.items():
+        text = text.replace(placeholder, value)
+    return yaml.safe_load(text)
+
+
 def expanded_stages() -> dict[str, dict]:
-    """dvc.yaml's stages with foreach and matrix expanded from params.yaml, as DVC names them."""
+    """dvc.yaml's stages with foreach and matrix expanded from params.yaml and each stage's own
+    ``vars`` substituted, as DVC names and resolves them (its YAML aliases are PyYAML's too)."""
     raw = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
     params = project_params()
     lists = {"${replicates.seeds}": params["replicates"]["seeds"], "${frameworks}": params["frameworks"],
              "${replicates.tuned_seeds}": params["replicates"]["tuned_seeds"]}
     stages = {}
     for name, stage in raw["stages"].items():
+        variables = {f"${{{key}}}": str(value) for entry in stage.get("vars", []) for key, value in entry.items()}
+        body = {key: value for key, value in stage.items() if key not in ("vars", "matrix")}
         if "foreach" in stage:
             for item in lists[stage["foreach"]]:
-                text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
-                stages[f"{name}@{item}"] = yaml.safe_load(text)
+                stages[f"{name}@{item}"] = substituted(stage["do"], {**variables, "${item}": str(item)})
         elif "matrix" in stage:
-            body = {key: value for key, value in stage.items() if key != "matrix"}
             frameworks, seeds = lists[stage["matrix"]["framework"]], lists[stage["matrix"]["seed"]]
             for framework in frameworks:
                 for seed in seeds:
-                    text = yaml.safe_dump(body).replace("${item.framework}", framework).replace("${item.seed}",
-                                                                                                str(seed))
-                    stages[f"{name}@{seed}-{framework}"] = yaml.safe_load(text)
+                    stages[f"{name}@{seed}-{framework}"] = substituted(
+                        body, {**variables, "${item.framework}": framework, "${item.seed}": str(seed)})
         else:
-            stages[name] = stage
+            stages[name] = substituted(body, variables)
     return stages
 
 

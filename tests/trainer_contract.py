@@ -240,9 +240,9 @@ def test_dropout_drops_its_rate_of_inputs_in_training_scales_the_rest_and_is_off
     for index, (expected, actual) in enumerate(zip(reference.weights, trained, strict=True)):
         np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-6, err_msg=f"weight {index}")
 
-    # (d) Evaluation: no dropout, no scale, in logits, predict (both levels) and fit's validation.
+    # (d) Evaluation: no dropout, no scale, in predict (both levels) and fit's validation. Probabilities
+    # within a relative 1e-4 are log-probabilities, the logits less a constant per image, within 1e-4.
     expected = Reference(spec, trained, backend.SEMANTICS).forward(val.images.astype(np.float64), training=False)[0]
-    np.testing.assert_allclose(backend.logits(model, val.images), expected, rtol=1e-4, atol=1e-5)
     probabilities = special.softmax(expected, axis=1)
     for switches in ((), backend.TUNED):
         predicted = backend.predict(backend.for_inference(model, switches), val.images, batch_size=4)
@@ -348,12 +348,21 @@ def test_tuned_inference_gives_the_stock_predictions(backend):
 
 
 def test_predict_gives_probabilities(backend):
+    """The softmax of the network's outputs in inference mode, classes in order: the framework-free
+    reference's forward pass over the model's own weights (float64), as in the dropout test."""
+    from scipy import special
+
+    from tests.reference_trainer import Reference
+
     model, _ = fit_small(backend, small_settings(epochs=1), train=make_split(64, 1), val=make_split(20, 2))
+    spec = build_spec(make_params(SMALL).model, (28, 28, 1), 10)
     images = make_split(30, 5).images
     probabilities = backend.predict(model, images, batch_size=7)
     assert probabilities.shape == (30, 10) and probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(probabilities.argmax(1), backend.logits(model, images).argmax(1))
+    outputs = Reference(spec, backend.get_weights(model), backend.SEMANTICS).forward(images.astype(np.float64),
+                                                                                     training=False)[0]
+    np.testing.assert_allclose(probabilities, special.softmax(outputs, axis=1), rtol=1e-4, atol=1e-6)
 
 
 def test_save_and_safe_load_round_trip(backend, tmp_path):
@@ -364,8 +373,10 @@ def test_save_and_safe_load_round_trip(backend, tmp_path):
     backend.save_model(model, second)
     assert first.read_bytes() == second.read_bytes()  # no timestamps: identical weights, identical bytes
     loaded = backend.load_model(first, spec)
+    for left, right in zip(backend.get_weights(loaded), backend.get_weights(model), strict=True):
+        np.testing.assert_array_equal(left, right)
     images = make_split(16, 4).images
-    np.testing.assert_allclose(backend.logits(loaded, images), backend.logits(model, images), atol=1e-6)
+    np.testing.assert_allclose(backend.predict(loaded, images, 16), backend.predict(model, images, 16), atol=1e-6)
     assert sorted(path.name for path in tmp_path.iterdir()) == [first.name, second.name]  # no temp files left
 
 

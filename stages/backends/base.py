@@ -126,10 +126,6 @@ class Backend(Protocol):
         ``switches``), or with the given tuned ``switches``; same weights, same outputs."""
         ...
 
-    def logits(self, model: Model, images: np.ndarray) -> np.ndarray:
-        """Raw outputs for NHWC images, in inference mode."""
-        ...
-
     def predict(self, model: Model, images: np.ndarray, batch_size: int, input_scale: float = 1.0) -> np.ndarray:
         """Class probabilities (float32, N x classes), batch by batch."""
         ...
@@ -141,8 +137,8 @@ class Backend(Protocol):
     def export(self, model: Model, spec: ArchitectureSpec, path: Path) -> None:
         """Write ``model``'s inference graph to ``path`` as an ONNX file, through the framework's own
         documented exporter (docs/onnx.md): one input, NHWC float32 images with a free batch
-        dimension; one output, the logits (``logits``' values). ``NoExportRoute`` (saying why) where the framework
-        has no working route on these package versions."""
+        dimension; one output, the logits (what ``predict`` turns into probabilities). ``NoExportRoute``
+        (saying why) where the framework has no working route on these package versions."""
         ...
 
     def load_model(self, path: Path, spec: ArchitectureSpec) -> Model:

@@ -41,7 +41,7 @@ from stages.common.runtime import (
     seed_python_and_numpy,
 )
 from stages.common.schemas import PerClass, TestMetrics
-from stages.evaluate.trained import load_trained
+from stages.common.trained import load_trained
 
 log = logging.getLogger("evaluate")
 

@@ -28,7 +28,7 @@ from stages.common.errors import StageError, run_stage
 from stages.common.params import TUNING_LEVELS, effective_train, load_params
 from stages.common.runtime import configure_threads, seed_python_and_numpy
 from stages.common.schemas import OnnxMetrics
-from stages.evaluate.trained import load_trained
+from stages.common.trained import load_trained
 from stages.export import runtime
 from stages.export.agreement import agreement, fields
 

@@ -40,7 +40,6 @@ from stages.common.schemas import RunInfo
 from stages.train.training import (
     EpochLog,
     background_value,
-    finish_logs,
     save_model,
     summarize,
     train_model,
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                        description=backend.DESCRIPTION, semantics=dict(backend.SEMANTICS),
                        environment={**backend.environment(), **machine_environment(settings.threads)})
         save_model(backend, model, spec, info, model_folder)
-        finish_logs(logs_folder, summary)
+        epoch_log.finish(summary)
     log.info("%s: trained in %.1f s (%.0f images/s), final val accuracy %.2f%%; wrote %s and %s", name,
              summary.train_seconds, summary.images_per_second, 100 * summary.val_accuracy, model_folder,
              logs_folder)

@@ -6,20 +6,19 @@ the two output folders of a replicate:
 - ``models/<framework>/<seed>/``: the model file, ``architecture.json`` and ``run.json``,
   swapped in as a whole only after training finished with finite losses;
 - ``dvclive/<framework>/<seed>/``: one TSV per metric (dvclive), appended as each epoch ends
-  so progress shows while a run is going, and the ``TrainingSummary`` as ``metrics.json`` at
-  the end. The previous run's logs wait aside (``.<seed>.previous``) meanwhile: a run that
-  fails or is interrupted removes its partial logs and puts them back, so no partial log is
-  left behind looking like a finished one and nothing good is lost.
+  (so progress shows while a run is going, in the folder's temporary), and the
+  ``TrainingSummary`` as ``metrics.json`` at the end; swapped in as a whole when the run
+  ends, as the model folder is (``atomic.atomic_directory``). A run that fails or is
+  interrupted leaves the previous run's logs as they were, so no partial log is left behind
+  looking like a finished one and nothing good is lost.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
@@ -39,41 +38,36 @@ log = logging.getLogger("train")
 
 
 class EpochLog(AbstractContextManager["EpochLog"]):
-    """Checks, logs and records each epoch; streams it to dvclive in ``folder`` if given."""
+    """Checks, logs and records each epoch; streams it to dvclive in ``folder`` if given.
+
+    dvclive writes into the temporary of an ``atomic.atomic_directory`` write of ``folder``
+    (``writing``), which replaces ``folder`` only when the ``with`` block ends without error."""
 
     def __init__(self, name: str, epochs: int, train_images: int, folder: Path | None = None) -> None:
         self.name, self.epochs, self.train_images, self.folder = name, epochs, train_images, folder
         self.records: list[EpochRecord] = []
         self.live: Any = None
-
-    @property
-    def previous(self) -> Path:
-        assert self.folder is not None
-        return self.folder.with_name(f".{self.folder.name}.previous")
+        self.writing: Path | None = None  # the folder's temporary, while the run goes
+        self._output = ExitStack()
 
     def __enter__(self) -> EpochLog:
         if self.folder is not None:
             from dvclive import Live
 
-            if self.previous.exists():  # left by a killed run: the good logs are the ones aside
-                if self.folder.exists():
-                    shutil.rmtree(self.folder)
-                os.replace(self.previous, self.folder)
-            if self.folder.exists():
-                os.replace(self.folder, self.previous)
-            self.live = Live(dir=str(self.folder), save_dvc_exp=False, dvcyaml=None, report=None)
+            with ExitStack() as output:  # closed again if dvclive fails to start
+                self.writing = output.enter_context(atomic.atomic_directory(self.folder))
+                self.live = Live(dir=str(self.writing), save_dvc_exp=False, dvcyaml=None, report=None)
+                self._output = output.pop_all()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        if self.folder is None:
-            return
-        if kind is not None:  # failed or interrupted: drop the partial logs, restore the previous ones
-            shutil.rmtree(self.folder, ignore_errors=True)
-            if self.previous.exists():
-                os.replace(self.previous, self.folder)
-        else:
-            shutil.rmtree(self.previous, ignore_errors=True)
+                 traceback: TracebackType | None) -> bool | None:
+        return self._output.__exit__(kind, error, traceback)
+
+    def finish(self, summary: TrainingSummary) -> None:
+        """Replace dvclive's running summary by the training summary (one name per number)."""
+        assert self.writing is not None, "finish() needs a folder, inside the with block"
+        schemas.save(summary, self.writing / paths.METRICS_FILE)
 
     def __call__(self, record: EpochRecord) -> None:
         for name in ("train_loss", "val_loss"):
@@ -144,8 +138,3 @@ def save_model(backend: Backend, model: Model, spec: ArchitectureSpec, info: Run
         backend.save_model(model, temporary / backend.MODEL_FILE)
         (temporary / paths.ARCHITECTURE_FILE).write_text(spec.to_json(), encoding="utf-8")
         schemas.save(info, temporary / paths.RUN_FILE)
-
-
-def finish_logs(folder: Path, summary: TrainingSummary) -> None:
-    """Replace dvclive's running summary by the training summary (one name per number)."""
-    schemas.save(summary, folder / paths.METRICS_FILE)

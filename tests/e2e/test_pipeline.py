@@ -160,5 +160,5 @@ def test_ctrl_c_during_training_keeps_the_previous_model_and_logs(pipeline_copy)
     assert "interrupted" in remaining
     assert (root / "models/torch/1/model.pt").read_bytes() == model_before
     assert (root / "dvclive/torch/1/metrics.json").read_bytes() == logs_before
-    leftovers = [path for path in root.rglob(".*") if path.name.endswith((".tmp", ".previous"))]
+    leftovers = [path for path in root.rglob(".*") if path.name.endswith((".tmp", ".old"))]
     assert not leftovers, leftovers

@@ -225,8 +225,8 @@ def interrupt_training(repo: Repo, deliver) -> tuple[int | None, str]:
     repo.set_params(lambda raw: raw["torch"].update(epochs=1000, batch_size=1))
     repo.commit("torch: minutes of training")
     repro = start_repro(repo, "-s", "train@1-torch")
-    seen = wait_for_line(repro, "epoch 1/1000")  # partial logs exist: they must not survive
-    assert (repo.path / "dvclive/torch/1").exists()
+    seen = wait_for_line(repro, "epoch 1/1000")  # partial logs exist, in their temporary: they must not survive
+    assert [path.name for path in (repo.path / "dvclive/torch").glob(".1.*.tmp")]
     deliver(repro)
     return repro.wait(timeout=300), "".join(seen) + (repro.stdout.read() if repro.stdout else "")
 

@@ -1,6 +1,6 @@
 """stages/evaluate/__main__.py's pure functions: metrics against hand-computed cases, the files'
 contents. (The timing loops: tests/common/test_metrics.py; the model-folder errors:
-tests/evaluate/test_trained.py.) (The stage end to end, per framework, with a
+tests/common/test_trained.py.) (The stage end to end, per framework, with a
 non-default input_scale and a model/data shape mismatch: tests/trainer_contract.py.)"""
 
 from __future__ import annotations

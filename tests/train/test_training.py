@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
-import os
 import subprocess
 import sys
 
 import pytest
 
 from stages.backends.base import EpochRecord, NonFiniteLoss
+from stages.common import schemas
 from stages.train import training
 from tests.support import PROJECT_ROOT
 
@@ -116,14 +118,14 @@ def test_epoch_log_streams_each_epoch_to_dvclive(tmp_path):
     assert [float(row.split("\t")[1]) for row in rates[1:]] == [0.001, 0.002]
 
 
-def test_epoch_log_of_a_failed_run_leaves_no_partial_logs(tmp_path):
+def test_epoch_log_of_a_first_run_that_fails_leaves_no_folder_and_no_temporary(tmp_path):
     folder = tmp_path / "dvclive" / "torch" / "1"
 
     with pytest.raises(KeyboardInterrupt), training.EpochLog("test", 3, 10, folder=folder) as log:
         log(record(1, 0.5))
         raise KeyboardInterrupt
 
-    assert not folder.exists()
+    assert logs_of(folder.parent) == []
 
 
 @pytest.mark.parametrize(("normalize", "scale", "expected"), [
@@ -133,8 +135,6 @@ def test_epoch_log_of_a_failed_run_leaves_no_partial_logs(tmp_path):
     ({"method": "standardize", "mean": 10.0, "std": 2.0}, 0.5, -2.5),
 ])
 def test_background_value_is_a_blank_pixel_as_the_model_sees_it(loaded_train, normalize, scale, expected):
-    import dataclasses
-
     settings = dataclasses.replace(loaded_train, input_scale=scale)
 
     assert training.background_value({"normalize": normalize}, settings) == pytest.approx(expected)
@@ -194,16 +194,19 @@ def previous_logs(tmp_path):
     return folder
 
 
-def test_epoch_log_of_a_failed_run_puts_the_previous_logs_back(tmp_path):
+@pytest.mark.parametrize("failure", [RuntimeError("the run fails"), KeyboardInterrupt()],
+                         ids=["failed", "interrupted"])
+def test_epoch_log_of_a_run_that_fails_or_is_interrupted_keeps_the_previous_logs(tmp_path, failure):
     folder = previous_logs(tmp_path)
 
-    with pytest.raises(KeyboardInterrupt), training.EpochLog("test", 3, 10, folder=folder) as log:
+    with pytest.raises(type(failure)), training.EpochLog("test", 3, 10, folder=folder) as log:
         log(record(1, 0.5))
-        assert "good.tsv" not in logs_of(folder)  # set aside while the run goes
-        raise KeyboardInterrupt
+        assert logs_of(folder) == ["good.tsv"]  # untouched while the run goes ...
+        assert log.writing is not None and "plots" in logs_of(log.writing)  # ... which logs beside it
+        raise failure
 
     assert logs_of(folder) == ["good.tsv"]
-    assert logs_of(folder.parent) == ["1"]  # nothing set aside is left
+    assert logs_of(folder.parent) == ["1"]  # no temporary left
 
 
 def test_epoch_log_of_a_finished_run_replaces_the_previous_logs(tmp_path):
@@ -216,19 +219,32 @@ def test_epoch_log_of_a_finished_run_replaces_the_previous_logs(tmp_path):
     assert logs_of(folder.parent) == ["1"]
 
 
-def test_epoch_log_takes_back_the_logs_a_killed_run_set_aside(tmp_path):
-    folder = previous_logs(tmp_path)
-    aside = folder.with_name(".1.previous")
-    os.replace(folder, aside)  # a killed run set the good logs aside ...
-    folder.mkdir()
-    (folder / "partial.tsv").write_text("... and left half of its own")
+def test_epoch_log_whose_dvclive_cannot_start_leaves_the_previous_logs_and_no_temporary(tmp_path, monkeypatch):
+    import dvclive
 
-    with pytest.raises(RuntimeError), training.EpochLog("test", 3, 10, folder=folder):
-        assert logs_of(aside) == ["good.tsv"]  # the good logs are the ones kept aside, not the partial ones
-        raise RuntimeError("this run fails too")
+    def refuse(*arguments, **options):
+        raise OSError("dvclive cannot start")
+
+    monkeypatch.setattr(dvclive, "Live", refuse)
+    folder = previous_logs(tmp_path)
+
+    with pytest.raises(OSError, match="dvclive cannot start"), training.EpochLog("test", 1, 10, folder=folder):
+        pytest.fail("the run started without its logs")
 
     assert logs_of(folder) == ["good.tsv"]
     assert logs_of(folder.parent) == ["1"]
+
+
+def test_the_training_summary_replaces_dvclives_when_the_run_ends(tmp_path):
+    folder = previous_logs(tmp_path)
+    summary = training.summarize([record(1, 0.5)], parameters=7, train_images=10)
+
+    with training.EpochLog("test", 1, 10, folder=folder) as log:
+        log(record(1, 0.5))
+        log.finish(summary)
+        assert not (folder / "metrics.json").exists()  # written beside the previous logs until the end
+
+    assert json.loads((folder / "metrics.json").read_text()) == json.loads(json.dumps(schemas.to_dict(summary)))
 
 
 KILLED_TRAINING = """
@@ -245,7 +261,7 @@ with training.EpochLog("killed", 3, 10, folder=Path(sys.argv[1])) as log:
 """
 
 
-def test_a_training_killed_midway_is_replaced_by_the_next_run_which_starts_its_logs_clean(tmp_path):
+def test_a_training_killed_midway_keeps_the_previous_logs_and_the_next_run_removes_its_temporary(tmp_path):
     folder = tmp_path / "dvclive" / "torch" / "1"
     with training.EpochLog("first", 1, 10, folder=folder) as log:
         log(record(1, 0.5))
@@ -257,8 +273,9 @@ def test_a_training_killed_midway_is_replaced_by_the_next_run_which_starts_its_l
         child.kill()
         child.wait()
     rows = (folder / "plots" / "metrics" / "learning_rate.tsv").read_text().splitlines()
-    assert [row.split("\t")[1] for row in rows[1:]] == ["0.5", "0.5"]  # until the next run: the killed run's
-    assert logs_of(folder.parent) == [".1.previous", "1"]  # ... and the good logs aside
+    assert [float(row.split("\t")[1]) for row in rows[1:]] == [0.001]  # the first run's logs, untouched ...
+    stale = [name for name in logs_of(folder.parent) if name != "1"]
+    assert len(stale) == 1 and stale[0].startswith(".1.") and stale[0].endswith(".tmp")  # ... beside the killed run's
 
     with training.EpochLog("rerun", 2, 10, folder=folder) as log:
         log(record(1, 0.5))

@@ -53,7 +53,8 @@ import optax
 from flax import nnx, serialization
 
 from stages.backends.base import Model
-from stages.backends.jax.inference import eval_view, for_inference, logits, predict
+from stages.backends.engines import jax_threads_and_device
+from stages.backends.jax.inference import eval_view, for_inference, predict
 from stages.backends.jax.network import (
     ACTIVATIONS,
     FLATTEN,
@@ -70,12 +71,11 @@ from stages.common import atomic
 from stages.common.architecture import ArchitectureSpec
 from stages.common.errors import StageError
 from stages.common.params import TrainParams
-from stages.common.runtime import configure_threads, jax_device_before_start, op_determinism, restrict_cpus
 
 __all__ = ["ACTIVATIONS", "DESCRIPTION", "FLATTEN", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "Inference",
            "augment", "augment_batch", "batch_norm_constants", "build_model", "configure", "count_parameters",
-           "environment", "export", "fit", "for_inference", "get_weights", "load_model", "logits",
-           "predict", "save_model", "set_weights"]
+           "environment", "export", "fit", "for_inference", "get_weights", "load_model", "predict", "save_model",
+           "set_weights"]
 
 MODEL_FILE = "model.msgpack"
 PERFORMANCE_GUIDE = "https://flax.readthedocs.io/en/latest/guides/performance.html"
@@ -117,20 +117,9 @@ def environment() -> dict[str, str]:
 
 
 def configure(settings: TrainParams, seed: int) -> str:
-    """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda')."""
-    configure_threads(settings.threads)
-    restrict_cpus(settings.threads)  # read by XLA when its CPU client starts (no effect after that)
-    flags = os.environ.get("XLA_FLAGS", "")
-    # the GPU only, before JAX starts: the CPU reruns bitwise without it (runtime.op_determinism)
-    if op_determinism(jax_device_before_start(settings.device)) and "xla_gpu_deterministic_ops" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
-    gpus = [device for device in jax.devices() if device.platform == "gpu"]
-    if settings.device == "cuda" and not gpus:
-        raise StageError("train.device is 'cuda' but JAX sees no GPU (is the CUDA plugin installed? "
-                         "pip install 'jax[cuda12]==0.10.2'); set it to auto or cpu")
-    use_gpu = bool(gpus) and settings.device != "cpu"
-    jax.config.update("jax_default_device", gpus[0] if use_gpu else jax.devices("cpu")[0])
-    return "cuda" if use_gpu else "cpu"
+    """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda'). JAX has no
+    global seed: each draw is keyed by the replicate seed itself."""
+    return jax_threads_and_device(settings)
 
 
 def _pure_state(model) -> dict:

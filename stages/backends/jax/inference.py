@@ -48,11 +48,6 @@ def for_inference(model: Model, switches: tuple[str, ...]) -> Model:
     return Inference(view, functools.partial(_stock_probabilities, view))
 
 
-def logits(model: Model, images: np.ndarray) -> np.ndarray:
-    """Raw outputs for NHWC images, in inference mode."""
-    return np.asarray(eval_view(module_of(model))(jnp.asarray(images, dtype=jnp.float32)))
-
-
 def predict(model: Model, images: np.ndarray, batch_size: int, input_scale: float = 1.0) -> np.ndarray:
     """Class probabilities (float32, N x classes) for NHWC images, batch by batch."""
     inference = model if isinstance(model, Inference) else for_inference(model, ())

@@ -31,7 +31,6 @@ from stages.backends.keras.network import (
     count_parameters,
     for_inference,
     get_weights,
-    logits,
     predict,
     set_weights,
 )
@@ -55,8 +54,7 @@ if ENGINE == "tensorflow":
 __all__ = ["ADAM_EPSILON", "DESCRIPTION", "ENGINE", "HDF5_MAGIC", "MODEL_FILE", "NO_ONNX_ROUTE_ON_JAX", "SEMANTICS",
            "SWITCHES", "TUNED", "EpochBatches", "TableSchedule", "TracedInference", "augment", "batch_norm_constants",
            "build_model", "compile_trainer", "configure", "count_parameters", "environment", "export", "fit",
-           "for_inference", "get_weights", "keras_export", "load_model", "logits", "predict",
-           "save_model", "set_weights"]
+           "for_inference", "get_weights", "keras_export", "load_model", "predict", "save_model", "set_weights"]
 
 DESCRIPTION = (
     "Keras 3 on TensorFlow: a `keras.Sequential` of Keras' own layers, trained by `Model.fit` (Keras' "

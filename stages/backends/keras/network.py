@@ -72,11 +72,6 @@ def batch_norm_constants(model: Model) -> list[tuple[float, float]]:
             if isinstance(layer, keras.layers.BatchNormalization)]
 
 
-def logits(model: Model, images: np.ndarray) -> np.ndarray:
-    """Raw outputs for NHWC images, in inference mode."""
-    return keras.ops.convert_to_numpy(model(np.asarray(images, dtype=np.float32), training=False))
-
-
 def for_inference(model: Model, switches: tuple[str, ...]) -> Model:
     """``model`` as stock inference calls it, or a ``TracedInference`` of it (``traced_inference``)."""
     model = model.model if isinstance(model, TracedInference) else model

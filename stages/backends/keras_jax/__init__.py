@@ -21,6 +21,7 @@ import jax  # noqa: E402 - imported by Keras already, on this engine
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from stages.backends.engines import jax_threads_and_device  # noqa: E402
 from stages.backends.keras import (  # noqa: E402 - after the engine is named
     ADAM_EPSILON,
     ENGINE,
@@ -36,19 +37,15 @@ from stages.backends.keras import (  # noqa: E402 - after the engine is named
     get_weights,
     keras_export,
     load_model,
-    logits,
     predict,
     save_model,
     set_weights,
 )
-from stages.common.errors import StageError  # noqa: E402
 from stages.common.params import TrainParams  # noqa: E402
-from stages.common.runtime import configure_threads, jax_device_before_start, op_determinism, restrict_cpus  # noqa: E402
 
 __all__ = ["ADAM_EPSILON", "ENGINE", "DESCRIPTION", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "augment",
            "batch_norm_constants", "build_model", "configure", "count_parameters", "environment", "export",
-           "fit", "keras_export",
-           "for_inference", "get_weights", "load_model", "logits", "predict", "save_model",
+           "fit", "keras_export", "for_inference", "get_weights", "load_model", "predict", "save_model",
            "set_weights"]
 
 DESCRIPTION = (
@@ -75,23 +72,8 @@ def environment() -> dict[str, str]:
 
 
 def configure(settings: TrainParams, seed: int) -> str:
-    """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda').
-
-    As for JAX/Flax: XLA sizes its CPU thread pool from the CPUs the process may use (JAX has no
-    thread setting), so the process is restricted to ``train.threads`` CPUs first; XLA's CPU
-    kernels are deterministic, and its deterministic GPU kernels are requested before JAX starts.
-    """
-    configure_threads(settings.threads)
-    restrict_cpus(settings.threads)
-    flags = os.environ.get("XLA_FLAGS", "")
-    # the GPU only, before JAX starts: the CPU reruns bitwise without it (runtime.op_determinism)
-    if op_determinism(jax_device_before_start(settings.device)) and "xla_gpu_deterministic_ops" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
-    gpus = [device for device in jax.devices() if device.platform == "gpu"]
-    if settings.device == "cuda" and not gpus:
-        raise StageError("train.device is 'cuda' but JAX sees no GPU (is the CUDA plugin installed? "
-                         "pip install 'jax[cuda12]==0.10.2'); set it to auto or cpu")
-    use_gpu = bool(gpus) and settings.device != "cpu"
-    jax.config.update("jax_default_device", gpus[0] if use_gpu else jax.devices("cpu")[0])
+    """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda'): as for
+    JAX/Flax (``engines``), and the seed through Keras' ``keras.utils.set_random_seed``."""
+    device = jax_threads_and_device(settings)
     keras.utils.set_random_seed(seed)
-    return "cuda" if use_gpu else "cpu"
+    return device

@@ -20,6 +20,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402 - imported by Keras already, on this engine
 
+from stages.backends.engines import torch_deterministic_algorithms, torch_threads_and_device  # noqa: E402
 from stages.backends.keras import (  # noqa: E402 - after the engine is named
     ADAM_EPSILON,
     ENGINE,
@@ -34,19 +35,16 @@ from stages.backends.keras import (  # noqa: E402 - after the engine is named
     for_inference,
     get_weights,
     load_model,
-    logits,
     predict,
     save_model,
     set_weights,
 )
 from stages.common.errors import StageError  # noqa: E402
 from stages.common.params import TrainParams  # noqa: E402
-from stages.common.runtime import configure_threads, op_determinism  # noqa: E402
 
 __all__ = ["ADAM_EPSILON", "ENGINE", "DESCRIPTION", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "augment",
            "batch_norm_constants", "build_model", "configure", "count_parameters", "environment", "export", "fit",
-           "for_inference", "get_weights", "load_model", "logits", "predict", "save_model",
-           "set_weights"]
+           "for_inference", "get_weights", "load_model", "predict", "save_model", "set_weights"]
 
 DESCRIPTION = (
     "Keras 3 on PyTorch (`KERAS_BACKEND=torch`): the same `keras.Sequential`, `Model.fit` and `keras.optimizers` "
@@ -70,27 +68,16 @@ def environment() -> dict[str, str]:
 def configure(settings: TrainParams, seed: int) -> str:
     """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda').
 
-    As for PyTorch: its thread count, ``torch.use_deterministic_algorithms`` on a GPU only; the seed through
-    Keras' ``keras.utils.set_random_seed`` (which seeds PyTorch on this engine). Keras chose its
-    device when it was imported (CUDA where PyTorch sees one), so ``train.device: cpu`` hides the GPUs
-    before that import (``stages.backends.load``, ``DEVICE_AT_IMPORT``).
+    As for PyTorch (``engines``): its thread count, ``torch.use_deterministic_algorithms`` on a GPU
+    only; the seed through Keras' ``keras.utils.set_random_seed`` (which seeds PyTorch on this
+    engine). Keras chose its device when it was imported (CUDA where PyTorch sees one), so
+    ``train.device: cpu`` hides the GPUs before that import (``stages.backends.load``,
+    ``DEVICE_AT_IMPORT``).
     """
-    configure_threads(settings.threads)
-    torch.set_num_threads(settings.threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass  # already set in this process (tests): the first setting stays
-    available = torch.cuda.is_available()
-    if settings.device == "cuda" and not available:
-        raise StageError("train.device is 'cuda' but PyTorch sees no GPU (torch.cuda.is_available() is False); "
-                         "set it to auto or cpu")
-    if settings.device == "cpu" and available:  # Keras chose CUDA when it was imported
+    device = torch_threads_and_device(settings)
+    if settings.device == "cpu" and torch.cuda.is_available():  # Keras chose CUDA when it was imported
         raise StageError("train.device is 'cpu' but Keras on PyTorch was imported with a GPU visible: load it "
                          "with stages.backends.load(..., device='cpu'), which hides the GPUs first")
     keras.utils.set_random_seed(seed)
-    device = "cuda" if available and settings.device != "cpu" else "cpu"
-    if op_determinism(device):  # the GPU only: the CPU reruns bitwise without it (runtime.op_determinism)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before CUDA starts
-        torch.use_deterministic_algorithms(True)
+    torch_deterministic_algorithms(device)
     return device

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import pickle
 import re
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stages.backends.engines import torch_deterministic_algorithms, torch_threads_and_device
 from stages.backends.torch.network import (
     Network,
     batch_norm_constants,
@@ -46,12 +46,10 @@ from stages.common import atomic
 from stages.common.architecture import ArchitectureSpec
 from stages.common.errors import StageError
 from stages.common.params import TrainParams
-from stages.common.runtime import configure_threads, op_determinism
 
 __all__ = ["DESCRIPTION", "MODEL_FILE", "SEMANTICS", "SWITCHES", "TUNED", "Network", "augment",
            "batch_norm_constants", "build_model", "configure", "count_parameters", "environment", "export", "fit",
-           "for_inference", "get_weights", "load_model", "logits", "predict", "save_model",
-           "set_weights"]
+           "for_inference", "get_weights", "load_model", "predict", "save_model", "set_weights"]
 
 MODEL_FILE = "model.pt"
 
@@ -107,32 +105,14 @@ def environment() -> dict[str, str]:
 
 def configure(settings: TrainParams, seed: int) -> str:
     """Threads, seeds, determinism and device; return the device used ('cpu' or 'cuda')."""
-    configure_threads(settings.threads)
-    torch.set_num_threads(settings.threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass  # already set in this process (tests): the first setting stays
-    available = torch.cuda.is_available()
-    if settings.device == "cuda" and not available:
-        raise StageError("train.device is 'cuda' but PyTorch sees no GPU (torch.cuda.is_available() is False); "
-                         "set it to auto or cpu")
+    device = torch_threads_and_device(settings)
     torch.manual_seed(seed)
-    device = "cuda" if available and settings.device != "cpu" else "cpu"
-    if op_determinism(device):  # the GPU only: the CPU reruns bitwise without it (runtime.op_determinism)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before CUDA starts
-        torch.use_deterministic_algorithms(True)
+    if torch_deterministic_algorithms(device):
         # Determinism does not need freshly allocated memory filled with NaN (a debugging aid that
         # use_deterministic_algorithms switches on): no kernel here reads memory it did not write.
         torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.benchmark = False
     return device
-
-def logits(model: Network, images: np.ndarray) -> np.ndarray:
-    """Raw outputs for NHWC images, in inference mode."""
-    model.layers.eval()
-    with torch.inference_mode():
-        return model(to_input(images, device_of(model), 1.0, model.channels_last)).cpu().numpy()
 
 
 def for_inference(model: Network, switches: tuple[str, ...]) -> Network:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stages.backends.base import Backend, Model
 from stages.common import paths, schemas
 from stages.common.architecture import ArchitectureSpec
 from stages.common.errors import StageError
 from stages.common.schemas import RunInfo
+
+if TYPE_CHECKING:  # the protocol only: stages/common imports no backend code at run time
+    from stages.backends.base import Backend, Model
 
 
 def load_trained(backend: Backend, folder: Path, rerun: str) -> tuple[Model, ArchitectureSpec, RunInfo, Path]:

@@ -1,4 +1,4 @@
-"""stages/evaluate/trained.py: a model folder that cannot be read back names the file and the command."""
+"""stages/common/trained.py: a model folder that cannot be read back names the file and the command."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from stages.common import paths
 from stages.common.errors import StageError
-from stages.evaluate.trained import load_trained
+from stages.common.trained import load_trained
 
 
 def model_folder(tmp_path, architecture: str | None = "{}", run: dict | None = None):
