@@ -3,11 +3,11 @@
     python -m tests.framework_worker <framework> export <model.json> <out.npz>
         build the model from the ``model:`` params in model.json (seeded), replace every weight
         with seeded random values (batch-norm statistics included, so they matter), and save
-        the canonical weights, a fixed input batch, its probabilities (``predict``) and the
-        parameter count.
+        the canonical weights, a fixed input batch, its probabilities (``predict``, read out at
+        ``readout_scale``: see ``read_out``) and the parameter count.
     python -m tests.framework_worker <framework> import <model.json> <in.npz> <out.npz>
         build the same architecture, load the weights from in.npz, and save its probabilities
-        (``predict``) on in.npz's input batch.
+        (``predict``, at in.npz's ``readout_scale``) on in.npz's input batch.
     python -m tests.framework_worker <framework> fit <cases.json> <out_dir>
         for each case: build the model, load the framework-neutral initial weights of
         ``stages.common.architecture.initial_weights`` (seeded), train it with the backend's own
@@ -88,6 +88,34 @@ def fit_cases(backend, cases: list[dict], out_dir: Path) -> None:
             backend.save_model(model, out_dir / f"{case['name']}.{backend.MODEL_FILE}")
 
 
+# The smallest probability a readout may hold: far above float32's smallest normal number (1.2e-38),
+# so that the other framework's, within rounding of it, is a normal number too.
+SMALLEST_PROBABILITY = 1e-30
+
+
+def read_out(backend, model, inputs: np.ndarray, scale: float) -> np.ndarray:
+    """``predict``'s probabilities with the output layer's kernel and bias (the last two canonical
+    weights) multiplied by ``scale``, a power of two: the logits are then the model's times
+    ``scale`` exactly (the layer is linear, and a power of two scales float32 without rounding),
+    and the test divides their log-probabilities by it. The model's weights are put back (from a
+    copy: a backend's ``get_weights`` may return views of the weights it then changes)."""
+    weights = [np.array(weight, copy=True) for weight in backend.get_weights(model)]
+    backend.set_weights(model, [*weights[:-2], weights[-2] * np.float32(scale), weights[-1] * np.float32(scale)])
+    probabilities = backend.predict(model, inputs, len(inputs))
+    backend.set_weights(model, weights)
+    return probabilities
+
+
+def readout_scale(backend, model, inputs: np.ndarray) -> float:
+    """1, or the largest power of 1/2 at which no probability falls below ``SMALLEST_PROBABILITY``:
+    random weights can spread a model's logits over hundreds, and softmax rounds the probability
+    of a logit more than about 87 below the largest to zero in float32, losing that logit."""
+    scale = 1.0
+    while scale > 2.0**-20 and read_out(backend, model, inputs, scale).min() < SMALLEST_PROBABILITY:
+        scale /= 2
+    return scale
+
+
 def main(argv: list[str]) -> None:
     from tests.support import register_extra_frameworks
 
@@ -110,14 +138,16 @@ def main(argv: list[str]) -> None:
                    for weight in backend.get_weights(model)]
         backend.set_weights(model, weights)
         inputs = rng.normal(0.0, 1.0, size=(8, *spec.input_shape)).astype(np.float32)
-        np.savez(argv[3], inputs=inputs, probabilities=backend.predict(model, inputs, len(inputs)),
+        scale = readout_scale(backend, model, inputs)
+        np.savez(argv[3], inputs=inputs, readout_scale=scale, probabilities=read_out(backend, model, inputs, scale),
                  parameters=backend.count_parameters(model),
                  **{f"weight_{index}": weight for index, weight in enumerate(backend.get_weights(model))})
     elif mode == "import":
         source = np.load(argv[3])
         count = len([key for key in source.files if key.startswith("weight_")])
         backend.set_weights(model, [source[f"weight_{index}"] for index in range(count)])
-        np.savez(argv[4], probabilities=backend.predict(model, source["inputs"], len(source["inputs"])),
+        probabilities = read_out(backend, model, source["inputs"], float(source["readout_scale"]))
+        np.savez(argv[4], probabilities=probabilities,
                  parameters=backend.count_parameters(model))
     else:
         raise SystemExit(f"unknown mode {mode}")

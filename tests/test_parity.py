@@ -9,7 +9,10 @@ flatten order (channels-first vs channels-last), kernel layouts and batch-norm c
 The logits are read back from ``predict``'s probabilities: log-probabilities less their mean over
 the classes are the logits less theirs (softmax drops only a constant per image). Two sets of
 logits within 1e-4 of each other give such centred values within 2e-4 (each logit and the mean
-move by at most 1e-4); float32 probabilities add about 1e-7 to each logarithm.
+move by at most 1e-4). Where random weights spread the logits too far for float32 probabilities,
+the worker reads them out with the output layer scaled by a power of 1/2 (``readout_scale``,
+exact in float32), which the logits are divided by again here; float32 probabilities add about
+1e-7 to each logarithm, times the inverse of that scale.
 """
 
 from __future__ import annotations
@@ -47,10 +50,11 @@ def default_model() -> dict:
     return project_params()["model"]
 
 
-def centred_logits(probabilities: np.ndarray) -> np.ndarray:
-    """The logits less their mean over the classes, from the probabilities (all above zero)."""
+def centred_logits(probabilities: np.ndarray, scale: float) -> np.ndarray:
+    """The logits less their mean over the classes, from probabilities (all above zero) read out
+    at ``scale`` (tests/framework_worker.py's ``read_out``)."""
     logs = np.log(probabilities.astype(np.float64))
-    return logs - logs.mean(axis=1, keepdims=True)
+    return (logs - logs.mean(axis=1, keepdims=True)) / scale
 
 
 def run_worker(*arguments: str) -> None:
@@ -72,7 +76,9 @@ def test_weights_moved_between_frameworks_give_the_same_logits(tmp_path, model_n
     # Every probability a normal float32 (none rounded to zero): its logarithm holds the logit to about 1e-7.
     tiny = np.finfo(np.float32).tiny
     assert np.all(exported["probabilities"] >= tiny) and np.all(imported["probabilities"] >= tiny)
-    source_logits, target_logits = centred_logits(exported["probabilities"]), centred_logits(imported["probabilities"])
-    # Random weights give logits of order 10: a wrong flatten order would be far off.
+    scale = float(exported["readout_scale"])
+    source_logits = centred_logits(exported["probabilities"], scale)
+    target_logits = centred_logits(imported["probabilities"], scale)
+    # Random weights give logits of order 10 to hundreds: a wrong flatten order would be far off.
     assert np.abs(source_logits).max() > 0.1
     np.testing.assert_allclose(target_logits, source_logits, atol=2e-4, rtol=1e-4)
