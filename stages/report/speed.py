@@ -35,6 +35,7 @@ from scipy import stats as scipy_stats
 from stages import backends
 from stages.common import paths
 from stages.report.stats import Interval
+from stages.timing import record
 
 LEVEL = 0.05
 
@@ -270,9 +271,11 @@ def section(frameworks: Sequence[str], pooled: Sequence[dict[str, Any]], recorde
         if any(value is not None for value in figures):
             rows.append([backends.label(arm)] + ["-" if value is None else form.format(factor * value)
                                                  for value, (_, factor, form) in zip(figures, keys)])
+    columns = ["Training step (ms)", "Start-up and compilation (s)", "Inference (images/s)", "Latency, one image (ms)"]
     lines += ["Each arm's figures, geometric mean over sittings of each sitting's geometric mean over rounds:", "",
-              table(["Arm", "Training step (ms)", "Start-up and compilation (s)", "Inference (images/s)",
-                     "Latency, one image (ms)"], rows, ["left", "right", "right", "right", "right"]), ""]
+              table(["Arm", *columns], rows, ["left", "right", "right", "right", "right"]), "",
+              "Within a process: " + "; ".join(f"{column.split(' (')[0].lower()}, {record.MEASURES[key]}"
+                                               for column, (key, _, _) in zip(columns, keys)) + ".", ""]
     slowdowns = contention(frameworks, pooled)
     if slowdowns:
         lines += ["**Contention.** Each framework's steady training step with the standard spinning process (one "

@@ -2,7 +2,8 @@
 
 Each sitting records its date, the machine (CPU model, cores), an identity of what was timed
 (the recipe: ``model``, each framework's ``train`` settings, ``evaluate.batch_size``, ``timing``;
-the frameworks' versions and builds; each arm's switches), and per round and arm the figures the worker measured.
+what each figure is; the frameworks' versions and builds; each arm's switches), and per round
+and arm the figures the worker measured.
 The file is a DVC output with ``persist: true`` and ``cache: false``: DVC keeps it when the stage
 reruns, the stage appends to it, and git keeps it, so sittings accumulate across runs and clones.
 
@@ -23,7 +24,13 @@ from stages.common.errors import StageError
 from stages.common.params import Params, as_dict, effective_train
 
 SITTINGS = paths.SITTINGS
-SPEEDS = ("step_seconds", "startup_seconds", "inference_images_per_second", "latency_ms")
+# What each figure of an arm is (stages/timing/worker.py). Part of the identity: sittings that
+# measured a figure another way are never pooled with those that measure it this way.
+MEASURES = {"step_seconds": "median of the timed steps after the warm-up",
+            "startup_seconds": "from the process's creation to its first step done",
+            "inference_images_per_second": "the timed passes' images over their total seconds",
+            "latency_ms": "median of the timed single-image calls"}
+SPEEDS = tuple(MEASURES)
 
 
 def recipe(params: Params) -> dict[str, Any]:
@@ -34,10 +41,12 @@ def recipe(params: Params) -> dict[str, Any]:
 
 
 def identity(params: Params, versions: dict[str, dict[str, str]], switches: dict[str, list[str]]) -> str:
-    """A short hash of the recipe, the frameworks' versions (``versions``: framework -> its
-    backend's environment, machine keys left out) and each arm's switches (``switches``: arm ->
-    the switches it ran with; a backend's tuned level is code, not params)."""
-    text = json.dumps({"recipe": recipe(params), "versions": versions, "switches": switches}, sort_keys=True)
+    """A short hash of the recipe, what each figure is (``MEASURES``), the frameworks' versions
+    (``versions``: framework -> its backend's environment, machine keys left out) and each arm's
+    switches (``switches``: arm -> the switches it ran with; a backend's tuned level is code, not
+    params)."""
+    text = json.dumps({"recipe": recipe(params), "measures": MEASURES, "versions": versions, "switches": switches},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

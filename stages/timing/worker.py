@@ -7,10 +7,11 @@ overrides, ``evaluate.batch_size``, ``timing``). Writes ``<output.json>``: the s
 (the median of the timed steps after ``timing.warmup_steps`` untimed ones, at ``train.batch_size``;
 the first step of each epoch, which follows validation, and a short last batch are not timed),
 start-up (from the process's creation to its first step done: imports, data, model, compilation),
-inference throughput at ``evaluate.batch_size`` (median of ``timing.inference_repeats`` passes after
-one untimed pass), single-image latency (median after ``timing.latency_warmup`` untimed calls),
-the busy check's CPU accounting of the timed window, and, with ``--contended``, the steady step
-time again while the standard spinning process holds one core (stages/timing/spinner.py).
+inference throughput at ``evaluate.batch_size`` (the images of ``timing.inference_repeats`` passes,
+after one untimed pass, over their total time: ``metrics.overall_rate``; each pass's rate is kept
+too), single-image latency (median after ``timing.latency_warmup`` untimed calls), the busy check's
+CPU accounting of the timed window, and, with ``--contended``, the steady step time again while
+the standard spinning process holds one core (stages/timing/spinner.py).
 Imports only the named framework.
 """
 
@@ -124,7 +125,8 @@ def measure(framework: str, level: str, params: Params, contended: bool) -> dict
         "created": created,
         "step_seconds": statistics.median(steps), "steps": [round(value, 6) for value in steps],
         "startup_seconds": first[0] - created,
-        "inference_images_per_second": statistics.median(rates),
+        "inference_images_per_second": metrics.overall_rate(rates),
+        "inference_passes": [round(rate, 1) for rate in rates],
         "latency_ms": metrics.percentile_ms(latency, 50),
         "window": meter.window.to_dict(), "contended": None,
         "environment": {**backend.environment(), **machine_environment(settings.threads)}}

@@ -7,6 +7,8 @@ import json
 import os
 import statistics
 
+import pytest
+
 from stages.common.params import load_params
 from stages.timing import __main__ as timing
 from stages.timing import record
@@ -34,6 +36,19 @@ def test_rounds_alternate_the_arms_each_in_a_fresh_process(workspace):
     ran = {arm: [] for arm in arms}
     assert record.identity(load_params(), entry["versions"], ran) == entry["identity"]
     assert record.identity(load_params(), entry["versions"], {**ran, "numpy-tuned": ["a_switch"]}) != entry["identity"]
+    # the throughput is all timed passes' images over their seconds, and each pass's rate is kept
+    for figures in (arm for round_ in entry["rounds"] for arm in round_["arms"].values()):
+        assert len(figures["inference_passes"]) == load_params().timing.inference_repeats
+        overall = statistics.harmonic_mean(figures["inference_passes"])
+        assert figures["inference_images_per_second"] == pytest.approx(overall, rel=1e-4)
+
+
+def test_a_figure_measured_another_way_is_never_pooled(workspace, monkeypatch):
+    params, versions, switches = load_params(), {"numpy": {"numpy": "2"}}, {"numpy": []}
+    before = record.identity(params, versions, switches)
+    monkeypatch.setitem(record.MEASURES, "inference_images_per_second", "the median pass")
+
+    assert record.identity(params, versions, switches) != before
 
 
 def test_the_steady_step_time_leaves_the_slow_first_steps_out(workspace):
