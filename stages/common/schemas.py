@@ -72,7 +72,7 @@ class TestMetrics:
     macro_precision: float
     macro_recall: float
     macro_f1: float
-    throughput_images_per_second: float  # median over evaluate.throughput_repeats passes
+    throughput_images_per_second: float  # evaluate.throughput_repeats passes' images over their total time
     throughput_images_per_second_min: float
     throughput_images_per_second_max: float
     latency_ms_median: float  # one image per call

@@ -6,8 +6,8 @@ or ``<framework>-tuned``), ``data/prepared/`` (test split, meta.json) and ``para
 (``evaluate``, and the framework's ``threads`` and ``device``). Writes, in ``eval/<arm>/<seed>/``:
 
 - ``metrics.json`` (``TestMetrics``): test accuracy and loss, macro precision/recall/F1,
-  inference throughput at ``evaluate.batch_size`` (median, min and max of
-  ``evaluate.throughput_repeats`` timed passes), single-image latency (median, 95th
+  inference throughput at ``evaluate.batch_size`` (the images of ``evaluate.throughput_repeats``
+  timed passes over their total time, and the slowest and fastest pass), single-image latency (median, 95th
   percentile), the tuning level and its switches, the environment, parameter count, model file size;
 - ``predictions.npy``: float32 class probabilities, one row per test image;
 - ``per_class.json`` (``PerClass``): per-class precision, recall, F1, support, confusion matrix;
@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import statistics
 import sys
 
 import numpy as np
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     scores, per_class = classification_metrics(probabilities, test.labels, data.class_names)
     summary = TestMetrics(
         test_images=int(test.labels.shape[0]), **scores,
-        throughput_images_per_second=round(statistics.median(rates), 1),
+        throughput_images_per_second=round(metrics.overall_rate(rates), 1),
         throughput_images_per_second_min=round(min(rates), 1),
         throughput_images_per_second_max=round(max(rates), 1),
         latency_ms_median=round(metrics.percentile_ms(latency, 50), 4),
@@ -126,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     atomic.write_text(output / paths.CONFUSION_FILE,
                       confusion_csv(test.labels, probabilities.argmax(axis=1), data.class_names))
     schemas.save(summary, output / paths.METRICS_FILE)
-    log.info("%s (%s) seed %d: test accuracy %.2f%%, loss %.4f, %.0f images/s at batch %d (median of %d), latency "
+    log.info("%s (%s) seed %d: test accuracy %.2f%%, loss %.4f, %.0f images/s at batch %d (%d passes), latency "
              "median %.2f ms p95 %.2f ms", backends.label(framework), tuning, seed, 100 * summary.test_accuracy,
              summary.test_loss, summary.throughput_images_per_second, settings.batch_size, len(rates),
              summary.latency_ms_median, summary.latency_ms_p95)

@@ -15,7 +15,6 @@ no tuned switch here: ``SWITCHES`` is empty and a tuned arm's export runs at the
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,7 @@ PROVIDER = "CPUExecutionProvider"
 @dataclass(frozen=True)
 class Timed:
     probabilities: np.ndarray  # float32, one row per image
-    throughput: tuple[float, float, float]  # images per second: median, min, max over the passes
+    throughput: tuple[float, float, float]  # images per second: over all the passes (overall_rate), min, max
     latency_ms: tuple[float, float]  # single image: median, 95th percentile
     timing_spread: float | None
     session: dict[str, str]
@@ -76,7 +75,7 @@ def measure(path: Path, images: np.ndarray, settings: EvaluateParams, threads: i
         settings.throughput_repeats)
     latency = measure_latency(lambda image: predict(inference, image, 1, input_scale), images, settings)
     return Timed(probabilities=probabilities,
-                 throughput=(statistics.median(rates), min(rates), max(rates)),
+                 throughput=(metrics.overall_rate(rates), min(rates), max(rates)),
                  latency_ms=(metrics.percentile_ms(latency, 50), metrics.percentile_ms(latency, 95)),
                  timing_spread=relative_spread(1 / rate for rate in rates),
                  session=describe(inference, threads))

@@ -124,7 +124,8 @@ def render(comparison: Comparison, results: dict[str, list[Replicate]], params: 
               ["left"] + ["right"] * len(frameworks)),
         "",
         "Training time includes validation after each epoch; training throughput counts optimisation only. "
-        f"Inference throughput is the median of {params.evaluate.throughput_repeats} timed passes over the test set "
+        f"Inference throughput is the images of {params.evaluate.throughput_repeats} timed passes over the test set, "
+        "over their total time, "
         f"at batch size {params.evaluate.batch_size}; latency one image at a time. Timings are of this machine.",
         "",
     ]
